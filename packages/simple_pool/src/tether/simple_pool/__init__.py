@@ -1,0 +1,43 @@
+"""tether-simple-pool: the teaching reference of connection pooling, and tether's driver adapters.
+
+``SimplePooledDB`` lends a fixed set of connections to one thread at a time;
+read :mod:`tether.simple_pool.pool` to learn how a pool works. The driver
+adapters in :mod:`tether.simple_pool.drivers` hide what differs between
+database drivers, for this layer and every tether layer above it.
+
+As in DBUtils' ``simple_pooled_db``/``simple_pooled_pg``, the classes are also
+available as ``PooledDB`` and ``PooledPg``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .drivers import DriverAdapter, adapter_for
+from .errors import NotSupportedError, PoolClosed, PoolError, PoolTimeout, TetherError
+from .pool import PooledConnection, SimplePooledDB, SimplePooledPg
+
+try:
+    __version__ = version("tether-simple-pool")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+#: DBUtils' names, so that migrating from ``dbutils.simple_pooled_db`` is an import change.
+PooledDB = SimplePooledDB
+PooledPg = SimplePooledPg
+PooledDBError = PoolError
+
+__all__ = [
+    "DriverAdapter",
+    "NotSupportedError",
+    "PoolClosed",
+    "PoolError",
+    "PoolTimeout",
+    "PooledConnection",
+    "PooledDB",
+    "PooledDBError",
+    "PooledPg",
+    "SimplePooledDB",
+    "SimplePooledPg",
+    "TetherError",
+    "__version__",
+    "adapter_for",
+]

@@ -1,0 +1,29 @@
+"""The exceptions tether raises itself, shared by every layer.
+
+Driver errors (``psycopg.OperationalError``...) always reach the caller as
+they are: tether never wraps them, so frameworks that inspect them (to detect
+a disconnect, say) keep working. These classes are for what only a pool can
+say: it is closed, it timed out, the driver cannot be pooled.
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Base class of every error raised by tether itself."""
+
+
+class PoolError(TetherError):
+    """Something is wrong with a pool (DBUtils calls this ``PooledDBError``)."""
+
+
+class PoolClosed(PoolError):
+    """The pool (or connection) was closed; it cannot hand out connections any more."""
+
+
+class PoolTimeout(PoolError, TimeoutError):
+    """No connection could be had within the timeout."""
+
+
+class NotSupportedError(PoolError):
+    """The driver cannot be used this way (for example its threadsafety is 0)."""

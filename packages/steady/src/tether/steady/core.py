@@ -1,0 +1,413 @@
+"""The rule every steady connection follows: reopen when it is safe, and only then.
+
+A steady connection wraps a driver connection and replaces it with a fresh
+one when it is lost (the server restarted, a firewall dropped the socket,
+``maxusage`` or ``max_lifetime`` was reached). The replacement is transparent
+to the application *only where nothing can be lost by it*:
+
+* **Outside a transaction**, a statement that fails because the connection
+  is gone is run once more on a new connection. In autocommit mode a
+  statement may already have been applied when the connection broke, so it
+  is re-run only when the driver adapter proves it never reached the server.
+* **Inside a transaction** (after ``begin()``, or implicitly: a statement
+  ran on a non-autocommit connection since the last commit or rollback) the
+  server has already discarded the work done so far. Retrying the next
+  statement on a new session would commit the rest of the transaction
+  without its beginning. So the driver's error reaches the caller, nothing
+  is retried, and the connection is replaced only after the application
+  has ended the transaction with ``rollback()`` (or ``commit()``, which
+  fails). DBUtils does retry here when ``begin()`` was not called, and
+  commits half a transaction; tether does not.
+* A failed ``commit()`` is never retried: its outcome is unknown.
+
+This module holds that logic once. :class:`SteadyBase` is shared by the
+DB-API flavour (:mod:`tether.steady.dbapi`) and PyGreSQL's classic flavour
+(:mod:`tether.steady.classic`); those add only thin proxies. Everything a
+driver does differently (what "lost" looks like, whether a transaction is
+open) is asked of the driver adapter from :mod:`tether.simple_pool.drivers`.
+
+A steady connection is used by one thread at a time, like the driver
+connection it wraps; the pools above make sure of that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, Union
+
+from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool.drivers import DriverAdapter, adapter_for
+
+from .errors import SteadyDBError
+from .ping import parse_ping
+
+log = logging.getLogger("tether.steady")
+
+#: What ``failures`` accepts: an exception class or a tuple of them.
+Failures = Union[type[BaseException], tuple[type[BaseException], ...]]
+#: ``setsession``: SQL statements run on every new underlying connection.
+SetSession = Sequence[str]
+
+#: Bits of the ``ping`` flag (as in DBUtils).
+PING_ON_REQUEST, PING_ON_CURSOR, PING_ON_EXECUTE = 1, 2, 4
+
+
+class SetSessionError(SteadyDBError):
+    """A ``setsession`` statement or the ``on_connect`` callback failed on a new connection.
+
+    The new connection is closed: a half-prepared session is never used.
+    """
+
+
+class SteadyBase:
+    """The reopen/transaction state machine shared by every steady connection."""
+
+    _raw: Any  # the driver's connection, or None once closed
+
+    def __init__(
+        self,
+        creator: ModuleType | Callable[..., Any],
+        maxusage: int | None,
+        setsession: SetSession | None,
+        failures: Failures | None,
+        ping: Any,
+        closeable: bool,
+        isfatal: Callable[[BaseException], bool] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        driver: str | DriverAdapter | type[DriverAdapter] | None,
+        max_lifetime: float | None,
+        on_connect: Callable[[Any], object] | None,
+        logger: logging.Logger | None,
+    ) -> None:
+        self._raw = None  # first, so that __del__ works whatever fails below
+        self._adapter = adapter_for(creator, driver)
+        self._maxusage = check_int("maxusage", maxusage or 0)
+        if isinstance(setsession, str):  # a lone string would be run letter by letter
+            raise TypeError("setsession: expected a list of SQL statements, got a str")
+        self._setsession = tuple(setsession or ())
+        if failures is not None and not _is_exception_spec(failures):
+            raise TypeError("failures: expected an exception class or a tuple of them")
+        self._failures = failures
+        if isfatal is not None and not callable(isfatal):
+            raise TypeError("isfatal: expected a callable or None")
+        self._isfatal = isfatal
+        self._ping_flags, self._pinger = parse_ping(ping, self._adapter)
+        self._closeable = bool(closeable)
+        self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
+        if on_connect is not None and not callable(on_connect):
+            raise TypeError("on_connect: expected a callable or None")
+        self._on_connect = on_connect
+        self._log = logger if logger is not None else log
+        self._args, self._kwargs = args, kwargs
+        # Transaction state. `_begun`: inside begin(). `_dirty`: a statement ran
+        # on a non-autocommit connection since the last commit/rollback; used
+        # where the adapter cannot read the transaction state from the driver.
+        self._begun = False
+        self._dirty = False
+        # `_lost`: the connection broke inside a transaction and is kept, dead,
+        # until the transaction ends, so that every statement of it fails.
+        self._lost = False
+        self._closed = False
+        # `_generation` counts reopens, so cursors can tell their connection was replaced.
+        self._generation = 0
+        self._usage = 0
+        self._opened_at = 0.0
+        self._raw = self._open()
+
+    # -- opening and closing ----------------------------------------------------------------
+
+    def _open(self) -> Any:
+        """A new, fully prepared driver connection (setsession and on_connect done)."""
+        adapter = self._adapter
+        raw = adapter.connect(*self._args, **self._kwargs)
+        try:
+            for sql in self._setsession:
+                adapter.execute(raw, sql)
+            if self._on_connect is not None:
+                self._on_connect(raw)
+        except Exception as exc:
+            adapter.close(raw)
+            raise SetSessionError(
+                f"preparing a new {adapter.name} connection failed ({type(exc).__name__}: {exc});"
+                " the connection was closed"
+            ) from exc
+        self._opened_at = time.monotonic()
+        return raw
+
+    def _reopen(self, reason: str) -> Any:
+        """Replace the driver connection; the caller made sure no transaction is open."""
+        old, self._raw = self._raw, None
+        if old is not None:
+            self._adapter.close(old)
+        self._begun = self._dirty = self._lost = False
+        self._usage = 0
+        self._generation += 1
+        self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
+        self._raw = raw = self._open()
+        return raw
+
+    def _close(self) -> None:
+        """Really close; idempotent and never raising."""
+        raw, self._raw = self._raw, None
+        self._closed = True
+        self._begun = self._dirty = self._lost = False
+        if raw is not None:
+            self._adapter.close(raw)
+
+    def close(self) -> None:
+        """Close the connection if ``closeable``; otherwise only end an open transaction.
+
+        A non-closeable connection (the kind pools hand out) stays open for
+        the next user, so it must not carry this user's transaction over.
+        """
+        if self._closeable:
+            self._close()
+        elif self._raw is not None and self._in_transaction():
+            self._end_transaction()
+
+    def _end_transaction(self) -> None:
+        """Roll back whatever is open; a dead connection counts as rolled back."""
+        try:
+            self.rollback()
+        except Exception as exc:  # a rollback that fails for another reason: start afresh
+            self._log.warning(
+                "tether: rollback of %s connection failed (%r); reopening it",
+                self._adapter.name,
+                exc,
+            )
+            self._reopen("rollback failed")
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _in_transaction(self) -> bool:
+        """Whether work done on this session since the last commit/rollback would be lost."""
+        if self._begun or self._lost:
+            return True
+        if self._raw is None:
+            return False
+        state = self._adapter.in_transaction(self._raw)
+        return self._dirty if state is None else state
+
+    def _ready(self) -> Any:
+        """The driver connection to run the next operation on, reopened first if need be.
+
+        Called outside transactions only. No round trip: only state the
+        driver already has, the usage count and the age are looked at.
+        """
+        raw = self._raw
+        if raw is None:
+            if self._closed:
+                raise SteadyDBError("the steady connection is closed")
+            return self._reopen("it was lost")
+        if self._maxusage and self._usage >= self._maxusage:
+            return self._reopen(f"maxusage ({self._maxusage}) reached")
+        if self._max_lifetime is not None and (
+            time.monotonic() - self._opened_at >= self._max_lifetime
+        ):
+            return self._reopen(f"max_lifetime ({self._max_lifetime:g} s) reached")
+        if self._adapter.is_closed(raw):
+            return self._reopen("the driver reports it closed")
+        if self._adapter.peer_closed(raw):
+            # The server ended the session while we were idle (a restart, a
+            # kill): seen on the socket, before sending anything, so the
+            # statement about to run is safe to send on a new connection.
+            return self._reopen("the server closed the session")
+        return raw
+
+    def _is_lost(self, raw: Any, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection is gone (``failures`` and ``isfatal`` decide)."""
+        failures = self._failures
+        if failures is not None:
+            if not isinstance(exc, failures):
+                return False
+            return self._isfatal(exc) if self._isfatal is not None else True
+        if not self._adapter.is_connection_lost(raw, exc):
+            return False
+        return self._isfatal(exc) if self._isfatal is not None else True
+
+    def _ping_check(self, flag: int = PING_ON_REQUEST, reconnect: bool = True) -> bool | None:
+        """Check liveness if the ``ping`` setting asks for it at this moment (``flag``).
+
+        Returns None when no check was made, else whether the connection is
+        alive (after reopening it, when it was dead and that was allowed).
+        """
+        if not flag & self._ping_flags:
+            return None
+        raw = self._raw
+        alive = raw is not None and self._pinger(raw)
+        if alive:
+            return True
+        if reconnect and not self._in_transaction():
+            try:
+                self._reopen("the ping check failed")
+            except Exception as exc:
+                self._log.warning(
+                    "tether: reopening %s connection failed: %r", self._adapter.name, exc
+                )
+                return False
+            return True
+        return False
+
+    # -- running operations -----------------------------------------------------------------
+
+    def _run(
+        self,
+        call: Callable[[Any], Any],
+        flag: int = PING_ON_EXECUTE,
+        writes: bool = True,
+    ) -> Any:
+        """Run ``call(raw)`` under the reopen rule; the heart of tether.steady.
+
+        ``call`` does one operation on the driver connection it is given, so
+        it can be repeated on a new one. ``writes``: the operation may start
+        or extend a transaction (a statement); False for pure reads of
+        results.
+        """
+        if self._in_transaction():
+            raw = self._raw  # never replaced in a transaction, even if dead
+            in_transaction = True
+        else:
+            raw = self._ready()
+            if flag & self._ping_flags:
+                self._ping_check(flag)
+                raw = self._raw
+            in_transaction = False
+        adapter = self._adapter
+        autocommit = adapter.autocommit(raw)
+        try:
+            result = call(raw)
+        except Exception as exc:
+            if not self._is_lost(raw, exc):
+                if writes and not autocommit:
+                    self._dirty = True  # a failed statement can leave a transaction open
+                raise
+            if in_transaction:
+                self._lost = True
+                self._log.warning(
+                    "tether: %s connection lost inside a transaction; not retrying."
+                    " It will be reopened after rollback(). (%s: %s)",
+                    adapter.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                raise
+            if autocommit and not adapter.never_sent(raw, exc):
+                # It may have been applied before the connection broke:
+                # running it again could apply it twice. Reopen next time.
+                self._raw = None
+                adapter.close(raw)
+                self._log.warning(
+                    "tether: %s connection lost in autocommit mode; the statement may have"
+                    " been applied, so it is not retried (%s: %s)",
+                    adapter.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                raise
+            raw = self._reopen(f"{type(exc).__name__}: {exc}".strip())
+            result = call(raw)  # once; a second failure is the caller's
+        if writes:
+            self._usage += 1  # maxusage counts statements, as in DBUtils
+            if not autocommit:
+                self._dirty = True
+        return result
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        """Start a transaction: until commit or rollback, the connection is never replaced."""
+        if not self._in_transaction():
+            self._ready()
+            self._ping_check(PING_ON_EXECUTE)
+        self._begun = True
+        return self._adapter.begin(self._raw, *args, **kwargs)
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        """Commit. A commit that fails is never retried: its outcome is unknown."""
+        raw, lost = self._raw, self._lost
+        self._begun = self._dirty = False
+        if raw is None:
+            raise SteadyDBError("the steady connection is closed")
+        try:
+            result = self._adapter.commit(raw, *args, **kwargs)
+        except Exception as exc:
+            if self._is_lost(raw, exc) or lost:
+                self._forget(raw)
+            raise
+        if lost:  # the driver let a commit on a dead session pass: the work is gone all the same
+            self._forget(raw)
+            raise SteadyDBError(
+                "commit failed: the connection was lost inside the transaction,"
+                " so its work was rolled back by the server"
+            )
+        return result
+
+    def rollback(self, *args: Any, **kwargs: Any) -> Any:
+        """Roll back. On a lost connection that is what the server did already: no error."""
+        raw, lost = self._raw, self._lost
+        self._begun = self._dirty = False
+        if raw is None:
+            return None
+        try:
+            return self._adapter.rollback(raw, *args, **kwargs)
+        except Exception as exc:
+            if lost or self._is_lost(raw, exc):
+                self._forget(raw)
+                self._log.info(
+                    "tether: rollback on a lost %s connection; the transaction ended with it",
+                    self._adapter.name,
+                )
+                return None
+            raise
+
+    def _forget(self, raw: Any) -> None:
+        """Drop a dead driver connection; the next operation opens a new one."""
+        self._lost = False
+        if self._raw is raw:
+            self._raw = None
+        self._adapter.close(raw)
+
+    # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def adapter(self) -> DriverAdapter:
+        """The driver adapter behind this connection."""
+        return self._adapter
+
+    def dbapi(self) -> ModuleType:
+        """The DB-API 2 module of the driver (as DBUtils' ``dbapi()``)."""
+        module = self._adapter.dbapi
+        if module is None:
+            raise AttributeError("could not determine the DB-API 2 module of the creator")
+        return module
+
+    def threadsafety(self) -> int:
+        """The driver module's DB-API ``threadsafety`` (1 when it cannot be determined)."""
+        value = self._adapter.threadsafety
+        return 1 if value is None else value
+
+    def __repr__(self) -> str:
+        if self._raw is None:
+            state = "closed" if self._closed else "to be reopened"
+        elif self._lost:
+            state = "lost in transaction"
+        else:
+            state = "in transaction" if self._begun or self._dirty else "idle"
+        return f"<{type(self).__name__} {self._adapter.name} {state}, used {self._usage}x>"
+
+    def __del__(self) -> None:
+        try:
+            self._close()
+        except Exception:
+            pass
+
+
+def _is_exception_spec(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(isinstance(v, type) and issubclass(v, BaseException) for v in value)
+    return isinstance(value, type) and issubclass(value, BaseException)

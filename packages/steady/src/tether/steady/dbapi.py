@@ -1,0 +1,276 @@
+"""Steady DB-API 2 connections: DBUtils' ``steady_db``, with tether's reopen rule.
+
+``connect(creator, ...)`` returns a :class:`SteadyDBConnection`, which behaves
+like the driver's connection: every attribute tether does not deliberately
+intercept (``cursor``, ``commit``, ``rollback``, ``close``, ``begin``, ``cancel``,
+``ping``) is the driver's own, so driver features (psycopg's ``info``,
+``adapters``, ``add_notice_handler``...) stay reachable and frameworks that
+use them keep working. Its cursors re-run an ``execute`` on a new connection
+when the old one was lost and doing so is safe (see :mod:`tether.steady.core`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+from tether.simple_pool.drivers import DriverAdapter
+
+from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
+from .errors import InvalidCursorError
+
+__all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
+
+
+def connect(
+    creator: ModuleType | Callable[..., Any],
+    maxusage: int | None = None,
+    setsession: SetSession | None = None,
+    failures: Failures | None = None,
+    ping: Any = 1,
+    closeable: bool = True,
+    isfatal: Callable[[BaseException], bool] | None = None,
+    *args: Any,
+    driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+    max_lifetime: float | None = None,
+    on_connect: Callable[[Any], object] | None = None,
+    logger: logging.Logger | None = None,
+    **kwargs: Any,
+) -> SteadyDBConnection:
+    """A steady DB-API 2 connection (DBUtils' signature, positional order included).
+
+    ``creator``: a DB-API 2 module or a function returning a connection.
+    ``maxusage``: statements before the connection is transparently reopened
+    (0 or None: no limit). ``setsession``: SQL statements run on every new
+    underlying connection. ``failures``: exception classes that mean "connection
+    lost" (default: the driver adapter decides, which tells a lost connection
+    from a failed statement). ``ping``: when and how to check liveness (see
+    :mod:`tether.steady.ping`). ``closeable``: whether ``close()`` really closes.
+    ``isfatal``: a callable deciding whether a matching exception really means
+    the connection is lost. ``args``, ``kwargs``: for the creator.
+
+    Keyword-only extras: ``driver`` (the adapter, by name or instance),
+    ``max_lifetime`` (seconds before the connection is reopened, between
+    transactions), ``on_connect`` (called with every new driver connection,
+    after ``setsession``), ``logger`` (where reopens are logged).
+    """
+    return SteadyDBConnection(
+        creator,
+        maxusage,
+        setsession,
+        failures,
+        ping,
+        closeable,
+        isfatal,
+        *args,
+        driver=driver,
+        max_lifetime=max_lifetime,
+        on_connect=on_connect,
+        logger=logger,
+        **kwargs,
+    )
+
+
+class SteadyDBConnection(SteadyBase):
+    """A DB-API 2 connection that reopens itself when that is safe."""
+
+    def __init__(
+        self,
+        creator: ModuleType | Callable[..., Any],
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        closeable: bool = True,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        max_lifetime: float | None = None,
+        on_connect: Callable[[Any], object] | None = None,
+        logger: logging.Logger | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            creator,
+            maxusage,
+            setsession,
+            failures,
+            ping,
+            closeable,
+            isfatal,
+            args,
+            kwargs,
+            driver=driver,
+            max_lifetime=max_lifetime,
+            on_connect=on_connect,
+            logger=logger,
+        )
+
+    def cursor(self, *args: Any, **kwargs: Any) -> SteadyDBCursor:
+        """A steady cursor; ``args``/``kwargs`` go to the driver's ``cursor()``."""
+        return SteadyDBCursor(self, args, kwargs)
+
+    def cancel(self) -> None:
+        """Cancel the running statement (where the driver can) and end the transaction."""
+        self._begun = False
+        cancel = getattr(self._raw, "cancel", None)
+        if callable(cancel):
+            cancel()
+
+    def ping(self, *args: Any, **kwargs: Any) -> Any:
+        """The driver's own ``ping()`` where it has one, else the adapter's liveness check."""
+        method = getattr(self._raw, "ping", None)
+        if callable(method):
+            return method(*args, **kwargs)
+        return self._adapter.ping(self._raw)
+
+    @property
+    def dbapi_connection(self) -> Any:
+        """The driver's connection itself (bypasses tether: no reopen, no bookkeeping)."""
+        return self._raw
+
+    def __enter__(self) -> SteadyDBConnection:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # As a DB-API connection's context manager does: commit on success,
+        # roll back on error. The connection stays open for more work.
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this class does not define: the driver's own.
+        if name.startswith("__") or name.startswith("_"):
+            raise AttributeError(name)
+        raw = self.__dict__.get("_raw")
+        if raw is None:
+            raw = self._ready()
+        return getattr(raw, name)
+
+
+class SteadyDBCursor:
+    """A cursor whose ``execute*``/``call*`` survive a lost connection where that is safe.
+
+    Results belong to the connection that produced them: once the
+    connection has been reopened, fetching from a cursor that executed on
+    the old one raises :class:`InvalidCursorError` instead of guessing.
+    """
+
+    def __init__(self, con: SteadyDBConnection, args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self._con = con
+        self._args, self._kwargs = args, kwargs
+        self._inputsizes: Any = None
+        self._outputsizes: dict[Any, Any] = {}
+        self._raw: Any = None
+        self._generation = -1
+        con._run(self._make, PING_ON_CURSOR, writes=False)
+
+    def _make(self, raw_con: Any) -> None:
+        """Create the driver cursor on ``raw_con`` (the current driver connection)."""
+        old = self._raw
+        self._raw = raw_con.cursor(*self._args, **self._kwargs)
+        self._generation = self._con._generation
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+
+    def _statement(self, name: str) -> Callable[..., Any]:
+        con = self._con
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            def call(raw_con: Any) -> Any:
+                if self._raw is None or self._generation != con._generation:
+                    self._make(raw_con)  # the connection was reopened: a new cursor on it
+                    self._apply_sizes()
+                return getattr(self._raw, name)(*args, **kwargs)
+
+            return con._run(call)
+
+        return run
+
+    def _apply_sizes(self) -> None:
+        if self._inputsizes is not None:
+            self._raw.setinputsizes(self._inputsizes)
+        for column, size in self._outputsizes.items():
+            if column is None:
+                self._raw.setoutputsize(size)
+            else:
+                self._raw.setoutputsize(size, column)
+
+    def _results(self) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise InvalidCursorError("the cursor is closed")
+        if self._generation != self._con._generation:
+            raise InvalidCursorError(
+                "the connection was reopened since this cursor's last execute;"
+                " its results are gone: execute again"
+            )
+        return raw
+
+    def setinputsizes(self, sizes: Any) -> None:
+        """Remember input sizes, to set them again on a reopened cursor."""
+        self._inputsizes = sizes
+        self._results().setinputsizes(sizes)
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        """Remember output sizes, to set them again on a reopened cursor."""
+        self._outputsizes[column] = size
+        raw = self._results()
+        raw.setoutputsize(size) if column is None else raw.setoutputsize(size, column)
+
+    def fetchone(self) -> Any:
+        return self._results().fetchone()
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        return self._results().fetchmany(*args, **kwargs)
+
+    def fetchall(self) -> Any:
+        return self._results().fetchall()
+
+    def close(self) -> None:
+        """Close the driver cursor; closing twice is harmless."""
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                raw.close()
+            except Exception:
+                pass
+
+    @property
+    def dbapi_cursor(self) -> Any:
+        """The driver's cursor itself (bypasses tether)."""
+        return self._results()
+
+    def __iter__(self) -> Iterator[Any]:
+        raw = self._results()
+        try:
+            return iter(raw)
+        except TypeError:
+            return iter(raw.fetchone, None)
+
+    def __enter__(self) -> SteadyDBCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name.startswith(("execute", "call")):
+            method = self._statement(name)
+            return method
+        return getattr(self._results(), name)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

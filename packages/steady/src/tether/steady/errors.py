@@ -1,0 +1,32 @@
+"""Errors of the steady layer, with DBUtils' names (and its deprecated aliases).
+
+A lost connection is reported with the driver's own exception, never
+wrapped, so that frameworks detecting disconnects still see it. These
+classes say what only tether knows: the steady connection or cursor can no
+longer be used.
+"""
+
+from __future__ import annotations
+
+from tether.simple_pool.errors import TetherError
+
+
+class SteadyDBError(TetherError):
+    """General error of a steady DB-API connection."""
+
+
+class InvalidCursorError(SteadyDBError):
+    """The cursor cannot be used: it was closed, or its connection was reopened since."""
+
+
+class SteadyPgError(SteadyDBError):
+    """General error of a steady classic PyGreSQL connection."""
+
+
+class InvalidConnectionError(SteadyPgError):
+    """The steady classic connection was closed."""
+
+
+# DBUtils' deprecated alias names
+InvalidCursor = InvalidCursorError
+InvalidConnection = InvalidConnectionError

@@ -1,0 +1,73 @@
+"""When and how a steady connection checks that it is still alive (the ``ping`` setting).
+
+The setting is DBUtils 3.2's: an int bitmask saying *when* (0 never,
+1 when asked, e.g. by a pool at checkout, 2 when a cursor is created, 4 when
+a statement is executed, 7 always), or *how* (an SQL statement or a callable
+``check(raw_connection)`` that returns False or raises when the connection
+is dead; None counts as alive), or a tuple ``(when, how)``. Without a "how",
+the driver adapter's own liveness check is used.
+
+Every check is a round trip, so the default is 1: checks happen only where
+a pool asks for them, and a lost connection is otherwise noticed when a
+statement fails (and then reopened, when that is safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tether.simple_pool.drivers import DriverAdapter
+
+Pinger = Callable[[Any], bool]
+
+_PING_ERROR = (
+    "ping: expected an int bitmask (0-7), an SQL statement, a callable,"
+    " or a tuple (bitmask, statement or callable)"
+)
+
+
+def parse_ping(ping: Any, adapter: DriverAdapter) -> tuple[int, Pinger]:
+    """Split ``ping`` into the bitmask of moments and the check function."""
+    how: Any = None
+    if isinstance(ping, tuple):
+        if len(ping) != 2:
+            raise TypeError(_PING_ERROR)
+        ping, how = ping
+    elif isinstance(ping, str) or callable(ping):
+        ping, how = 1, ping
+    if ping is None:
+        ping = 0
+    if isinstance(ping, bool) or not isinstance(ping, int):
+        raise TypeError(_PING_ERROR)
+    if not 0 <= ping <= 7:
+        raise ValueError(f"ping: the bitmask must be between 0 and 7, got {ping}")
+    if how is None:
+        return ping, adapter.ping
+    if isinstance(how, str):
+        return ping, _sql_check(how, adapter)
+    if callable(how):
+        return ping, _callable_check(how)
+    raise TypeError(_PING_ERROR)
+
+
+def _sql_check(sql: str, adapter: DriverAdapter) -> Pinger:
+    def check(raw: Any) -> bool:
+        try:
+            adapter.execute(raw, sql)
+        except Exception:
+            return False
+        return True
+
+    return check
+
+
+def _callable_check(function: Callable[[Any], Any]) -> Pinger:
+    def check(raw: Any) -> bool:
+        try:
+            alive = function(raw)
+        except Exception:
+            return False
+        return alive is None or bool(alive)
+
+    return check
