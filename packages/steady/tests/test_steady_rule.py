@@ -43,7 +43,7 @@ def test_version_and_dbutils_aliases() -> None:
     assert InvalidCursor is InvalidCursorError
 
 
-# -- outside a transaction: transparent ---------------------------------------------------
+# -- outside a transaction: transparent ---------------------------------------------------------
 
 
 def test_lost_connection_is_reopened_and_the_statement_retried(
@@ -69,7 +69,7 @@ def test_sql_errors_are_not_taken_for_a_lost_connection(server: FakeServer) -> N
     assert server.sessions == 1
 
 
-# -- inside a transaction: never split over two sessions ------------------------------------
+# -- inside a transaction: never split over two sessions ----------------------------------------
 
 
 def test_loss_inside_an_implicit_transaction_raises_and_is_not_retried(server: FakeServer) -> None:
@@ -144,7 +144,7 @@ def test_autocommit_statement_is_not_rerun_after_a_loss(server: FakeServer) -> N
     assert server.sessions == 2
 
 
-# -- maxusage, lifetime, setsession, a server that stays down -------------------------------
+# -- maxusage, lifetime, setsession, a server that stays down -----------------------------------
 
 
 def test_maxusage_reopens_after_exactly_n_statements(server: FakeServer) -> None:
@@ -252,7 +252,7 @@ def test_a_failed_ping_reopens_before_the_statement(server: FakeServer) -> None:
     assert server.committed == ["INSERT safe"]
 
 
-# -- close, failures, isfatal -----------------------------------------------------------------------
+# -- close, failures, isfatal -------------------------------------------------------------------
 
 
 def test_non_closeable_close_rolls_back_and_stays_open(server: FakeServer) -> None:
@@ -287,7 +287,7 @@ def test_driver_attributes_pass_through(server: FakeServer) -> None:
     assert con.dbapi_connection.session == 1
 
 
-# -- bad input ----------------------------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
