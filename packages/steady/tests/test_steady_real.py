@@ -1,0 +1,239 @@
+"""The reopen rule on real servers, for every driver: restarts, kills, transactions.
+
+Each test gets its own server per xdist worker (tether.harness), so
+restarting it disturbs no other test running at the same time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tether.steady import InvalidCursorError, SteadyPgConnection, connect
+
+pytestmark = [pytest.mark.server]
+
+#: The DB-API drivers that talk to a server (sqlite3 has no session to lose).
+server_dbapi = pytest.mark.parametrize(
+    "driver_target", ["psycopg", "pgdb", "pymysql"], indirect=True
+)
+
+
+def open_steady(target: Any, maxusage: int | None = None, ping: Any = 1, **extra: Any) -> Any:
+    """A steady connection to the target's server, with a marker set by setsession."""
+    setsession = [marker_setsession(target)]
+    kwargs = {**target.kwargs, **extra}
+    if target.name == "pg":
+        return SteadyPgConnection(maxusage, setsession, True, *target.args, ping=ping, **kwargs)
+    return connect(
+        target.creator, maxusage, setsession, None, ping, True, None, *target.args, **kwargs
+    )
+
+
+def marker_setsession(target: Any) -> str:
+    if target.server.kind == "postgresql":
+        return "SET application_name = 'tether_marker'"
+    return "SET @tether_marker = 'tether_marker'"
+
+
+def marker(target: Any, con: Any) -> Any:
+    if target.server.kind == "postgresql":
+        return rows(target, con, "SELECT current_setting('application_name')")[0][0]
+    return rows(target, con, "SELECT @tether_marker")[0][0]
+
+
+def rows(target: Any, con: Any, sql: str) -> list[Any]:
+    if target.name == "pg":
+        result = con.query(sql)
+        return list(result.getresult()) if hasattr(result, "getresult") else []
+    cur = con.cursor()
+    try:
+        cur.execute(sql)
+        return list(cur.fetchall()) if cur.description else []
+    finally:
+        cur.close()
+
+
+def backend(target: Any, con: Any) -> int:
+    return int(rows(target, con, target.backend_id_sql)[0][0])
+
+
+def end(target: Any, con: Any) -> None:
+    """End the implicit transaction a statement may have opened."""
+    if target.name != "pg":
+        con.commit()
+
+
+def make_table(target: Any) -> str:
+    table = target.unique_table("steady")
+    raw = target.connect()
+    try:
+        if target.name == "pg":
+            raw.query(f"CREATE TABLE {table} (k INTEGER PRIMARY KEY)")
+        else:
+            cur = raw.cursor()
+            cur.execute(f"CREATE TABLE {table} (k INTEGER PRIMARY KEY)")
+            raw.commit()
+    finally:
+        raw.close()
+    return table
+
+
+def committed_keys(target: Any, table: str) -> list[int]:
+    raw = target.connect()
+    try:
+        if target.name == "pg":
+            return sorted(r[0] for r in raw.query(f"SELECT k FROM {table}").getresult())
+        cur = raw.cursor()
+        cur.execute(f"SELECT k FROM {table}")
+        keys = sorted(r[0] for r in cur.fetchall())
+        raw.commit()
+        return keys
+    finally:
+        raw.close()
+
+
+@pytest.mark.restart
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_restart_between_transactions_is_transparent(server_target: Any, mode: str) -> None:
+    con = open_steady(server_target)
+    before = backend(server_target, con)
+    end(server_target, con)
+    server_target.server.restart(mode=mode)
+    assert marker(server_target, con) == "tether_marker", "setsession re-applied"
+    assert backend(server_target, con) != before, "a new server session"
+    end(server_target, con)
+    con.close()
+
+
+@pytest.mark.restart
+def test_restart_is_transparent_in_autocommit_mode(server_target: Any) -> None:
+    if server_target.name == "pg":
+        con = open_steady(server_target)  # the classic API commits every statement
+    elif server_target.name == "pymysql":
+        con = open_steady(server_target, autocommit=True)
+    else:
+        con = open_steady(server_target)
+        con.dbapi_connection.autocommit = True
+    before = backend(server_target, con)
+    server_target.server.restart(mode="fast")
+    # The session's end is seen on the socket before sending: safe to send anew.
+    assert backend(server_target, con) != before
+    con.close()
+
+
+def test_killed_session_is_replaced_transparently(server_target: Any) -> None:
+    con = open_steady(server_target)
+    before = backend(server_target, con)
+    end(server_target, con)
+    server_target.kill_backend(before)
+    time.sleep(0.2)
+    assert marker(server_target, con) == "tether_marker"
+    assert backend(server_target, con) != before
+    con.close()
+
+
+@pytest.mark.restart
+def test_restart_inside_begin_raises_and_commits_nothing(server_target: Any) -> None:
+    interrupted_transaction(server_target, "begin")
+
+
+@pytest.mark.restart
+@server_dbapi
+def test_restart_inside_an_implicit_transaction_raises_and_commits_nothing(
+    driver_target: Any,
+) -> None:
+    interrupted_transaction(driver_target, "implicit")
+
+
+def interrupted_transaction(server_target: Any, how: str) -> None:
+    table = make_table(server_target)
+    con = open_steady(server_target)
+    if how == "begin":
+        con.begin()
+    rows(server_target, con, f"INSERT INTO {table} VALUES (1)")
+    server_target.server.restart(mode="fast")
+    with pytest.raises(Exception) as failure:
+        rows(server_target, con, f"INSERT INTO {table} VALUES (2)")
+    assert not isinstance(failure.value, AssertionError)
+    con.rollback()
+    rows(server_target, con, f"INSERT INTO {table} VALUES (3)")
+    end(server_target, con)
+    assert committed_keys(server_target, table) == [3]
+    con.close()
+
+
+def test_maxusage_changes_the_backend_after_exactly_n_statements(server_target: Any) -> None:
+    con = open_steady(server_target, maxusage=3)
+    seen = []
+    for _ in range(7):
+        seen.append(backend(server_target, con))
+        end(server_target, con)
+    assert seen[0] == seen[1] == seen[2] != seen[3]
+    assert seen[3] == seen[4] == seen[5] != seen[6]
+    con.close()
+
+
+@server_dbapi
+@pytest.mark.parametrize("flag", [2, 4])
+def test_a_dead_connection_is_found_when_the_ping_flag_says(driver_target: Any, flag: int) -> None:
+    dbapi_target = driver_target
+    checks: list[int] = []
+
+    def check(raw: Any) -> bool:
+        checks.append(1)
+        cur = raw.cursor()
+        cur.execute("SELECT 1")
+        cur.fetchall()
+        return True
+
+    con = open_steady(dbapi_target, ping=(flag, check))
+    before = backend(dbapi_target, con)
+    end(dbapi_target, con)
+    dbapi_target.kill_backend(before)
+    time.sleep(0.2)
+    checks.clear()
+    generation = con._generation
+    cur = con.cursor()
+    assert len(checks) == (1 if flag == 2 else 0)
+    assert (con._generation != generation) == (flag == 2), "found at cursor() only with flag 2"
+    cur.execute(dbapi_target.backend_id_sql)
+    assert cur.fetchone()[0] != before
+    end(dbapi_target, con)
+    con.close()
+
+
+@server_dbapi
+def test_results_are_never_taken_from_a_replaced_connection(driver_target: Any) -> None:
+    dbapi_target = driver_target
+    con = open_steady(dbapi_target)
+    old = con.cursor()
+    old.execute("SELECT 1 UNION ALL SELECT 2")
+    assert old.fetchone()[0] == 1
+    end(dbapi_target, con)
+    dbapi_target.kill_backend(backend(dbapi_target, con))
+    end(dbapi_target, con)
+    time.sleep(0.2)
+    backend(dbapi_target, con)  # reopens transparently
+    with pytest.raises(InvalidCursorError):
+        old.fetchone()
+    con.close()
+
+
+def test_a_server_that_stays_down_fails_fast(server_target: Any) -> None:
+    con = open_steady(server_target)
+    end(server_target, con)
+    server_target.server.stop(mode="fast")
+    try:
+        started = time.monotonic()
+        for _ in range(3):
+            with pytest.raises(Exception) as failure:
+                backend(server_target, con)
+            assert not isinstance(failure.value, AssertionError)
+        assert time.monotonic() - started < 10
+    finally:
+        server_target.server.start()
+    assert marker(server_target, con) == "tether_marker"
+    con.close()
