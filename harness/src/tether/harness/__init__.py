@@ -1,0 +1,51 @@
+"""tether.harness: real database servers for tether's integration and chaos tests.
+
+Tests of a connection pool must see real servers restart, kill sessions and
+die. This package starts throwaway PostgreSQL and MariaDB servers (or uses
+the ones ``TETHER_PG_DSN`` / ``TETHER_MARIADB_DSN`` name, or Docker
+containers), describes how each database driver connects to them
+(:class:`~tether.harness.targets.DriverTarget`), and offers both as pytest
+fixtures through the ``tether.harness.pytest_plugin`` plugin.
+"""
+
+from __future__ import annotations
+
+from .servers import (
+    ContainerServer,
+    DatabaseServer,
+    ExternalServer,
+    HarnessError,
+    LocalMariaDB,
+    LocalPostgres,
+    ServerNotControllableError,
+    ServerStartError,
+    ServerUnavailableError,
+    provide_mariadb,
+    provide_postgres,
+)
+from .targets import (
+    DBAPI_TARGETS,
+    SERVER_TARGETS,
+    DriverTarget,
+    NoServerError,
+    all_target_names,
+)
+
+__all__ = [
+    "DBAPI_TARGETS",
+    "SERVER_TARGETS",
+    "ContainerServer",
+    "DatabaseServer",
+    "DriverTarget",
+    "ExternalServer",
+    "HarnessError",
+    "LocalMariaDB",
+    "LocalPostgres",
+    "NoServerError",
+    "ServerNotControllableError",
+    "ServerStartError",
+    "ServerUnavailableError",
+    "all_target_names",
+    "provide_mariadb",
+    "provide_postgres",
+]

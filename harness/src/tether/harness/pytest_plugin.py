@@ -1,0 +1,183 @@
+"""pytest plugin: real database servers and driver targets as fixtures.
+
+Installed with ``tether-harness`` (entry point ``pytest11``), or loaded with
+``-p tether.harness.pytest_plugin``. It gives every tether package the same
+servers and the same five drivers to test against:
+
+``pg_server``, ``mariadb_server`` (session scope)
+    A started :class:`~tether.harness.servers.DatabaseServer`, created on first
+    use, one per pytest-xdist worker (each worker is its own process), so a
+    test that restarts or kills its server disturbs no other worker.
+    Closed when the session ends.
+
+``driver_target`` (all five drivers), ``dbapi_target`` (the four DB-API
+drivers), ``server_target`` (the four drivers with a server)
+    A :class:`~tether.harness.targets.DriverTarget` per test, parametrized with
+    ids equal to the driver names. Narrow it with
+    ``@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)``.
+    Tables named by ``target.unique_table()`` are dropped after the test, and
+    sessions open before the test are left out of ``target.session_count()``.
+
+After each test, every server this process started that is down (the test
+stopped or killed it) is started again, on the same port.
+
+A server that cannot be provided is an error, never a skip: tether's CI
+provisions its servers, and a developer gets the install command.
+
+Markers: ``server`` (added automatically to tests that use a server) and
+``restart`` (put it on tests that restart or kill a server; with external
+servers, run ``-m "not restart"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import (
+    DatabaseServer,
+    ServerKind,
+    ServerUnavailableError,
+    provide_mariadb,
+    provide_postgres,
+)
+from .targets import ALL_TARGETS, DBAPI_TARGETS, SERVER_TARGETS, DriverTarget, server_kind
+
+__all__ = [
+    "dbapi_target",
+    "driver_target",
+    "mariadb_server",
+    "pg_server",
+    "server_target",
+]
+
+log = logging.getLogger("tether.harness.pytest_plugin")
+
+_SERVER_FIXTURES = {"postgresql": "pg_server", "mariadb": "mariadb_server"}
+
+#: Servers this process started, which the per-test guard keeps running.
+_started: list[DatabaseServer] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "server: the test needs a real database server from tether.harness"
+    )
+    config.addinivalue_line("markers", "restart: the test restarts or kills a database server")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a database server with ``server``."""
+    for item in items:
+        if _uses_server(item):
+            item.add_marker(pytest.mark.server)
+
+
+def _uses_server(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    if names & {"pg_server", "mariadb_server", "server_target"}:
+        return True
+    callspec = getattr(item, "callspec", None)
+    for fixture in ("driver_target", "dbapi_target"):
+        if fixture in names:
+            param = callspec.params.get(fixture) if callspec is not None else None
+            if param != "sqlite3":
+                return True
+    return False
+
+
+def _worker_id(config: pytest.Config) -> str:
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else "main"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _provide(
+    kind: ServerKind, request: pytest.FixtureRequest, factory: pytest.TempPathFactory
+) -> DatabaseServer:
+    worker = _worker_id(request.config)
+    workdir = factory.mktemp(f"{kind}-{worker}", numbered=True)
+    try:
+        server = provide_postgres(workdir) if kind == "postgresql" else provide_mariadb(workdir)
+    except ServerUnavailableError as exc:
+        where = "CI=true: tether's CI must provision this server. " if _in_ci() else ""
+        pytest.fail(f"{where}No {kind} server for the tests: {exc}", pytrace=False)
+    log.info("worker %s: %s server %r", worker, kind, server)
+    _started.append(server)
+    return server
+
+
+def _close(server: DatabaseServer) -> None:
+    if server in _started:
+        _started.remove(server)
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DatabaseServer]:
+    """This worker's PostgreSQL server (started on first use, closed at session end)."""
+    server = _provide("postgresql", request, tmp_path_factory)
+    try:
+        yield server
+    finally:
+        _close(server)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DatabaseServer]:
+    """This worker's MariaDB server (started on first use, closed at session end)."""
+    server = _provide("mariadb", request, tmp_path_factory)
+    try:
+        yield server
+    finally:
+        _close(server)
+
+
+@pytest.fixture(autouse=True)
+def _tether_keep_servers_running() -> Iterator[None]:
+    """After each test, start again any server of this process that the test left down."""
+    yield
+    for server in list(_started):
+        server.ensure_running()
+
+
+def _target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverTarget]:
+    name = str(request.param)
+    kind = server_kind(name)
+    server = request.getfixturevalue(_SERVER_FIXTURES[kind]) if kind is not None else None
+    target = DriverTarget.build(name, server, workdir=tmp_path)
+    if server is not None:
+        target.ignore_existing_sessions()
+    try:
+        yield target
+    finally:
+        target.cleanup()
+
+
+@pytest.fixture(params=ALL_TARGETS, ids=list(ALL_TARGETS))
+def driver_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverTarget]:
+    """Each of the five drivers (psycopg, pgdb, pg, pymysql, sqlite3) aimed at its server."""
+    yield from _target(request, tmp_path)
+
+
+@pytest.fixture(params=DBAPI_TARGETS, ids=list(DBAPI_TARGETS))
+def dbapi_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverTarget]:
+    """Each DB-API 2 driver (psycopg, pgdb, pymysql, sqlite3) aimed at its server."""
+    yield from _target(request, tmp_path)
+
+
+@pytest.fixture(params=SERVER_TARGETS, ids=list(SERVER_TARGETS))
+def server_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverTarget]:
+    """Each driver with a database server (psycopg, pgdb, pg, pymysql)."""
+    yield from _target(request, tmp_path)
