@@ -110,17 +110,25 @@ def test_restart_between_transactions_is_transparent(server_target: Any, mode: s
 
 @pytest.mark.restart
 def test_restart_is_transparent_in_autocommit_mode(server_target: Any) -> None:
-    if server_target.name == "pg":
-        con = open_steady(server_target)  # the classic API commits every statement
-    elif server_target.name == "pymysql":
+    if server_target.name in ("psycopg", "pymysql"):
         con = open_steady(server_target, autocommit=True)
+    elif server_target.name == "pgdb":
+        con = open_steady(server_target, on_connect=lambda raw: setattr(raw, "autocommit", True))
     else:
-        con = open_steady(server_target)
-        con.dbapi_connection.autocommit = True
+        con = open_steady(server_target)  # the classic API commits every statement
+    assert con.adapter.autocommit(con.dbapi_connection if server_target.dbapi2 else con.db)
     before = backend(server_target, con)
     server_target.server.restart(mode="fast")
     # The session's end is seen on the socket before sending: safe to send anew.
     assert backend(server_target, con) != before
+    assert marker(server_target, con) == "tether_marker"
+    con.close()
+
+
+def test_setsession_survives_the_first_rollback(server_target: Any) -> None:
+    con = open_steady(server_target)
+    con.rollback()
+    assert marker(server_target, con) == "tether_marker"
     con.close()
 
 
@@ -195,12 +203,12 @@ def test_a_dead_connection_is_found_when_the_ping_flag_says(driver_target: Any, 
     dbapi_target.kill_backend(before)
     time.sleep(0.2)
     checks.clear()
-    generation = con._generation
     cur = con.cursor()
-    assert len(checks) == (1 if flag == 2 else 0)
-    assert (con._generation != generation) == (flag == 2), "found at cursor() only with flag 2"
+    assert len(checks) == (1 if flag == 2 else 0), "a round trip at cursor() only with flag 2"
+    checks.clear()
     cur.execute(dbapi_target.backend_id_sql)
-    assert cur.fetchone()[0] != before
+    assert len(checks) == (1 if flag == 4 else 0), "a round trip at execute() only with flag 4"
+    assert cur.fetchone()[0] != before, "the statement ran on a new session"
     end(dbapi_target, con)
     con.close()
 
@@ -213,8 +221,9 @@ def test_results_are_never_taken_from_a_replaced_connection(driver_target: Any) 
     old.execute("SELECT 1 UNION ALL SELECT 2")
     assert old.fetchone()[0] == 1
     end(dbapi_target, con)
-    dbapi_target.kill_backend(backend(dbapi_target, con))
-    end(dbapi_target, con)
+    session = backend(dbapi_target, con)
+    end(dbapi_target, con)  # outside a transaction, so the next statement may reopen
+    dbapi_target.kill_backend(session)
     time.sleep(0.2)
     backend(dbapi_target, con)  # reopens transparently
     with pytest.raises(InvalidCursorError):

@@ -128,6 +128,11 @@ class SteadyBase:
         try:
             for sql in self._setsession:
                 adapter.execute(raw, sql)
+            if self._setsession and adapter.in_transaction(raw) is not False:
+                # On a non-autocommit connection the statements opened a
+                # transaction; left open, the user's first rollback() would
+                # undo them (SET is transactional in PostgreSQL).
+                adapter.commit(raw)
             if self._on_connect is not None:
                 self._on_connect(raw)
         except Exception as exc:

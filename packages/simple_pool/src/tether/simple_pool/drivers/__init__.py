@@ -3,17 +3,37 @@
 ``adapter_for(creator)`` picks the adapter from what the creator is (the
 module, or the module a connect function belongs to); ``driver=`` overrides
 the choice with a name (``"psycopg"``), an adapter class or an instance.
+
+A creator tether does not recognise (``lambda: psycopg.connect(dsn)``, a
+function of your own) gets the generic :class:`DriverAdapter`; once the first
+connection exists, :func:`refine` swaps in the adapter of the driver that
+connection belongs to, so error classification works for it too.
+
+The adapter modules are imported here so that they register themselves; none
+of them imports its driver before a connection is made, so this package
+imports without psycopg, PyGreSQL or PyMySQL installed.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .base import DriverAdapter
+from .base import DriverAdapter, top_module_name
 
-__all__ = ["DriverAdapter", "adapter_for", "register"]
+__all__ = [
+    "DriverAdapter",
+    "PgClassicAdapter",
+    "PgdbAdapter",
+    "PsycopgAdapter",
+    "PyMySQLAdapter",
+    "Sqlite3Adapter",
+    "adapter_for",
+    "refine",
+    "register",
+]
 
 _REGISTRY: dict[str, type[DriverAdapter]] = {}
 
@@ -45,13 +65,54 @@ def adapter_for(
         raise TypeError(
             f"driver: expected a name, a DriverAdapter or None, got {type(driver).__name__}"
         )
-    return _REGISTRY.get(_module_name(creator), DriverAdapter)(creator)
+    cls = _REGISTRY.get(_module_name(creator))
+    if cls is not None:
+        return cls(creator)
+    adapter = DriverAdapter(creator)
+    adapter.refinable = True
+    return adapter
+
+
+def refine(adapter: DriverAdapter, conn: Any) -> DriverAdapter:
+    """The adapter for the driver ``conn`` belongs to, if ``adapter`` was only a guess.
+
+    Call it with the first connection a creator made. When ``adapter`` is the
+    generic fallback :func:`adapter_for` chose for an unknown creator
+    (:attr:`DriverAdapter.refinable`), the connection's class tells the driver
+    (``psycopg.Connection`` -> :class:`PsycopgAdapter`; subclasses defined
+    elsewhere count through their bases) and a new adapter for the same
+    creator is returned. Otherwise, or when the connection's driver is
+    unknown too, ``adapter`` itself is returned. The refined adapter keeps
+    calling the user's creator unchanged: it adds no driver keyword arguments
+    to a function that would not accept them (see
+    :attr:`DriverAdapter.creator_is_driver`).
+    """
+    if not adapter.refinable:
+        return adapter
+    for klass in type(conn).__mro__:
+        name = top_module_name(klass)
+        cls = _REGISTRY.get(name)
+        if cls is None:
+            continue
+        if type(adapter) is cls:
+            return adapter
+        refined = cls(adapter.creator, module=sys.modules.get(name))
+        driver_module = sys.modules.get(name)
+        if driver_module is not None:
+            # A creator given as a wrapper module keeps its connect(), but the driver's
+            # exception classes and threadsafety come from the driver's own module.
+            refined.module = driver_module
+        return refined
+    return adapter
 
 
 def _module_name(creator: object) -> str:
-    if isinstance(creator, ModuleType):
-        return creator.__name__.split(".")[0]
-    name = getattr(creator, "__module__", None)
-    if not isinstance(name, str):
-        name = getattr(getattr(creator, "func", None), "__module__", None)
-    return name.lstrip("_").split(".")[0] if isinstance(name, str) else ""
+    return top_module_name(creator)
+
+
+# The adapters register themselves on import; imported last because they use register().
+from .pg import PgClassicAdapter  # noqa: E402
+from .pgdb import PgdbAdapter  # noqa: E402
+from .psycopg import PsycopgAdapter  # noqa: E402
+from .pymysql import PyMySQLAdapter  # noqa: E402
+from .sqlite import Sqlite3Adapter  # noqa: E402

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 log = logging.getLogger("tether.drivers")
 
+
 class DriverAdapter:
     """The generic adapter, correct for any DB-API 2 driver, and the base of the others.
 
@@ -36,12 +37,18 @@ class DriverAdapter:
 
     #: Short name used in logs, ``repr()`` and ``driver=`` arguments.
     name: ClassVar[str] = "dbapi"
-    #: Module names (``creator.__name__`` or a function's ``__module__`` prefix) this adapter serves.
+    #: Module names (``creator.__name__``, a function's ``__module__`` prefix) this adapter serves.
     modules: ClassVar[tuple[str, ...]] = ()
     #: True for drivers with a DB-API 2 interface; False for PyGreSQL's classic ``pg.DB``.
     dbapi2: ClassVar[bool] = True
     #: Statement used by :meth:`ping`.
     ping_sql: ClassVar[str] = "SELECT 1"
+    #: True when :func:`~tether.simple_pool.drivers.adapter_for` fell back to this generic
+    #: adapter because it did not recognise the creator (a user's own connect function):
+    #: :func:`~tether.simple_pool.drivers.refine` may then swap in the adapter of the
+    #: driver the first connection turns out to belong to. An adapter chosen by name, class
+    #: or from a known creator is never replaced.
+    refinable: bool = False
 
     def __init__(self, creator: ModuleType | Callable[..., Any], module: ModuleType | None = None):
         if isinstance(creator, ModuleType):
@@ -90,6 +97,17 @@ class DriverAdapter:
     def base_error(self) -> type[BaseException]:
         """The root of the driver's exception tree (DB-API ``Error``)."""
         return self.error_class("Error") or Exception
+
+    @property
+    def creator_is_driver(self) -> bool:
+        """True when the creator is this driver's own module or connect function.
+
+        Only then may the adapter add driver keyword arguments to a connect
+        (``connect_timeout``, ``check_same_thread``...): a user's own connect
+        function (``lambda: psycopg.connect(dsn)``) accepts none of them. A
+        ``functools.partial`` of the driver's connect counts as the driver's.
+        """
+        return bool(self.modules) and top_module_name(self.creator) in self.modules
 
     # -- connections ----------------------------------------------------------------------
 
@@ -202,8 +220,16 @@ class DriverAdapter:
         """Return connect ``kwargs`` with the driver's connect timeout limited to ``seconds``.
 
         Used to turn what is left of a checkout deadline into driver timeouts,
-        so a host that swallows packets cannot hang a connect. The generic
-        adapter knows no timeout parameter and returns ``kwargs`` unchanged.
+        so a host that swallows packets cannot hang a connect. Pass the result
+        to this adapter's :meth:`connect`, not to the creator directly: some
+        drivers take the timeout in another form (PyGreSQL's classic ``pg.DB``
+        only in its conninfo string), and the adapter translates it there. A
+        smaller timeout the user already set is kept. Drivers count in whole
+        seconds or have a minimum (libpq: 2 s), so the real limit may exceed
+        ``seconds`` slightly. The generic adapter knows no timeout parameter,
+        and an adapter whose creator is not the driver's own connect function
+        (see :attr:`creator_is_driver`) cannot pass one: both return ``kwargs``
+        unchanged.
         """
         return kwargs
 
@@ -223,15 +249,34 @@ def socket_readable(fd: int) -> bool:
     return bool(poller.poll(0))  # POLLHUP, POLLERR and POLLNVAL are always reported
 
 
+def top_module_name(obj: object) -> str:
+    """The top-level module name ``obj`` belongs to, or ``""``.
+
+    A module gives its own top-level name (``sqlite3.dbapi2`` -> ``sqlite3``);
+    a function or class the module it was defined in (``psycopg.connect`` ->
+    ``psycopg``, ``pg.DB`` -> ``pg``); a ``functools.partial`` that of the
+    wrapped function. C accelerator modules lose their leading underscore
+    (``sqlite3.connect`` is defined in ``_sqlite3``).
+    """
+    import functools
+
+    while isinstance(obj, functools.partial):  # its __module__ is "functools"
+        obj = obj.func
+    if isinstance(obj, ModuleType):
+        name: object = obj.__name__
+    else:
+        name = getattr(obj, "__module__", None)
+        if not isinstance(name, str):  # other wrappers that keep the function as .func
+            inner = getattr(obj, "func", None)
+            name = getattr(inner, "__module__", None) if inner is not None else None
+    if not isinstance(name, str):
+        return ""
+    return name.split(".")[0].lstrip("_")
+
+
 def _module_of(function: Callable[..., Any]) -> ModuleType | None:
     """The top-level module a connect function belongs to (``psycopg`` for psycopg.connect)."""
     import sys
 
-    name = getattr(function, "__module__", None)
-    if not isinstance(name, str):  # functools.partial and friends
-        inner = getattr(function, "func", None)
-        name = getattr(inner, "__module__", None) if inner is not None else None
-    if not isinstance(name, str):
-        return None
-    top = name.lstrip("_").split(".")[0]
-    return sys.modules.get(top)
+    top = top_module_name(function)
+    return sys.modules.get(top) if top else None

@@ -1,0 +1,186 @@
+"""What the three PostgreSQL adapters share: libpq's states, SQLSTATEs and timeouts.
+
+psycopg 3 and PyGreSQL (``pg`` and ``pgdb``) both sit on libpq, so they report
+the same transaction states and the server's SQLSTATE codes, and take the same
+``connect_timeout`` rules. Keeping those facts here gives the three adapters
+one answer to "is this error a lost connection?".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from typing import Any
+
+from ._socket import peek, socket_readable
+
+#: libpq's ``PGTransactionStatusType`` values (``PQtransactionStatus``), which
+#: psycopg's ``TransactionStatus`` and PyGreSQL's ``TRANS_*`` constants mirror.
+TRANS_IDLE = 0
+TRANS_ACTIVE = 1
+TRANS_INTRANS = 2
+TRANS_INERROR = 3
+TRANS_UNKNOWN = 4
+
+#: SQLSTATEs after which the server has closed the session, outside class 08.
+#: 57P01 admin_shutdown (``pg_terminate_backend``, ``pg_ctl stop -m fast``),
+#: 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up / shutting down),
+#: 57P04 database_dropped, 57P05 idle_session_timeout, 25P03
+#: idle_in_transaction_session_timeout: all FATAL, the backend exits.
+#: 57014 query_canceled is deliberately absent: the session survives a cancel.
+LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "25P03"})
+
+#: libpq rounds any positive ``connect_timeout`` below 2 seconds up to 2.
+LIBPQ_MIN_CONNECT_TIMEOUT = 2
+
+#: Undoes everything a session can change: settings, temp tables, prepared
+#: statements, advisory locks, LISTEN, cursors, session authorization.
+#: It cannot run inside a transaction block.
+DISCARD_ALL = "DISCARD ALL"
+
+
+def sqlstate_means_lost(sqlstate: object) -> bool:
+    """True for a SQLSTATE that means the server ended the session (class 08 or 57P0x...)."""
+    return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in LOST_SQLSTATES)
+
+
+def transaction_state(status: Any) -> bool | None:
+    """libpq's transaction status as tether's answer: open (True), idle (False), unknown (None).
+
+    ACTIVE (a command in progress) counts as open: whatever runs may have
+    started a transaction. INERROR (a failed transaction block) is open too:
+    it must be rolled back before the connection is usable again.
+    """
+    try:
+        value = int(status)
+    except (TypeError, ValueError):
+        return None
+    if value == TRANS_IDLE:
+        return False
+    if value in (TRANS_ACTIVE, TRANS_INTRANS, TRANS_INERROR):
+        return True
+    return None
+
+
+def connect_timeout(seconds: float, current: Any = None) -> int:
+    """The libpq ``connect_timeout`` for ``seconds`` left, keeping a smaller ``current`` one.
+
+    libpq counts whole seconds with a minimum of 2, so ``seconds`` is rounded
+    up (never cutting short a connect that would finish in time) and raised to
+    2. A positive ``current`` value the user chose is kept when smaller; zero,
+    negative or unparsable values mean "wait forever" to libpq and are replaced.
+    """
+    wanted = max(LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(seconds) if seconds > 0 else 0)
+    try:
+        user = int(float(current)) if current is not None else 0
+    except (TypeError, ValueError):
+        user = 0
+    return min(user, wanted) if user > 0 else wanted
+
+
+_CONNINFO_TIMEOUT = re.compile(r"(?:^|\s)connect_timeout\s*=\s*'?(-?\d+)")
+
+
+def with_conninfo_timeout(dbname: str | None, timeout: int) -> str:
+    """``dbname`` as a libpq conninfo string that carries ``connect_timeout``.
+
+    PyGreSQL's classic ``pg.connect``/``pg.DB`` take no ``connect_timeout``
+    argument, but libpq expands a ``dbname`` containing ``=`` (or a
+    ``postgresql://`` URI) into connection parameters, while the host, port
+    and user given separately still apply. A plain database name becomes
+    ``dbname='name' connect_timeout=N``; a conninfo string gets the option
+    appended unless it already holds a smaller one.
+    """
+    if not dbname:
+        return f"connect_timeout={timeout}"
+    if dbname.startswith(("postgresql://", "postgres://")):
+        separator = "&" if "?" in dbname else "?"
+        return f"{dbname}{separator}connect_timeout={timeout}"
+    if "=" in dbname:
+        match = _CONNINFO_TIMEOUT.search(dbname)
+        if match is not None and 0 < int(match.group(1)) <= timeout:
+            return dbname
+        return f"{dbname} connect_timeout={timeout}"
+    quoted = dbname.replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{quoted}' connect_timeout={timeout}"
+
+
+def pygresql_presend_error(exc: BaseException) -> bool:
+    """True when PyGreSQL raised ``exc`` itself, before sending, because the connection is gone.
+
+    Measured with PyGreSQL 6.2: on a closed ``pg.DB`` every call raises
+    ``InternalError('Connection already closed')`` (or ``'Connection is not
+    valid'`` through attribute access); on a closed raw ``pg.Connection``
+    ``TypeError('Connection is not valid')``; on a closed ``pgdb`` connection
+    ``OperationalError('Connection has been closed')``. On a connection libpq
+    marked bad, encoding the query fails first with ``LookupError('unknown
+    encoding: ')`` (``pgdb`` wraps it in ``OperationalError("Internal error
+    in ...")``, chained with ``from``). All of these fail before anything
+    reaches the server.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        message = str(current.args[0]) if current.args else ""
+        if isinstance(current, LookupError) and message.startswith("unknown encoding"):
+            return True
+        if message in (
+            "Connection already closed",
+            "Connection is not valid",
+            "Connection has been closed",
+        ):
+            return True
+        current = current.__cause__
+    return False
+
+
+def peer_closed(fd: int, ssl: bool) -> bool:
+    """True when the server has ended the idle session on socket ``fd`` (nothing is read).
+
+    Measured on PostgreSQL 15: ``pg_terminate_backend`` and ``pg_ctl stop -m
+    fast`` leave an ErrorResponse (``E``, FATAL, 57P01) and EOF on an idle
+    connection's socket; ``-m immediate`` a NoticeResponse (``N``, WARNING,
+    57P01) and EOF. A session that is fine can also have data waiting:
+    NOTIFY (``A``), ParameterStatus (``S``) or an ordinary notice, so the
+    peeked messages are parsed instead of trusting readability. Over TLS the
+    bytes are encrypted: only EOF counts there.
+    """
+    if not socket_readable(fd):
+        return False
+    data = peek(fd)
+    if data is None:
+        return False
+    if not data:
+        return True  # EOF
+    if ssl:
+        return False
+    return _messages_say_closed(data)
+
+
+def _messages_say_closed(data: bytes) -> bool:
+    """Whether backend messages peeked on an idle connection announce the session's end."""
+    offset = 0
+    while offset < len(data):
+        kind = data[offset : offset + 1]
+        if kind == b"E":
+            return True  # an error while idle is always FATAL: the backend exits
+        if offset + 5 > len(data):
+            return False
+        (length,) = struct.unpack_from("!i", data, offset + 1)
+        end = offset + 1 + length
+        if length < 4 or end > len(data):
+            return False  # incomplete: the rest is still on its way
+        if kind == b"N" and sqlstate_means_lost(_notice_sqlstate(data[offset + 5 : end])):
+            return True
+        offset = end
+    return False
+
+
+def _notice_sqlstate(body: bytes) -> str | None:
+    """The ``C`` (SQLSTATE) field of an ErrorResponse/NoticeResponse body."""
+    for field in body.split(b"\0"):
+        if field[:1] == b"C":
+            return field[1:].decode("ascii", "replace")
+    return None

@@ -1,0 +1,254 @@
+"""The adapter for PyGreSQL's classic interface (``import pg``, ``pg.DB``).
+
+The classic API is not DB-API 2: a ``pg.DB`` runs each ``query()`` in
+autocommit mode unless ``begin()`` opened a transaction; there are no cursors.
+The creator is ``pg.DB`` itself, or the ``pg`` module (then connecting means
+``pg.DB(*args, **kwargs)``), or ``pg.connect`` (a raw ``pg.Connection``, which
+this adapter also handles). ``pg.DB.db`` is the raw libpq connection (``None``
+after ``close()``); its ``status`` (1 good, 0 bad) and ``transaction()``
+(libpq's transaction status) answer without a round trip.
+
+Measured with PyGreSQL 6.2.3 and PostgreSQL 15:
+
+* ``pg_ctl restart -m immediate``: ``ProgrammingError`` "server closed the
+  connection unexpectedly" (no SQLSTATE), ``db.db.status`` 0; every later
+  call, even ``rollback()``, raises ``LookupError('unknown encoding: ')``
+  before sending.
+* ``-m fast`` / ``pg_terminate_backend``: ``ProgrammingError`` "FATAL:
+  terminating connection due to administrator command ...", status 0.
+* ``pg_cancel_backend``: ``OperationalError`` 57014, status 1, transaction
+  INERROR until rolled back.
+* After ``close()``: ``InternalError('Connection already closed')``.
+* ``rollback()`` with no transaction open: the server logs a warning
+  ("there is no transaction in progress"), so the adapter skips it.
+* Server down at connect: ``InternalError`` "Connection refused".
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from . import register
+from ._postgres import (
+    DISCARD_ALL,
+    TRANS_INERROR,
+    connect_timeout,
+    peer_closed,
+    pygresql_presend_error,
+    sqlstate_means_lost,
+    transaction_state,
+    with_conninfo_timeout,
+)
+from .base import DriverAdapter, top_module_name
+
+_STATUS_OK = 1
+#: pg.DB's per-table caches (PyGreSQL 6: attribute names, generated columns,
+#: primary keys, privileges), keyed by table name.
+_DB_TABLE_CACHES = ("_attnames", "_generated", "_pkeys", "_privileges")
+#: The positional parameters of ``pg.connect``/``pg.DB``: dbname comes first.
+_DBNAME_POSITION = 0
+
+
+@register
+class PgClassicAdapter(DriverAdapter):
+    """PyGreSQL classic ``pg.DB``: autocommit unless ``begin()``, state from ``db.db``."""
+
+    name = "pg"
+    modules = ("pg",)
+    dbapi2 = False
+
+    def __init__(self, creator: ModuleType | Callable[..., Any], module: ModuleType | None = None):
+        if isinstance(creator, ModuleType) and callable(getattr(creator, "DB", None)):
+            # The pg module: its connect() returns a raw pg.Connection; tether hands out pg.DB.
+            super().__init__(creator.DB, module=creator)
+            self.creator = creator
+        else:
+            super().__init__(creator, module)
+
+    @property
+    def threadsafety(self) -> int:
+        """1: the module may be shared between threads, a ``pg.DB`` may not.
+
+        The ``pg`` module declares no DB-API ``threadsafety``; a libpq
+        connection must not be used by two threads at once, and ``pg.DB``
+        keeps per-connection caches without locks.
+        """
+        return 1
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """``pg.DB(*args, **kwargs)``, moving a ``connect_timeout`` keyword into the conninfo.
+
+        ``pg.DB`` has no ``connect_timeout`` argument; libpq reads it from a
+        conninfo string given as ``dbname``, while host, port and user given
+        separately still apply.
+        """
+        if self.creator_is_driver and "connect_timeout" in kwargs:
+            timeout = int(float(kwargs.pop("connect_timeout")))
+            if args:
+                if isinstance(args[_DBNAME_POSITION], (str, type(None))):
+                    dbname = with_conninfo_timeout(args[_DBNAME_POSITION], timeout)
+                    args = (dbname, *args[_DBNAME_POSITION + 1 :])
+            elif "db" not in kwargs:  # pg.DB(db=existing_connection) opens nothing
+                kwargs["dbname"] = with_conninfo_timeout(kwargs.get("dbname"), timeout)
+        return self._connect(*args, **kwargs)
+
+    # -- the raw connection -----------------------------------------------------------------
+
+    def _raw(self, conn: Any) -> Any:
+        """The libpq connection: ``conn.db`` for a ``pg.DB`` (None once closed), else ``conn``."""
+        pg = sys.modules.get("pg")
+        db_class = getattr(pg, "DB", None) if pg is not None else None
+        if isinstance(db_class, type) and isinstance(conn, db_class):
+            return vars(conn).get("db")
+        if top_module_name(type(conn)) == "pg" and type(conn).__name__ == "DB":
+            return vars(conn).get("db")
+        return conn
+
+    def _status(self, conn: Any) -> int | None:
+        raw = self._raw(conn)
+        if raw is None:
+            return None
+        try:
+            return int(raw.status)
+        except Exception:  # TypeError('Connection is not valid') once closed
+            return None
+
+    # -- state, without round trips -------------------------------------------------------
+
+    def is_closed(self, conn: Any) -> bool:
+        """Closed by the user (``db.db`` is None) or libpq's status is not OK."""
+        if conn is None:
+            return False
+        return self._status(conn) != _STATUS_OK
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        """libpq's transaction status: inside ``begin()`` True, otherwise False."""
+        if self.is_closed(conn):
+            return None
+        try:
+            return transaction_state(self._raw(conn).transaction())
+        except Exception:
+            return None
+
+    def peer_closed(self, conn: Any) -> bool:
+        """The server's farewell or EOF waiting on the idle socket (peeked, not read)."""
+        if conn is None or self.is_closed(conn):
+            return False
+        raw = self._raw(conn)
+        try:
+            return peer_closed(int(raw.fileno()), bool(getattr(raw, "ssl_in_use", False)))
+        except Exception:
+            return False
+
+    def autocommit(self, conn: Any) -> bool:
+        """True unless a transaction is open: classic ``query()`` commits by itself.
+
+        The classic API has no autocommit switch; statements run in their own
+        transaction until ``begin()``. An unknown state (closed connection)
+        answers False, the conservative choice for retry decisions.
+        """
+        return self.in_transaction(conn) is False
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def begin(self, conn: Any, *args: Any, **kwargs: Any) -> None:
+        """``db.begin(mode)``; a raw ``pg.Connection`` gets ``BEGIN``."""
+        begin = getattr(conn, "begin", None)
+        if callable(begin):
+            begin(*args, **kwargs)
+        else:
+            conn.query("BEGIN")
+
+    def commit(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``db.commit()``, skipped when libpq says no transaction is open."""
+        if self.in_transaction(conn) is False:
+            return None
+        commit = getattr(conn, "commit", None)
+        if callable(commit):
+            return commit(*args, **kwargs)
+        return conn.query("COMMIT")
+
+    def rollback(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``db.rollback(name=None)``, skipped when no transaction is open (the server warns)."""
+        if self.in_transaction(conn) is False:
+            return None
+        rollback = getattr(conn, "rollback", None)
+        if callable(rollback):
+            return rollback(*args, **kwargs)
+        name = args[0] if args else kwargs.get("name")
+        return conn.query(f"ROLLBACK TO {name}" if name else "ROLLBACK")
+
+    # -- round trips ------------------------------------------------------------------------
+
+    def execute(self, conn: Any, sql: str) -> None:
+        """``db.query(sql)``."""
+        conn.query(sql)
+
+    def ping(self, conn: Any) -> bool:
+        """``SELECT 1`` on the raw connection; the empty statement in a failed transaction.
+
+        PyGreSQL answers the server's EmptyQueryResponse with ``ValueError('Empty
+        query')``, which proves the round trip.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        raw = self._raw(conn)
+        try:
+            if int(raw.transaction()) == TRANS_INERROR:
+                try:
+                    raw.query("")
+                except ValueError:
+                    pass  # "Empty query": the server answered
+            else:
+                raw.query(self.ping_sql)
+        except Exception:
+            return False
+        return not self.is_closed(conn)
+
+    def reset_session(self, conn: Any) -> None:
+        """Roll back any transaction, ``DISCARD ALL``, and forget ``pg.DB``'s table metadata.
+
+        ``pg.DB`` caches column names, primary keys and privileges per table
+        name; DISCARD ALL drops temporary tables, and the next user may create
+        one of the same name with other columns, which ``insert()``/``get()``
+        would then get wrong.
+        """
+        self.rollback(conn)
+        conn.query(DISCARD_ALL)
+        if self._raw(conn) is not conn:  # a pg.DB, not a raw connection
+            for name in _DB_TABLE_CACHES:
+                cache = vars(conn).get(name)
+                if isinstance(cache, dict):
+                    cache.clear()
+
+    def close(self, conn: Any) -> None:
+        """Close, never raising (a closed ``pg.DB`` raises InternalError on ``close()``)."""
+        if self._raw(conn) is None:
+            return
+        super().close(conn)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
+        """Lost when libpq's status went bad (PyGreSQL raises ProgrammingError, then
+        LookupError, for that) or the SQLSTATE says so; not for cancels or SQL errors."""
+        if conn is not None and self.is_closed(conn):
+            return True
+        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
+
+    def never_sent(self, conn: Any, exc: BaseException) -> bool:
+        """True for PyGreSQL's own refusal to use a closed or bad connection."""
+        if conn is not None and not self.is_closed(conn):
+            return False
+        return pygresql_presend_error(exc)
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def set_timeouts(self, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Set ``connect_timeout``; :meth:`connect` moves it into the conninfo string."""
+        if self.creator_is_driver:
+            kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
+        return kwargs

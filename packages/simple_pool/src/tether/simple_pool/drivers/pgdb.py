@@ -1,0 +1,190 @@
+"""The adapter for PyGreSQL's DB-API 2 interface (``import pgdb``).
+
+``pgdb.Connection`` wraps a libpq connection of PyGreSQL's C module in
+``conn._cnx`` (``None`` once closed). PyGreSQL itself relies on that
+attribute (``pg.DB(pgdb_connection)`` unwraps it), and it is the only way to
+libpq's exact state: ``_cnx.status`` (1 = OK, 0 = bad) and
+``_cnx.transaction()`` (libpq's transaction status), both without a round
+trip. ``conn.closed`` combines them.
+
+PyGreSQL reports a lost connection as a ``ProgrammingError``, the same class
+as a syntax error, so the class decides nothing. Measured with PyGreSQL 6.2.3
+and PostgreSQL 15:
+
+* ``pg_ctl restart -m immediate``: ``ProgrammingError`` "server closed the
+  connection unexpectedly" (no SQLSTATE); then ``_cnx.status`` is 0 and
+  ``closed`` True. Next use: ``OperationalError("Internal error in '...':
+  unknown encoding: ")`` (from ``LookupError``), raised before sending.
+* ``-m fast`` / ``pg_terminate_backend``: ``ProgrammingError`` "FATAL:
+  terminating connection due to administrator command ..." (no SQLSTATE).
+* ``pg_cancel_backend``: ``OperationalError`` with ``sqlstate`` 57014;
+  status stays 1, the connection is usable after a rollback.
+* Syntax error: ``ProgrammingError`` 42601; unique violation:
+  ``IntegrityError`` 23505; both with status 1.
+* After ``close()``: ``OperationalError("Connection has been closed")``.
+* Server down at connect: ``InternalError`` "Connection refused".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import register
+from ._postgres import (
+    DISCARD_ALL,
+    TRANS_INERROR,
+    connect_timeout,
+    peer_closed,
+    pygresql_presend_error,
+    sqlstate_means_lost,
+    transaction_state,
+)
+from .base import DriverAdapter, log
+
+#: ``pg.Connection.status`` of a usable connection (libpq CONNECTION_OK is 0,
+#: but PyGreSQL reports 1 for good and 0 for bad).
+_STATUS_OK = 1
+_MISSING = object()
+
+
+@register
+class PgdbAdapter(DriverAdapter):
+    """PyGreSQL DB-API: state from the wrapped libpq connection, errors from its status."""
+
+    name = "pgdb"
+    modules = ("pgdb",)
+
+    # -- state, without round trips -------------------------------------------------------
+
+    def is_closed(self, conn: Any) -> bool:
+        """Closed by the user (``_cnx`` is None) or libpq's status is not OK (no round trip).
+
+        The same test as pgdb's own ``closed`` property, done here so that it
+        also works where that property is missing or raises.
+        """
+        if conn is None:
+            return False
+        cnx: Any = getattr(conn, "_cnx", _MISSING)
+        if cnx is _MISSING:
+            return bool(getattr(conn, "closed", False))
+        if cnx is None:
+            return True
+        try:
+            return bool(cnx.status != _STATUS_OK)
+        except Exception:  # TypeError('Connection is not valid')
+            return True
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        """libpq's transaction status of ``conn._cnx`` (exact, even for a BEGIN run by hand).
+
+        Falls back to pgdb's own flag (``_tnx``, "pgdb sent BEGIN") when the
+        libpq connection is not reachable.
+        """
+        cnx = getattr(conn, "_cnx", None)
+        if cnx is None:
+            return None
+        try:
+            if cnx.status != _STATUS_OK:
+                return None
+            return transaction_state(cnx.transaction())
+        except AttributeError:
+            flag = getattr(conn, "_tnx", None)
+            return flag if isinstance(flag, bool) else None
+        except Exception:
+            return None
+
+    def autocommit(self, conn: Any) -> bool:
+        """pgdb's ``autocommit`` attribute: when False, pgdb sends BEGIN before a statement."""
+        return bool(getattr(conn, "autocommit", False))
+
+    def peer_closed(self, conn: Any) -> bool:
+        """The server's farewell or EOF waiting on the idle socket (peeked, not read)."""
+        if conn is None or self.is_closed(conn):
+            return False
+        try:
+            cnx = conn._cnx
+            return peer_closed(int(cnx.fileno()), bool(getattr(cnx, "ssl_in_use", False)))
+        except Exception:
+            return False
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def rollback(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``conn.rollback()``, plus a ROLLBACK for a transaction pgdb does not know about.
+
+        pgdb only rolls back a transaction it began itself; after a ``BEGIN``
+        the user ran by hand in autocommit mode, ``rollback()`` does nothing
+        and the transaction would stay open in the pool.
+        """
+        result = conn.rollback(*args, **kwargs)
+        if not args and not kwargs and self.in_transaction(conn):
+            conn._cnx.query("ROLLBACK")
+        return result
+
+    # -- round trips ------------------------------------------------------------------------
+
+    def ping(self, conn: Any) -> bool:
+        """One round trip on the libpq connection, bypassing pgdb's implicit BEGIN.
+
+        Through a cursor, pgdb would open a transaction outside autocommit
+        mode. In a failed transaction, where ``SELECT 1`` fails, the empty
+        statement is sent instead: PyGreSQL raises ``ValueError('Empty
+        query')`` for the server's EmptyQueryResponse, which proves the
+        server answered.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        cnx = getattr(conn, "_cnx", None)
+        if cnx is None:
+            return super().ping(conn)
+        try:
+            if _transaction_status(cnx) == TRANS_INERROR:
+                try:
+                    cnx.query("")
+                except ValueError:
+                    pass  # "Empty query": the server's answer to the empty statement
+            else:
+                cnx.query(self.ping_sql)
+        except Exception:
+            return False
+        return not self.is_closed(conn)
+
+    def reset_session(self, conn: Any) -> None:
+        """Roll back, then ``DISCARD ALL`` on the libpq connection (outside any transaction)."""
+        self.rollback(conn)
+        conn._cnx.query(DISCARD_ALL)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
+        """Lost when libpq's status went bad (PyGreSQL raises ProgrammingError for that) or
+        the SQLSTATE says the session ended; a cancelled query (57014) or SQL error is not."""
+        if conn is not None and self.is_closed(conn):
+            return True
+        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
+
+    def never_sent(self, conn: Any, exc: BaseException) -> bool:
+        """True for PyGreSQL's own refusal to use a closed or bad connection."""
+        if conn is not None and not self.is_closed(conn):
+            return False
+        return pygresql_presend_error(exc)
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def set_timeouts(self, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Set ``connect_timeout``: ``pgdb.connect`` passes extra keywords to libpq's conninfo.
+
+        libpq applies it to the whole connection attempt per host (TCP,
+        authentication), in whole seconds, at least 2.
+        """
+        if self.creator_is_driver:
+            kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
+        return kwargs
+
+
+def _transaction_status(cnx: Any) -> int | None:
+    try:
+        return int(cnx.transaction())
+    except Exception as exc:
+        log.debug("pgdb: no transaction status: %r", exc)
+        return None

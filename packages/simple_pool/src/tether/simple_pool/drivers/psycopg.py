@@ -1,0 +1,212 @@
+"""The adapter for psycopg 3 (``import psycopg``).
+
+psycopg knows a lot about its connection without asking the server:
+``closed`` and ``broken`` say whether it is usable, ``info.transaction_status``
+is libpq's exact transaction state. Its exceptions carry the server's
+SQLSTATE. But its ``OperationalError`` covers both a dead connection and a
+cancelled query (``QueryCanceled`` is a subclass), so the class alone decides
+nothing; the state and the SQLSTATE do.
+
+Measured with psycopg 3.3.9 and PostgreSQL 15:
+
+* ``pg_ctl restart -m immediate``: next use raises ``OperationalError``
+  (no SQLSTATE) "consuming input failed: server closed the connection
+  unexpectedly"; afterwards ``closed`` and ``broken`` are True.
+* ``-m fast`` and ``pg_terminate_backend``: ``AdminShutdown`` (57P01); then
+  ``closed``/``broken`` True.
+* Any later call on such a connection: ``OperationalError("the connection is
+  closed")`` (queries, ``cursor()``) or ``"the connection is lost"``
+  (``rollback()``, setting ``autocommit``), raised before sending.
+* ``pg_cancel_backend``: ``QueryCanceled`` (57014), connection usable,
+  status INERROR until rolled back.
+* Server down at connect: ``OperationalError`` "Connection refused".
+* A server that accepts TCP but never answers: ``ConnectionTimeout`` after
+  ``connect_timeout`` (psycopg enforces it itself, minimum 2 s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import register
+from ._postgres import (
+    DISCARD_ALL,
+    connect_timeout,
+    peer_closed,
+    sqlstate_means_lost,
+    transaction_state,
+)
+from .base import DriverAdapter
+
+#: psycopg's own messages for a call refused because the connection is already
+#: closed or broken: raised before anything is sent.
+_PRESEND_MESSAGES = frozenset({"the connection is closed", "the connection is lost"})
+
+
+@register
+class PsycopgAdapter(DriverAdapter):
+    """psycopg 3: state from ``closed``/``broken``/``info``, errors from the SQLSTATE."""
+
+    name = "psycopg"
+    modules = ("psycopg",)
+    #: The empty statement: the server answers it even inside a failed
+    #: transaction (where ``SELECT 1`` fails), so a ping works in every state.
+    ping_sql = ""
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """Open a connection; a ``connect_timeout`` in the conninfo string wins when smaller.
+
+        psycopg lets keyword arguments override the conninfo string, so the
+        timeout :meth:`set_timeouts` adds would replace a stricter one the
+        user wrote into the DSN: keep the smaller of the two.
+        """
+        if self.creator_is_driver and "connect_timeout" in kwargs and args:
+            in_dsn = _positive_int(_dsn_connect_timeout(args[0]))
+            given = _positive_int(kwargs["connect_timeout"])
+            if in_dsn is not None and (given is None or in_dsn < given):
+                kwargs["connect_timeout"] = in_dsn
+        return self._connect(*args, **kwargs)
+
+    # -- state, without round trips -------------------------------------------------------
+
+    def is_closed(self, conn: Any) -> bool:
+        """``closed`` (closed by the user, or after a failure) or ``broken`` (failed)."""
+        return bool(getattr(conn, "closed", False) or getattr(conn, "broken", False))
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        """libpq's transaction status: IDLE False; INTRANS, INERROR, ACTIVE True; else None."""
+        if conn is None or self.is_closed(conn):
+            return None
+        try:
+            status = conn.info.transaction_status
+        except Exception:
+            return None
+        return transaction_state(status)
+
+    def autocommit(self, conn: Any) -> bool:
+        """psycopg's ``autocommit`` attribute (client-side; reading it costs nothing)."""
+        return bool(getattr(conn, "autocommit", False))
+
+    def peer_closed(self, conn: Any) -> bool:
+        """The server's farewell (FATAL error / shutdown warning) or EOF on the idle socket.
+
+        The socket is peeked, not read: psycopg's own ``consume_input`` was
+        measured to swallow the farewell without noticing the EOF behind it.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        try:
+            pgconn = conn.pgconn
+            fd = int(pgconn.socket)
+            ssl = bool(pgconn.ssl_in_use)
+        except Exception:
+            return False
+        return peer_closed(fd, ssl)
+
+    # -- round trips ------------------------------------------------------------------------
+
+    def ping(self, conn: Any) -> bool:
+        """One round trip that leaves the transaction state as it was.
+
+        Outside autocommit, psycopg would open a transaction before the ping
+        statement and leave the connection INTRANS (the user could then not
+        switch ``autocommit``): an idle connection is pinged in autocommit
+        mode for the moment instead. The empty statement also works inside
+        a failed transaction.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        try:
+            switch = not conn.autocommit and self.in_transaction(conn) is False
+            if switch:
+                conn.autocommit = True
+            try:
+                conn.execute(self.ping_sql)
+            finally:
+                if switch and not self.is_closed(conn):
+                    conn.autocommit = False
+        except Exception:
+            return False
+        return True
+
+    def reset_session(self, conn: Any) -> None:
+        """Roll back, then ``DISCARD ALL`` in autocommit mode.
+
+        DISCARD ALL refuses to run inside a transaction block, and psycopg
+        outside autocommit would wrap it in one; the ``autocommit`` flag is
+        client-side, so switching it costs no round trip, and the user's
+        setting is restored afterwards. psycopg notices DISCARD ALL and forgets
+        its prepared statements (measured: statements prepared before the
+        reset still run after it).
+        """
+        if self.in_transaction(conn) is not False:
+            conn.rollback()
+        autocommit = bool(conn.autocommit)
+        if not autocommit:
+            conn.autocommit = True
+        try:
+            conn.execute(DISCARD_ALL)
+        finally:
+            if not autocommit and not self.is_closed(conn):
+                conn.autocommit = False
+
+    def execute(self, conn: Any, sql: str) -> None:
+        """Run one statement with no parameters (``Connection.execute`` closes its cursor)."""
+        conn.execute(sql).close()
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
+        """Lost when psycopg marked the connection closed/broken, or the SQLSTATE says so.
+
+        ``QueryCanceled`` (57014, a cancel or ``statement_timeout``) leaves the
+        connection open and is not lost; neither are SQL errors.
+        """
+        if conn is not None and self.is_closed(conn):
+            return True
+        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
+
+    def never_sent(self, conn: Any, exc: BaseException) -> bool:
+        """True for psycopg's refusal to use an already closed connection (nothing was sent)."""
+        if getattr(exc, "sqlstate", None) is not None:
+            return False  # the server answered
+        operational = self.error_class("OperationalError")
+        if operational is None or type(exc) is not operational:
+            return False
+        return str(exc) in _PRESEND_MESSAGES and (conn is None or self.is_closed(conn))
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def set_timeouts(self, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Set ``connect_timeout`` (whole seconds, at least 2: psycopg follows libpq).
+
+        psycopg enforces it itself for the whole connection attempt to each
+        host (TCP connect, TLS, authentication), so a host that swallows
+        packets or accepts and then stays silent fails after it. With several
+        hosts the attempts add up. Name resolution happens in libpq and is not
+        covered.
+        """
+        if self.creator_is_driver:
+            kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
+        return kwargs
+
+
+def _dsn_connect_timeout(dsn: object) -> object:
+    """The ``connect_timeout`` in a conninfo string or URI (None if absent or unreadable)."""
+    if not isinstance(dsn, str) or "connect_timeout" not in dsn:
+        return None
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(dsn).get("connect_timeout")
+    except Exception:
+        return None
+
+
+def _positive_int(value: Any) -> int | None:
+    """``value`` as libpq reads a timeout (whole seconds), or None unless positive."""
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None

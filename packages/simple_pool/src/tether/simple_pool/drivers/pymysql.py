@@ -1,0 +1,274 @@
+"""The adapter for PyMySQL (``import pymysql``), against MariaDB and MySQL.
+
+PyMySQL drops its socket the moment it sees the connection fail, so
+``conn.open`` is an exact, free "is it closed" check; its errors carry the
+client (``CR_*``, 2xxx) or server (``ER_*``) error number as ``args[0]``.
+
+Measured with PyMySQL 1.2.4 and MariaDB 10.11:
+
+* Server restart (SIGTERM), SIGKILL, ``KILL <id>`` / ``KILL CONNECTION``, idle
+  or during a query: ``OperationalError(2013, 'Lost connection to MySQL
+  server during query')``, then ``open`` is False. MariaDB sent no 1927 here.
+* Every later call: ``InterfaceError(0, '')``, raised before sending;
+  ``close()`` and ``ping()`` on a closed connection: ``Error('Already closed')``.
+* ``KILL QUERY``: ``OperationalError(1317, 'Query execution was
+  interrupted')``, connection usable.
+* Server down at connect: ``OperationalError(2003, "Can't connect ...")``.
+* A server that accepts TCP but never answers: ``connect()`` hangs forever
+  despite ``connect_timeout``, which only covers the TCP connect; the
+  handshake reads with ``read_timeout`` (default None). This adapter bounds
+  the handshake (see :meth:`PyMySQLAdapter.connect`).
+* ``server_status & SERVER_STATUS_IN_TRANS`` is set after ``BEGIN`` or a
+  write, but NOT after a plain ``SELECT`` (or ``SELECT ... FOR UPDATE``)
+  with autocommit off, although InnoDB then holds a snapshot (another
+  session's commits stay invisible until rollback). So outside autocommit,
+  "flag not set" cannot mean "no transaction".
+* ``COM_RESET_CONNECTION`` (0x1f) rolls back and drops user variables, temp
+  tables and ``GET_LOCK`` locks, keeps the session id, but also resets
+  ``autocommit`` to 1, ``sql_mode`` and the character set to the handshake
+  charset: PyMySQL's connect-time settings must be sent again. An unknown
+  command gives ``OperationalError(1047, 'Unknown command')`` (SQLSTATE
+  08S01!) and leaves the connection usable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import register
+from ._socket import socket_readable
+from .base import DriverAdapter, log
+
+#: ``SERVER_STATUS_IN_TRANS`` and ``SERVER_STATUS_AUTOCOMMIT`` from
+#: ``pymysql.constants.SERVER_STATUS`` (protocol constants, copied so this
+#: module imports without PyMySQL).
+_IN_TRANS = 0x0001
+_AUTOCOMMIT = 0x0002
+#: The protocol command PyMySQL has no method for (it calls 0x1f ``COM_END``).
+_COM_RESET_CONNECTION = 0x1F
+#: ER_UNKNOWN_COM_ERROR: the server predates COM_RESET_CONNECTION
+#: (MySQL < 5.7.3, MariaDB < 10.2.4).
+_ER_UNKNOWN_COM_ERROR = 1047
+
+#: Error numbers after which the connection is gone. PyMySQL closes its socket
+#: for most of them anyway; the list also covers an error seen before that.
+LOST_ERRNOS = frozenset(
+    {
+        2003,  # CR_CONN_HOST_ERROR: cannot reach the server (also mid-connect OSErrors)
+        2006,  # CR_SERVER_GONE_ERROR: writing the request failed
+        2013,  # CR_SERVER_LOST: EOF or read timeout while waiting for the answer
+        2014,  # CR_COMMANDS_OUT_OF_SYNC: PyMySQL lost its place in the protocol stream
+        2055,  # CR_SERVER_LOST_EXTENDED
+        1053,  # ER_SERVER_SHUTDOWN: the server is shutting down
+        1927,  # ER_CONNECTION_KILLED (MariaDB)
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8.0.24+: wait_timeout expired)
+    }
+)
+#: PyMySQL's default ``connect_timeout``.
+_DEFAULT_CONNECT_TIMEOUT = 10.0
+#: The smallest connect timeout :meth:`PyMySQLAdapter.set_timeouts` passes; PyMySQL
+#: rejects 0 and a deadline that has (nearly) passed still needs a positive value.
+_MIN_TIMEOUT = 0.1
+_MAX_TIMEOUT = 31536000.0  # PyMySQL's upper limit for connect_timeout
+
+
+def _errno(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and type(args[0]) is int else None
+
+
+@register
+class PyMySQLAdapter(DriverAdapter):
+    """PyMySQL: ``open`` and ``server_status`` for state, error numbers for errors."""
+
+    name = "pymysql"
+    modules = ("pymysql",)
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """Open a connection whose handshake cannot outlast ``connect_timeout``.
+
+        PyMySQL's ``connect_timeout`` (default 10 s) only limits the TCP
+        connect; the greeting, authentication, ``SET NAMES`` and
+        ``init_command`` are read with ``read_timeout``, which defaults to
+        "forever", so a server that accepts and then stays silent hangs the
+        connect (measured). Setting ``read_timeout`` for good would instead kill
+        every longer query later. So the connect runs with read/write timeouts
+        no longer than ``connect_timeout`` and the user's own values (None by
+        default) are put back on the open connection. Only done when the
+        creator is PyMySQL's own connect.
+        """
+        if not self.creator_is_driver:
+            return self._connect(*args, **kwargs)
+        bound = kwargs.get("connect_timeout", _DEFAULT_CONNECT_TIMEOUT)
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool) or bound <= 0:
+            return self._connect(*args, **kwargs)  # let PyMySQL report the bad value
+        user_read = kwargs.get("read_timeout")
+        user_write = kwargs.get("write_timeout")
+        bounded = dict(kwargs)
+        bounded["read_timeout"] = bound if user_read is None else min(user_read, bound)
+        bounded["write_timeout"] = bound if user_write is None else min(user_write, bound)
+        conn = self._connect(*args, **bounded)
+        attributes = vars(conn) if hasattr(conn, "__dict__") else {}
+        if "_read_timeout" in attributes and "_write_timeout" in attributes:
+            # PyMySQL re-applies these to the socket before its next read/write.
+            conn._read_timeout = user_read
+            conn._write_timeout = user_write
+            return conn
+        # An unknown PyMySQL layout: the handshake bound cannot be taken back, and
+        # leaving it would time out long queries. Connect again without it.
+        log.warning(
+            "pymysql: cannot restore read/write timeouts on %s; connecting without"
+            " the handshake bound",
+            type(conn).__name__,
+        )
+        self.close(conn)
+        return self._connect(*args, **kwargs)
+
+    # -- state, without round trips -------------------------------------------------------
+
+    def is_closed(self, conn: Any) -> bool:
+        """``not conn.open``: PyMySQL drops the socket when it sees the connection fail."""
+        if conn is None:
+            return False
+        return not bool(getattr(conn, "open", True))
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        """True when the server flagged a transaction; False only in autocommit mode.
+
+        With autocommit off, a plain SELECT opens an InnoDB snapshot without
+        setting ``SERVER_STATUS_IN_TRANS`` (measured on MariaDB 10.11), so an
+        unset flag answers None ("maybe"): the caller rolls back, which also
+        ends the snapshot. A closed connection answers None too (its last
+        status is stale).
+        """
+        if conn is None or self.is_closed(conn):
+            return None
+        status = getattr(conn, "server_status", None)
+        if not isinstance(status, int):
+            return None
+        if status & _IN_TRANS:
+            return True
+        if status & _AUTOCOMMIT:
+            return False
+        return None
+
+    def autocommit(self, conn: Any) -> bool:
+        """``conn.get_autocommit()``: the autocommit flag of the server's last status."""
+        return bool(conn.get_autocommit())
+
+    def peer_closed(self, conn: Any) -> bool:
+        """Anything waiting on an idle connection's socket: the server is closing it.
+
+        The MySQL protocol never sends unprompted data to an idle session; a
+        killed or timed-out session gets EOF (MariaDB) or a last error packet
+        (MySQL 8's 4031) before it. The exception is an unbuffered result
+        (``SSCursor``) still being read, whose rows are legitimately waiting.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        result = getattr(conn, "_result", None)
+        if result is not None and getattr(result, "unbuffered_active", False):
+            return False
+        try:
+            return socket_readable(int(conn._sock.fileno()))
+        except Exception:
+            return False
+
+    # -- round trips ------------------------------------------------------------------------
+
+    def ping(self, conn: Any) -> bool:
+        """``COM_PING`` (``conn.ping(reconnect=False)``): works in any transaction state.
+
+        ``reconnect`` is passed explicitly: old PyMySQL versions defaulted to
+        reconnecting, which would swap the session behind the pool's back.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        try:
+            conn.ping(reconnect=False)
+        except Exception:
+            return False
+        return True
+
+    def reset_session(self, conn: Any) -> None:
+        """``COM_RESET_CONNECTION``, then PyMySQL's connect-time settings again.
+
+        The reset rolls back, drops user variables, temporary tables, prepared
+        statements and ``GET_LOCK`` locks, and resets session variables to the
+        server's defaults, like a new connection but without the handshake.
+        Since that also undoes what PyMySQL set when it connected, the
+        character set (``SET NAMES``), ``sql_mode`` and ``init_command`` are
+        sent again, and ``autocommit`` is put back as it was before the reset
+        (the server resets it to 1). A server without the command (MySQL
+        < 5.7.3, MariaDB < 10.2.4) only gets a rollback.
+        """
+        autocommit = bool(conn.get_autocommit())
+        try:
+            conn._execute_command(_COM_RESET_CONNECTION, b"")
+            conn._read_ok_packet()
+        except Exception as exc:
+            if _errno(exc) != _ER_UNKNOWN_COM_ERROR:
+                raise
+            log.debug("pymysql: server lacks COM_RESET_CONNECTION; rolling back only")
+            conn.rollback()
+            return
+        charset = getattr(conn, "charset", None)
+        if charset:
+            conn.set_character_set(charset, getattr(conn, "collation", None))
+        sql_mode = getattr(conn, "sql_mode", None)
+        if sql_mode is not None:
+            cursor = conn.cursor()
+            try:
+                cursor.execute("SET sql_mode=%s", (sql_mode,))
+            finally:
+                cursor.close()
+        init_command = getattr(conn, "init_command", None)
+        if init_command is not None:
+            self.execute(conn, init_command)
+        conn.autocommit(autocommit)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
+        """Lost when PyMySQL closed the connection or the error number says so.
+
+        Not lost: 1317 (query interrupted by ``KILL QUERY``), 1969/3024
+        (statement time limits), 1047 (unknown command, despite SQLSTATE
+        08S01), and SQL errors.
+        """
+        if conn is not None and self.is_closed(conn):
+            return True
+        code = _errno(exc)
+        if code in LOST_ERRNOS:
+            return True
+        interface_error = self.error_class("InterfaceError")
+        return code == 0 and interface_error is not None and isinstance(exc, interface_error)
+
+    def never_sent(self, conn: Any, exc: BaseException) -> bool:
+        """True for ``InterfaceError(0, '')`` / ``Error('Already closed')``: PyMySQL had no
+        socket and refused before sending."""
+        if conn is not None and not self.is_closed(conn):
+            return False
+        interface_error = self.error_class("InterfaceError")
+        if interface_error is not None and type(exc) is interface_error:
+            return tuple(exc.args) == (0, "")
+        error = self.error_class("Error")
+        return error is not None and type(exc) is error and tuple(exc.args) == ("Already closed",)
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def set_timeouts(self, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Set ``connect_timeout`` (float seconds); :meth:`connect` extends it to the handshake.
+
+        ``read_timeout``/``write_timeout`` are not set here: they would stay on
+        the connection and time out long queries; the adapter's connect bounds
+        the handshake with ``connect_timeout`` instead.
+        """
+        if not self.creator_is_driver:
+            return kwargs
+        wanted = min(max(float(seconds), _MIN_TIMEOUT), _MAX_TIMEOUT)
+        current = kwargs.get("connect_timeout", _DEFAULT_CONNECT_TIMEOUT)
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and current > 0:
+            wanted = min(wanted, float(current))
+        kwargs["connect_timeout"] = wanted
+        return kwargs
