@@ -1,0 +1,735 @@
+"""Persistent connections: each thread keeps one steady connection for its whole life.
+
+Why thread affinity
+-------------------
+A threaded server (a WSGI server, a worker pool) runs each request on one of
+a fixed set of threads. If every thread keeps its own database connection
+open, a request needs no connect (milliseconds) and no pool either: no lock
+to borrow a connection, no queue to wait in, no connection handed from one
+thread to another. Getting "the connection" is a thread-local lookup::
+
+    persist = PersistentDB(psycopg, dbname="app")   # nothing is opened yet
+
+    def handle_request():
+        db = persist.connection()   # this thread's connection (opened on first use)
+        with db.cursor() as cur:
+            cur.execute("SELECT ...")
+        db.commit()
+
+A connection only ever used by the thread that opened it cannot be used by
+two threads at once, so this works even for drivers whose connections are
+not thread-safe. The connections are steady (:mod:`tether.steady`): when the
+database restarts between two requests, the next statement runs on a new
+connection, as long as no transaction was open.
+
+The rules
+---------
+* A thread's connection is opened by its first :meth:`~PersistentDB.connection`
+  call and reused by every later one; no other thread ever gets it.
+* ``db.close()`` is ignored (unless ``closeable``): the connection stays open
+  for the thread's next request. It does roll back a transaction left open.
+* A request that forgets to commit must not leave its transaction to the
+  next one. A transaction left open (by ``begin()``, or implicitly by
+  statements without a commit) is rolled back when the thread closes its
+  connection, and at the latest when the thread asks for it again while
+  nothing else refers to it any more: the previous request is over, so its
+  uncommitted work is abandoned. (A nested ``connection()`` call inside a
+  request still holding the connection does not roll back: the holder's
+  transaction goes on.) DBUtils' ``PersistentDB`` leaves such transactions
+  open: the server session stays "idle in transaction", holding its locks,
+  and the next request commits the forgotten work with its own.
+* The connection is closed when its thread ends, by the ending thread itself
+  (the connection lives in a :class:`threading.local`, whose per-thread
+  data is released when the thread ends), so a program that starts and ends
+  many threads leaves nothing behind.
+
+The limits
+----------
+One connection per thread: a server with 200 threads holds 200 database
+sessions, even when most threads are idle, and a thread that ends takes its
+connection with it (short-lived threads connect every time). Use
+:class:`tether.pooled.PooledDB` when threads outnumber the connections the
+database should see, or when threads come and go. ``maxconnections=`` caps
+the sessions a generator may hold; a thread over the cap gets an error, or
+waits (at most ``checkout_timeout`` seconds) for another thread to end.
+
+Fork: a child process never uses (nor closes) its parent's connections, it
+opens its own; closing an inherited connection would end the parent's
+session, since both processes share its socket. Interpreter exit: every
+connection that is not in use is closed (:meth:`~PersistentDB.close` runs
+for each generator from :mod:`atexit`).
+
+DBUtils compatibility: ``PersistentDB(creator, maxusage, setsession,
+failures, ping, closeable, threadlocal, isfatal, *args, **kwargs)`` and
+``PersistentPg(maxusage, setsession, closeable, threadlocal, *args, **kwargs)``
+keep DBUtils 3.2's signatures, and ``connection()`` returns the steady
+connection itself, as DBUtils does. Both are this one implementation;
+only how a connection is made differs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool.drivers import DriverAdapter, adapter_for
+from tether.simple_pool.errors import NotSupportedError, PoolClosed, PoolError, PoolTimeout
+from tether.steady import SteadyDBConnection, SteadyPgConnection
+from tether.steady.core import (
+    PING_ON_REQUEST,
+    Failures,
+    SetSession,
+    SteadyBase,
+    _is_exception_spec,
+)
+from tether.steady.ping import parse_ping
+
+__all__ = [
+    "NotSupportedError",
+    "PersistentDB",
+    "PersistentDBError",
+    "PersistentPg",
+    "TooManyConnectionsError",
+]
+
+try:
+    __version__ = version("tether-persistent")
+except PackageNotFoundError:  # a source tree that was not installed
+    __version__ = "0+unknown"
+
+log = logging.getLogger("tether.persistent")
+
+#: DBUtils' name for the errors of this module (``PoolClosed``, ``PoolTimeout``... derive from it).
+PersistentDBError = PoolError
+
+
+class TooManyConnectionsError(PoolError):
+    """``maxconnections`` threads hold a connection already, and ``blocking`` is False."""
+
+
+C = TypeVar("C", bound=SteadyBase)
+
+
+# -- the connections --------------------------------------------------------------------------
+
+
+class _Owned(SteadyBase):
+    """A steady connection that belongs to one thread of a persistent generator.
+
+    It tells the generator when it is closed (so the cap counts only open
+    connections), and it refuses to be closed by a forked child: a child
+    shares the connection's socket with its parent, and closing it there
+    would end the parent's session.
+    """
+
+    _tether_shared: _Shared | None = None
+    _tether_pid: int | None = None  # the process that opened it
+
+    def _close(self) -> None:
+        pid = self._tether_pid
+        if pid is not None and pid != os.getpid():
+            _keep_orphan(self)
+            return
+        shared, self._tether_shared = self._tether_shared, None
+        try:
+            super()._close()
+        finally:
+            if shared is not None:
+                shared.released()
+
+
+class _PersistentDBConnection(_Owned, SteadyDBConnection):
+    """What :meth:`PersistentDB.connection` returns: a :class:`SteadyDBConnection`."""
+
+
+class _PersistentPgConnection(_Owned, SteadyPgConnection):
+    """What :meth:`PersistentPg.connection` returns: a :class:`SteadyPgConnection`."""
+
+
+# -- per-thread and per-generator state -------------------------------------------------------
+
+
+class _Shared:
+    """What a generator's connections share: the count of open ones, the cap, the slots."""
+
+    __slots__ = ("closed", "cond", "count", "limit", "slots")
+
+    def __init__(self, limit: int) -> None:
+        self.cond = threading.Condition(threading.RLock())
+        self.count = 0  # open connections (and connects under way)
+        self.limit = limit  # 0: no cap
+        self.closed = False
+        self.slots: weakref.WeakSet[_Slot[Any]] = weakref.WeakSet()
+
+    def add(self, slot: _Slot[Any]) -> bool:
+        """Register a thread's slot; False if the generator was closed meanwhile."""
+        with self.cond:
+            self.slots.add(slot)
+            return not self.closed
+
+    def released(self) -> None:
+        """One connection was closed (or failed to open): wake one thread waiting for the cap."""
+        with self.cond:
+            self.count -= 1
+            self.cond.notify()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the slots' connections are the parent's. Keep them, unused."""
+        for slot in list(self.slots):
+            slot.lock = threading.Lock()  # another thread may have held it at the fork
+            con, slot.con = slot.con, None
+            if con is not None:
+                _keep_orphan(con)
+        self.slots = weakref.WeakSet()
+        self.cond = threading.Condition(threading.RLock())
+        self.count = 0
+
+
+class _Slot(Generic[C]):
+    """One thread's connection, stored in the generator's thread-local data.
+
+    The thread-local data of a thread is released when the thread ends, and
+    this object with it: ``__del__`` then closes the connection, in the
+    ending thread itself. Nothing else holds a slot strongly (the generator
+    keeps weak references), and a slot holds nothing that refers back to it,
+    so it is freed at once, without waiting for the garbage collector.
+    """
+
+    __slots__ = ("__weakref__", "con", "ident", "lock")
+
+    def __init__(self, con: C | None) -> None:
+        self.con = con
+        self.ident = threading.get_ident()
+        # Guards `con` against close() from another thread; the owner holds
+        # it while it hands the connection out.
+        self.lock = threading.Lock()
+
+    def __del__(self) -> None:
+        # No logging here: a log record would create a threading._DummyThread
+        # for the ending thread, which is never freed (a leak per thread).
+        try:
+            con, self.con = self.con, None
+            if con is not None and threading.get_ident() == self.ident:
+                # The ending thread closes its own connection. Anywhere else
+                # (the generator was dropped by another thread) dropping our
+                # reference is enough: the connection closes itself when its
+                # last user lets go of it (SteadyBase.__del__).
+                con._close()
+        except Exception:
+            pass
+
+
+# -- who else uses a connection ---------------------------------------------------------------
+
+_getrefcount: Callable[[object], int] | None = getattr(sys, "getrefcount", None)
+
+
+def _references(slot: _Slot[Any]) -> int:
+    assert _getrefcount is not None
+    return _getrefcount(slot.con)
+
+
+def _calibrate() -> int | None:
+    """References to a slot's connection held by the slot and by its caller's one local variable.
+
+    Measured rather than assumed: the count ``sys.getrefcount`` reports for
+    the same code differs between Python versions.
+    """
+    if _getrefcount is None:  # not CPython: nobody can tell, so assume "in use"
+        return None
+    probe: _Slot[Any] = _Slot(None)
+    probe.con = con = object()  # `con`: the local variable callers hold
+    count = _references(probe)
+    probe.con = None
+    del con
+    return count
+
+
+_BASELINE = _calibrate()
+
+
+def _unused(slot: _Slot[Any]) -> bool:
+    """Whether nothing refers to the slot's connection but the slot and one caller local.
+
+    Then no request of the owning thread is using it: no variable, cursor or
+    bound method of it is alive. Call with exactly one local variable bound
+    to the connection.
+    """
+    return _BASELINE is not None and _references(slot) <= _BASELINE
+
+
+# -- fork and exit --------------------------------------------------------------------------------
+
+#: Every generator, to reset them in a forked child and close them at exit.
+_generators: weakref.WeakSet[_Persistent[Any]] = weakref.WeakSet()
+#: Connections inherited from the parent process: kept, never closed, never used.
+_orphans: list[SteadyBase] = []
+
+
+def _keep_orphan(con: SteadyBase) -> None:
+    """Keep an inherited connection alive and make this process's copy of its socket inert.
+
+    Its socket is the parent's too. Closing the connection (or letting the
+    driver close it when the object is freed at exit) would send the
+    protocol's goodbye on it and end the parent's session. So the object is
+    kept for good, and the child's copy of the socket descriptor is pointed
+    at /dev/null: whatever this process writes to it reaches no server.
+    """
+    if any(kept is con for kept in _orphans):
+        return
+    _orphans.append(con)
+    if isinstance(con, _Owned):
+        con._tether_shared = None
+    fd = _socket_fd(con._raw)
+    if fd is not None:
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except OSError:
+            pass
+
+
+def _socket_fd(raw: Any) -> int | None:
+    """The socket descriptor of a driver connection, where one can be found."""
+    for owner in (raw, getattr(raw, "_sock", None), getattr(raw, "_cnx", None)):
+        fileno = getattr(owner, "fileno", None)
+        if callable(fileno):
+            try:
+                fd = fileno()
+            except Exception:
+                continue
+            if isinstance(fd, int) and fd >= 0:
+                return fd
+    return None
+
+
+def _after_fork_in_child() -> None:
+    for generator in list(_generators):
+        generator._shared.forget_after_fork()
+
+
+def _close_all_at_exit() -> None:
+    for generator in list(_generators):
+        try:
+            generator.close()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)
+
+
+# -- the generator ------------------------------------------------------------------------------
+
+
+_P = TypeVar("_P", bound="_Persistent[Any]")
+
+
+class _Persistent(Generic[C]):
+    """The one implementation behind :class:`PersistentDB` and :class:`PersistentPg`."""
+
+    #: The version of tether-persistent (DBUtils has this attribute too).
+    version: ClassVar[str] = __version__
+
+    _adapter: DriverAdapter
+
+    def __init__(
+        self,
+        adapter: DriverAdapter,
+        maxusage: int | None,
+        setsession: SetSession | None,
+        closeable: bool,
+        threadlocal: Callable[[], Any] | None,
+        *,
+        maxconnections: int | None,
+        blocking: bool,
+        checkout_timeout: float,
+        max_lifetime: float | None,
+        on_connect: Callable[[Any], object] | None,
+        logger: logging.Logger | None,
+    ) -> None:
+        self._adapter = adapter
+        # The steady layer checks these too, but only when the first
+        # connection is opened: bad input should fail here, at once.
+        self._maxusage = check_int("maxusage", maxusage, allow_none=True)
+        self._setsession = _check_setsession(setsession)
+        self._closeable = bool(closeable)
+        self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
+        if on_connect is not None and not callable(on_connect):
+            raise TypeError("on_connect: expected a callable or None")
+        self._on_connect = on_connect
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(
+                f"logger: expected a logging.Logger or None, got {type(logger).__name__}"
+            )
+        self._logger = logger
+        self._log = logger if logger is not None else log
+        limit = check_int("maxconnections", maxconnections, allow_none=True) or 0
+        if not isinstance(blocking, (bool, int)):
+            raise TypeError(f"blocking: expected a bool, got {type(blocking).__name__}")
+        self._blocking = bool(blocking)
+        timeout = check_seconds("checkout_timeout", checkout_timeout, allow_none=False)
+        assert timeout is not None
+        self._checkout_timeout = timeout
+        if threadlocal is None:
+            threadlocal = threading.local
+        elif not callable(threadlocal):
+            raise TypeError(
+                "threadlocal: expected a class like threading.local, or None,"
+                f" got {type(threadlocal).__name__}"
+            )
+        self._local = threadlocal()
+        self._shared = _Shared(limit)
+        _generators.add(self)
+
+    def _create(self) -> C:
+        """A new steady connection of the right kind (an :class:`_Owned` one)."""
+        raise NotImplementedError
+
+    def steady_connection(self) -> C:
+        """A new steady connection, not persistent: not tied to this thread, not counted."""
+        raise NotImplementedError
+
+    # -- getting the thread's connection ----------------------------------------------------
+
+    def connection(self, shareable: bool = False) -> C:
+        """This thread's steady connection: opened on the first call, the same one afterwards.
+
+        ``shareable`` exists for compatibility with ``PooledDB.connection()``
+        and is ignored: a persistent connection is never shared between
+        threads. A transaction a finished request left open is rolled back
+        first; the connection is checked first if ``ping`` says so (1:
+        whenever it is requested). Raises :class:`PoolClosed` after
+        :meth:`close`, :class:`TooManyConnectionsError` or
+        :class:`~tether.simple_pool.PoolTimeout` when the cap is reached.
+        """
+        slot: _Slot[C] | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            with slot.lock:
+                con = slot.con
+                if con is not None and not con._closed and not self._shared.closed:
+                    if con._in_transaction() and _unused(slot):
+                        self._roll_back_leftover(con)
+                    if con._ping_flags & PING_ON_REQUEST:  # a round trip: only if asked for
+                        con._ping_check(PING_ON_REQUEST)
+                    return con
+        return self._new_connection(slot)
+
+    def dedicated_connection(self) -> C:
+        """Alias for ``connection(shareable=False)``, as in DBUtils."""
+        return self.connection()
+
+    def _roll_back_leftover(self, con: C) -> None:
+        self._log.warning(
+            "tether: rolling back a transaction the previous request on this thread left open"
+            " on its %s connection (commit before the request ends, or use"
+            " `with persist.connection() as db:`)",
+            self._adapter.name,
+        )
+        try:
+            con._end_transaction()
+        except Exception as exc:  # the connection's next statement will report it
+            self._log.warning("tether: could not roll back: %r", exc)
+
+    def _new_connection(self, slot: _Slot[C] | None) -> C:
+        """The cold path: a thread's first connection, or one after its last was closed."""
+        shared = self._shared
+        if shared.closed:
+            if slot is not None:
+                _discard(slot)
+            raise PoolClosed(f"{self!r} is closed")
+        self._reserve()
+        try:
+            con = self._create()
+        except BaseException:
+            shared.released()
+            raise
+        owned = cast(_Owned, con)
+        owned._tether_pid = os.getpid()
+        owned._tether_shared = shared
+        if slot is None:
+            slot = _Slot(con)
+            self._local.slot = slot
+        else:
+            with slot.lock:
+                old, slot.con = slot.con, con
+            if old is not None:
+                old._close()  # already closed, unless close() raced with us
+        if not shared.add(slot):  # close() ran while this thread was connecting
+            _discard(slot)
+            raise PoolClosed(f"{self!r} is closed")
+        return con
+
+    def _reserve(self) -> None:
+        """Count one more open connection, within ``maxconnections``."""
+        shared = self._shared
+        with shared.cond:
+            if shared.limit and shared.count >= shared.limit:
+                if not self._blocking:
+                    raise TooManyConnectionsError(
+                        f"{self!r}: all {shared.limit} connections (maxconnections) are held"
+                        " by other threads; a connection is freed when its thread ends"
+                    )
+                wait = self._checkout_timeout
+                deadline = time.monotonic() + wait
+                while shared.count >= shared.limit:
+                    if shared.closed:
+                        raise PoolClosed(f"{self!r} is closed")
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolTimeout(
+                            f"{self!r}: no connection became free within {wait:g} s"
+                            f" (checkout_timeout); all {shared.limit} are held by other threads"
+                        )
+                    shared.cond.wait(remaining)
+            if shared.closed:
+                raise PoolClosed(f"{self!r} is closed")
+            shared.count += 1
+
+    # -- the generator as a whole -------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        """How many threads hold an open connection of this generator now."""
+        return self._shared.count
+
+    def close(self) -> None:
+        """Close the generator: no new connections; close every connection not in use.
+
+        The calling thread's connection and every connection no request is
+        using are closed now. One another thread is using at this moment is
+        closed by that thread, at its next :meth:`connection` call (which
+        raises :class:`PoolClosed`) or when it ends. Runs by itself for every
+        generator at interpreter exit. Closing twice is harmless.
+        """
+        shared = self._shared
+        with shared.cond:
+            shared.closed = True
+            slots = list(shared.slots)
+            shared.cond.notify_all()  # waiters for the cap must learn it
+        me = threading.get_ident()
+        for slot in slots:
+            with slot.lock:
+                con = slot.con
+                if con is None or (slot.ident != me and not _unused(slot)):
+                    continue
+                slot.con = None
+            con._close()
+
+    def __enter__(self: _P) -> _P:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Never the connect arguments: they may hold a password.
+        shared = self._shared
+        cap = f"/{shared.limit}" if shared.limit else ""
+        state = " closed" if shared.closed else ""
+        return f"<{type(self).__name__} {self._adapter.name} {shared.count}{cap} open{state}>"
+
+
+def _discard(slot: _Slot[Any]) -> None:
+    """Close the slot's connection (the owning thread calls this)."""
+    with slot.lock:
+        con, slot.con = slot.con, None
+    if con is not None:
+        con._close()
+
+
+def _check_setsession(setsession: SetSession | None) -> tuple[str, ...]:
+    if setsession is None:
+        return ()
+    if isinstance(setsession, str):  # a lone string would be run letter by letter
+        raise TypeError("setsession: expected a list of SQL statements, got a str")
+    if not isinstance(setsession, Iterable):
+        raise TypeError(
+            f"setsession: expected a list of SQL statements, got {type(setsession).__name__}"
+        )
+    statements = tuple(setsession)
+    for sql in statements:
+        if not isinstance(sql, str):
+            raise TypeError(f"setsession: expected SQL strings, got a {type(sql).__name__}")
+    return statements
+
+
+# -- the two fronts ---------------------------------------------------------------------------
+
+
+class PersistentDB(_Persistent[SteadyDBConnection]):
+    """Generator of persistent DB-API 2 connections: one steady connection per thread.
+
+    DBUtils 3.2's parameters, in its order: ``creator`` (a DB-API 2 module
+    or a function returning a connection), ``maxusage`` (statements before a
+    connection is reopened; 0/None: no limit), ``setsession`` (SQL run on
+    every new connection), ``failures`` and ``isfatal`` (what counts as a
+    lost connection), ``ping`` (when to check liveness; 1: at every
+    ``connection()`` call, a round trip; 0: never, a dead connection is then
+    noticed and replaced when a statement fails, outside transactions),
+    ``closeable`` (whether ``close()`` really closes), ``threadlocal`` (the
+    class of the thread-local store; default :class:`threading.local`),
+    ``args``/``kwargs`` for the creator.
+
+    Keyword-only extras: ``maxconnections`` (at most this many threads hold
+    a connection at once; 0/None: no cap), ``blocking`` (at the cap, wait
+    for a connection to be freed instead of raising
+    :class:`TooManyConnectionsError`), ``checkout_timeout`` (how long to
+    wait, seconds, default 30: then :class:`PoolTimeout`), and, passed to
+    the steady layer, ``driver``, ``max_lifetime``, ``on_connect``, ``logger``.
+    """
+
+    def __init__(
+        self,
+        creator: ModuleType | Callable[..., Any],
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        closeable: bool = False,
+        threadlocal: Callable[[], Any] | None = None,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        checkout_timeout: float = 30.0,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        max_lifetime: float | None = None,
+        on_connect: Callable[[Any], object] | None = None,
+        logger: logging.Logger | None = None,
+        **kwargs: Any,
+    ) -> None:
+        adapter = adapter_for(creator, driver)
+        if adapter.threadsafety == 0:
+            raise NotSupportedError(
+                f"creator: {adapter.name} has DB-API threadsafety 0:"
+                " threads may not share the module, not even with a connection each"
+            )
+        if failures is not None and not _is_exception_spec(failures):
+            raise TypeError("failures: expected an exception class or a tuple of them")
+        if isfatal is not None and not callable(isfatal):
+            raise TypeError("isfatal: expected a callable or None")
+        parse_ping(ping, adapter)  # raises TypeError/ValueError naming `ping`
+        super().__init__(
+            adapter,
+            maxusage,
+            setsession,
+            closeable,
+            threadlocal,
+            maxconnections=maxconnections,
+            blocking=blocking,
+            checkout_timeout=checkout_timeout,
+            max_lifetime=max_lifetime,
+            on_connect=on_connect,
+            logger=logger,
+        )
+        self._creator = creator
+        self._failures = failures
+        self._ping = ping
+        self._isfatal = isfatal
+        self._args, self._kwargs = args, kwargs
+
+    def _steady(self, cls: type[SteadyDBConnection]) -> SteadyDBConnection:
+        return cls(
+            self._creator,
+            self._maxusage,
+            self._setsession,
+            self._failures,
+            self._ping,
+            self._closeable,
+            self._isfatal,
+            *self._args,
+            driver=self._adapter,
+            max_lifetime=self._max_lifetime,
+            on_connect=self._on_connect,
+            logger=self._logger,
+            **self._kwargs,
+        )
+
+    def _create(self) -> SteadyDBConnection:
+        return self._steady(_PersistentDBConnection)
+
+    def steady_connection(self) -> SteadyDBConnection:
+        """A new steady DB-API 2 connection, not persistent: tied to no thread, not counted."""
+        return self._steady(SteadyDBConnection)
+
+
+class PersistentPg(_Persistent[SteadyPgConnection]):
+    """Generator of persistent classic PyGreSQL (``pg.DB``) connections: one per thread.
+
+    DBUtils 3.2's parameters: ``maxusage``, ``setsession``, ``closeable``,
+    ``threadlocal`` as for :class:`PersistentDB`; ``args``/``kwargs`` go to
+    ``pg.DB()`` (and ``ping=`` among them to the steady connection). The
+    keyword-only extras of :class:`PersistentDB` apply too.
+    """
+
+    def __init__(
+        self,
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        closeable: bool = False,
+        threadlocal: Callable[[], Any] | None = None,
+        *args: Any,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        checkout_timeout: float = 30.0,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        max_lifetime: float | None = None,
+        on_connect: Callable[[Any], object] | None = None,
+        logger: logging.Logger | None = None,
+        **kwargs: Any,
+    ) -> None:
+        import pg  # PyGreSQL, imported only by those who use the classic API
+
+        adapter = adapter_for(pg.DB, driver if driver is not None else "pg")
+        if "ping" in kwargs:
+            parse_ping(kwargs["ping"], adapter)
+        super().__init__(
+            adapter,
+            maxusage,
+            setsession,
+            closeable,
+            threadlocal,
+            maxconnections=maxconnections,
+            blocking=blocking,
+            checkout_timeout=checkout_timeout,
+            max_lifetime=max_lifetime,
+            on_connect=on_connect,
+            logger=logger,
+        )
+        self._args, self._kwargs = args, kwargs
+
+    def _steady(self, cls: type[SteadyPgConnection]) -> SteadyPgConnection:
+        return cls(
+            self._maxusage,
+            self._setsession,
+            self._closeable,
+            *self._args,
+            driver=self._adapter,
+            max_lifetime=self._max_lifetime,
+            on_connect=self._on_connect,
+            logger=self._logger,
+            **self._kwargs,
+        )
+
+    def _create(self) -> SteadyPgConnection:
+        return self._steady(_PersistentPgConnection)
+
+    def steady_connection(self) -> SteadyPgConnection:
+        """A new steady PyGreSQL connection, not persistent: tied to no thread, not counted."""
+        return self._steady(SteadyPgConnection)
