@@ -246,3 +246,15 @@ def test_a_server_that_stays_down_fails_fast(server_target: Any) -> None:
         server_target.server.start()
     assert marker(server_target, con) == "tether_marker"
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_creator_function_gets_its_drivers_adapter(driver_target: Any) -> None:
+    target = driver_target
+    con = connect(lambda: target.connect())
+    assert con.adapter.name == target.name, "refined from the first connection"
+    before = backend(target, con)
+    end(target, con)
+    target.kill_backend(before)
+    assert backend(target, con) != before, "the driver's own loss classification applies"
+    con.close()

@@ -44,7 +44,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from ._checks import check_int, check_seconds
-from .drivers import DriverAdapter, adapter_for
+from .drivers import DriverAdapter, adapter_for, refine
 from .errors import NotSupportedError, PoolClosed, PoolTimeout
 
 __all__ = ["PooledConnection", "SimplePooledDB", "SimplePooledPg"]
@@ -86,6 +86,8 @@ class SimplePooledDB:
         self._closed = False
         for _ in range(maxconnections):
             self._idle.append(adapter.connect(*args, **kwargs))
+        # A creator tether could not place (a lambda) gets its driver's adapter now.
+        self._adapter = refine(adapter, self._idle[0])
 
     def __repr__(self) -> str:
         # Never show args/kwargs: they may hold a password.

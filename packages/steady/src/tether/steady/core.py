@@ -39,7 +39,7 @@ from types import ModuleType
 from typing import Any, Union
 
 from tether.simple_pool._checks import check_int, check_seconds
-from tether.simple_pool.drivers import DriverAdapter, adapter_for
+from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
 
 from .errors import SteadyDBError
 from .ping import parse_ping
@@ -123,8 +123,10 @@ class SteadyBase:
 
     def _open(self) -> Any:
         """A new, fully prepared driver connection (setsession and on_connect done)."""
-        adapter = self._adapter
-        raw = adapter.connect(*self._args, **self._kwargs)
+        raw = self._adapter.connect(*self._args, **self._kwargs)
+        # A creator tether could not place (a lambda, a wrapper) gets its
+        # driver's adapter once the connection shows which driver it is.
+        self._adapter = adapter = refine(self._adapter, raw)
         try:
             for sql in self._setsession:
                 adapter.execute(raw, sql)

@@ -1,0 +1,198 @@
+"""PooledDB: DBUtils' pool of DB-API 2 connections, on tether's pool and steady connections.
+
+``PooledDB(creator, mincached, maxcached, maxshared, maxconnections, blocking,
+maxusage, setsession, reset, failures, ping, isfatal, *args, **kwargs)`` takes
+DBUtils 3.2's arguments in DBUtils' order, with DBUtils' meaning, and
+``connection(shareable=True)`` / ``dedicated_connection()`` return proxies
+of steady connections (:mod:`tether.pooled.proxies`). What tether adds is
+keyword-only, with names no driver's ``connect()`` uses, so everything else
+still goes to the creator; see :class:`PooledDB` and the package README.
+
+Where tether is stricter than DBUtils:
+
+* a blocking checkout waits at most ``checkout_timeout`` (30 s), not forever;
+* a returned connection is always rolled back when a transaction is open,
+  whatever ``reset`` says (DBUtils' ``reset=False`` could hand the next user a
+  half-done transaction);
+* the steady connections never re-run a statement inside a transaction on a
+  new connection (:mod:`tether.steady.core`), so no half transaction is ever
+  committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from tether.simple_pool._checks import check_int
+from tether.simple_pool.drivers import DriverAdapter, adapter_for
+from tether.steady import SteadyDBConnection
+from tether.steady.core import Failures, SetSession
+from tether.steady.ping import parse_ping
+
+from ._version import __version__
+from .errors import NotSupportedError
+from .events import EventHook
+from .pool import Pool
+from .proxies import PooledDedicatedDBConnection, PooledSharedDBConnection
+from .reset import reset_policy
+
+__all__ = ["PooledDB"]
+
+
+class PooledDB(Pool):
+    """A pool of steady DB-API 2 connections (DBUtils' ``PooledDB``).
+
+    DBUtils' arguments: ``creator`` (a DB-API 2 module or a function returning
+    a connection), ``mincached`` (idle connections opened at once, and kept
+    by the maintenance thread), ``maxcached`` (most idle connections kept; 0:
+    no limit), ``maxshared`` (most shared connections, when the driver's
+    threadsafety > 1; 0: all dedicated), ``maxconnections`` (0: no limit),
+    ``blocking`` (wait, rather than raise TooManyConnectionsError, at the
+    limit), ``maxusage`` (statements before a connection is reopened),
+    ``setsession`` (SQL run on every new connection), ``reset`` (True, False,
+    None: roll back an open transaction on return -- always, see
+    :mod:`tether.pooled.reset`; or a callable ``reset(raw)``), ``failures`` and
+    ``isfatal`` (what counts as a lost connection), ``ping`` (when and how to
+    check liveness; the "on checkout" check is made only after ``ping_after``
+    seconds idle), ``args``/``kwargs`` (for the creator).
+
+    tether's keyword-only extras: ``checkout_timeout`` (seconds; the one
+    deadline of a blocking checkout, default 30), ``max_lifetime``,
+    ``max_idle`` (seconds), ``max_waiting`` (most threads blocked at once; 0:
+    no limit), ``reset_session`` (full session reset on return),
+    ``leak_threshold`` (seconds), ``validate_interval`` (seconds between
+    background pings of idle connections), ``ping_after`` (seconds idle before
+    a checkout pings; 0: every checkout), ``reconnect_backoff`` ((first,
+    maximum) seconds), ``on_connect`` (called with each new driver
+    connection), ``on_event`` (hook, :mod:`tether.pooled.events`), ``driver``
+    (the driver adapter), ``logger``, ``name``.
+    """
+
+    version = __version__
+    _proxy = PooledDedicatedDBConnection
+    _shared_proxy = PooledSharedDBConnection
+
+    def __init__(
+        self,
+        creator: ModuleType | Callable[..., Any],
+        mincached: int | None = 0,
+        maxcached: int | None = 0,
+        maxshared: int | None = 0,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        reset: bool | Callable[[Any], object] | None = True,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        checkout_timeout: float = 30.0,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        max_waiting: int = 0,
+        reset_session: bool = False,
+        leak_threshold: float | None = None,
+        validate_interval: float | None = None,
+        ping_after: float = 1.0,
+        reconnect_backoff: tuple[float, float] = (0.05, 5.0),
+        on_connect: Callable[[Any], object] | None = None,
+        on_event: EventHook | None = None,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        logger: logging.Logger | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._closed = True  # until set up, so that __del__ works whatever fails
+        adapter = adapter_for(creator, driver)
+        threadsafety = _threadsafety(creator, adapter)
+        if not threadsafety:
+            raise NotSupportedError("Database module is not thread-safe.")
+        if not threadsafety > 1:
+            maxshared = 0  # as DBUtils: sharing needs threadsafety > 1
+        if isinstance(setsession, str):
+            raise TypeError("setsession: expected a list of SQL statements, got a str")
+        if on_connect is not None and not callable(on_connect):
+            raise TypeError("on_connect: expected a callable or None")
+        if isfatal is not None and not callable(isfatal):
+            raise TypeError("isfatal: expected a callable or None")
+        self._creator = creator
+        self._args = args
+        self._maxusage = check_int("maxusage", maxusage or 0)
+        self._setsession = setsession
+        self._failures = failures
+        self._ping = ping
+        self._isfatal = isfatal
+        self._on_connect = on_connect
+        self._steady_logger = logger
+        ping_flags, _ = parse_ping(ping, adapter)
+        self._setup(
+            adapter,
+            kwargs,
+            mincached=mincached,
+            maxcached=maxcached,
+            maxshared=maxshared,
+            maxconnections=maxconnections,
+            blocking=blocking,
+            reset=reset_policy(reset, reset_session),
+            ping_flags=ping_flags,
+            checkout_timeout=checkout_timeout,
+            max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            max_waiting=max_waiting,
+            leak_threshold=leak_threshold,
+            validate_interval=validate_interval,
+            ping_after=ping_after,
+            reconnect_backoff=reconnect_backoff,
+            on_event=on_event,
+            logger=logger,
+            name=name,
+        )
+
+    def _new_connection(self, kwargs: dict[str, Any]) -> SteadyDBConnection:
+        return SteadyDBConnection(
+            self._creator,
+            self._maxusage,
+            self._setsession,
+            self._failures,
+            self._ping,
+            False,
+            self._isfatal,
+            *self._args,
+            driver=self._adapter,
+            on_connect=self._on_connect,
+            logger=self._steady_logger,
+            **kwargs,
+        )
+
+    def steady_connection(self) -> SteadyDBConnection:
+        """A steady connection of this pool's kind, outside the pool (closed by ``close()``)."""
+        return SteadyDBConnection(
+            self._creator,
+            self._maxusage,
+            self._setsession,
+            self._failures,
+            self._ping,
+            True,
+            self._isfatal,
+            *self._args,
+            driver=self._adapter,
+            on_connect=self._on_connect,
+            logger=self._steady_logger,
+            **self._kwargs,
+        )
+
+
+def _threadsafety(creator: Any, adapter: DriverAdapter) -> int:
+    """The DB-API threadsafety level, found as DBUtils finds it (1 when unknown)."""
+    for owner in (creator, getattr(creator, "dbapi", None)):
+        value = getattr(owner, "threadsafety", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    if isinstance(creator, ModuleType):
+        return 0  # a module that does not say it is thread-safe (DBUtils: not supported)
+    value = adapter.threadsafety
+    return 1 if value is None else value

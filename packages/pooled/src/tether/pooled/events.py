@@ -1,0 +1,68 @@
+"""Event hooks: let the application see what the pool does, without slowing it down when unused.
+
+Pass ``on_event=callable`` to a pool and it is called with one
+:class:`PoolEvent` for each of these ``kind`` values:
+
+=============  ===============================================================
+``connect``    a new connection was opened (``connection`` is it)
+``checkout``   a connection was handed out (also for each share of a shared one)
+``checkin``    a connection was given back (before it is reset)
+``close``      the pool closed a healthy connection (``reason``: ``max_lifetime``,
+               ``max_idle``, ``maxcached``, ``pool closed``)
+``discard``    the pool dropped a broken one (``reason``: ``reset failed``, ``ping
+               failed``, ``lost``...) -- it is never handed out again
+``timeout``    a checkout timed out (``reason``: ``pool exhausted`` or
+               ``database unreachable``; ``connection`` is None)
+``leak``       a connection is held longer than ``leak_threshold``, or was
+               garbage-collected without being returned
+``unreachable``/``reachable``
+               a connect failed and the pool started reconnecting in the
+               background / a background reconnect succeeded
+=============  ===============================================================
+
+The hook runs in the thread that caused the event, never while the pool's
+lock is held, so it may use the pool; it should be quick, since ``checkout``
+and ``checkin`` events happen on every request. An exception raised by the
+hook is logged and otherwise ignored. Without a hook the pool pays one
+``is None`` test per checkout and checkin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+__all__ = ["EventHook", "PoolEvent", "emit"]
+
+
+class PoolEvent(NamedTuple):
+    """One thing that happened in a pool."""
+
+    #: ``connect``, ``checkout``, ``checkin``, ``close``, ``discard``, ``timeout``, ``leak``,
+    #: ``unreachable`` or ``reachable``.
+    kind: str
+    #: The name of the pool.
+    pool: str
+    #: The steady connection concerned, or None.
+    connection: Any = None
+    #: Why (for ``close``, ``discard``, ``timeout``, ``leak``...), else "".
+    reason: str = ""
+
+
+EventHook = Callable[[PoolEvent], object]
+
+
+def emit(
+    hook: EventHook,
+    log: logging.Logger,
+    kind: str,
+    pool: str,
+    connection: Any = None,
+    reason: str = "",
+) -> None:
+    """Call ``hook`` with one event; an error in the hook is logged, never raised."""
+    try:
+        hook(PoolEvent(kind, pool, connection, reason))
+    except Exception:
+        log.exception("tether: the on_event hook of pool %s failed on %r", pool, kind)

@@ -1,0 +1,173 @@
+"""PooledPg: DBUtils' pool of classic PyGreSQL connections, as a thin front on the same pool.
+
+PyGreSQL's classic API (``pg.DB``) is not DB-API 2, but pooling it is the same
+job: the only differences are the steady connection kind
+(:class:`tether.steady.SteadyPgConnection`), the proxy
+(:class:`~tether.pooled.proxies.PooledPgConnection`, which adds
+``reopen()``), no shared connections, and DBUtils' ``reset`` constants. So
+:class:`PooledPg` is :class:`tether.pooled.pool.Pool` with those plugged in:
+every extra of :class:`~tether.pooled.PooledDB` (checkout timeout,
+lifetimes, leak detection, stats...) works here too.
+
+``reset`` takes DBUtils' values: 0/None (roll back an open transaction),
+``RESET_ALWAYS_ROLLBACK`` (the same in tether: a rollback is sent only when
+one is open, as the driver reports it), ``RESET_COMPLETELY`` (a full session
+reset with ``DISCARD ALL`` through the driver adapter; DBUtils reopened the
+connection, which resets the same state at the cost of a new connection),
+or a callable ``reset(db)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tether.simple_pool._checks import check_int
+from tether.simple_pool.drivers import DriverAdapter, adapter_for
+from tether.steady import SteadyPgConnection
+from tether.steady.core import SetSession
+from tether.steady.ping import parse_ping
+
+from ._version import __version__
+from .errors import (
+    InvalidConnection,
+    InvalidConnectionError,
+    PooledPgError,
+    TooManyConnections,
+    TooManyConnectionsError,
+)
+from .events import EventHook
+from .pool import Pool
+from .proxies import PooledPgConnection
+from .reset import RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY, reset_policy
+
+__all__ = [
+    "RESET_ALWAYS_ROLLBACK",
+    "RESET_COMPLETELY",
+    "InvalidConnection",
+    "InvalidConnectionError",
+    "PooledPg",
+    "PooledPgConnection",
+    "PooledPgError",
+    "TooManyConnections",
+    "TooManyConnectionsError",
+]
+
+
+class PooledPg(Pool):
+    """A pool of steady classic PyGreSQL connections (DBUtils' ``PooledPg``).
+
+    ``PooledPg(mincached=0, maxcached=0, maxconnections=0, blocking=False,
+    maxusage=None, setsession=None, reset=None, *args, **kwargs)`` with
+    DBUtils' meaning; ``args``/``kwargs`` go to ``pg.DB()``. The keyword-only
+    extras are :class:`~tether.pooled.PooledDB`'s, plus ``ping`` (DBUtils'
+    PooledPg never checks connections; here the default 1 checks those idle
+    longer than ``ping_after`` on checkout, as PooledDB does).
+    """
+
+    version = __version__
+    _proxy = PooledPgConnection
+    _shared_proxy = PooledPgConnection
+
+    def __init__(
+        self,
+        mincached: int | None = 0,
+        maxcached: int | None = 0,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        reset: int | bool | Callable[[Any], object] | None = None,
+        *args: Any,
+        ping: Any = 1,
+        checkout_timeout: float = 30.0,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        max_waiting: int = 0,
+        reset_session: bool = False,
+        leak_threshold: float | None = None,
+        validate_interval: float | None = None,
+        ping_after: float = 1.0,
+        reconnect_backoff: tuple[float, float] = (0.05, 5.0),
+        on_connect: Callable[[Any], object] | None = None,
+        on_event: EventHook | None = None,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        logger: logging.Logger | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._closed = True  # until set up, so that __del__ works whatever fails
+        import pg  # PyGreSQL; imported only by those who use the classic API
+
+        if driver is None:
+            try:
+                adapter = adapter_for(pg.DB, "pg")
+            except ValueError:  # no adapter registered under that name
+                adapter = adapter_for(pg.DB)
+        else:
+            adapter = adapter_for(pg.DB, driver)
+        if isinstance(setsession, str):
+            raise TypeError("setsession: expected a list of SQL statements, got a str")
+        if on_connect is not None and not callable(on_connect):
+            raise TypeError("on_connect: expected a callable or None")
+        self._args = args
+        self._maxusage = check_int("maxusage", maxusage or 0)
+        self._setsession = setsession
+        self._ping = ping
+        self._on_connect = on_connect
+        self._steady_logger = logger
+        ping_flags, _ = parse_ping(ping, adapter)
+        self._setup(
+            adapter,
+            kwargs,
+            mincached=mincached,
+            maxcached=maxcached,
+            maxshared=0,
+            maxconnections=maxconnections,
+            blocking=blocking,
+            reset=reset_policy(reset, reset_session, classic=True),
+            ping_flags=ping_flags,
+            checkout_timeout=checkout_timeout,
+            max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            max_waiting=max_waiting,
+            leak_threshold=leak_threshold,
+            validate_interval=validate_interval,
+            ping_after=ping_after,
+            reconnect_backoff=reconnect_backoff,
+            on_event=on_event,
+            logger=logger,
+            name=name,
+        )
+
+    def _new_connection(self, kwargs: dict[str, Any]) -> SteadyPgConnection:
+        return self._steady(False, kwargs)
+
+    def _steady(self, closeable: bool, kwargs: dict[str, Any]) -> SteadyPgConnection:
+        return SteadyPgConnection(
+            self._maxusage,
+            self._setsession,
+            closeable,
+            *self._args,
+            driver=self._adapter,
+            on_connect=self._on_connect,
+            logger=self._steady_logger,
+            ping=self._ping,
+            **kwargs,
+        )
+
+    def steady_connection(self) -> SteadyPgConnection:
+        """A steady connection of this pool's kind, outside the pool (closed by ``close()``)."""
+        return self._steady(True, self._kwargs)
+
+    def pooled_connection(self) -> SteadyPgConnection:
+        """The steady connection itself, without a proxy; give it back with :meth:`cache`."""
+        con = self._checkout_entry().con
+        assert isinstance(con, SteadyPgConnection)
+        return con
+
+    def connection(self, shareable: bool = False) -> PooledPgConnection:
+        """A pooled classic connection (a :class:`PooledPgConnection` proxy)."""
+        proxy: PooledPgConnection = Pool.connection(self, False)
+        return proxy

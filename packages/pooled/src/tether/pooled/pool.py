@@ -1,0 +1,1159 @@
+"""The pool: one implementation behind both PooledDB and PooledPg.
+
+What a pool holds
+-----------------
+Every connection the pool owns is a *steady* connection (tether.steady),
+which reopens itself when that is safe, wrapped in an :class:`_Entry` that
+holds what the pool knows about it (when it expires, when it was last
+used, who took it). An entry is always in exactly one place:
+
+* the **idle list**, a stack: connections are taken from and returned to
+  its end, so the most recently used connection is reused first (its
+  session is warm, and the cold ones at the bottom can age out);
+* **checked out** (``in_use``), by one proxy, or by several proxies when it
+  is *shared* (``maxshared``, drivers with threadsafety > 1);
+* **busy with the pool itself** for a moment: being opened, validated in
+  the background, or closed.
+
+``size`` counts them all; ``maxconnections`` caps it.
+
+The lock rule
+-------------
+One ``threading.Lock`` guards the waiter queue, the slot accounting and every
+decision that needs more than one step, and it is held only for a few list
+operations. Nothing that can block -- opening a connection, a ping, a
+rollback, closing -- ever happens under it: one slow or hanging connect never
+stops another thread from taking an idle connection. A thread that needs a
+new connection *reserves* a slot under the lock (``size += 1``), connects
+without it, and gives the slot back if that fails.
+
+The hot path
+------------
+A checkout that finds an idle connection pops it from the idle deque and
+hands it out in a new proxy; a checkin pushes it back. Neither takes the
+lock: ``deque.pop()``/``append()`` and ``next(itertools.count())`` are atomic
+in CPython, and every multi-step decision (serving waiters, closing) is
+taken under the lock by whoever sees it is needed -- a checkin appends and
+*then* looks for waiters, a new waiter queues and *then* looks at the idle
+deque, so one of the two always sees the other. No round trip either: the
+connection is validated with a ping only when it sat idle longer than
+``ping_after`` seconds (default 1 s, as HikariCP does) -- the maintenance
+thread clears its ``fresh`` flag then, so a checkout does not even read the
+clock -- and it is rolled back only when the driver's own state says a
+transaction is open. That costs about a microsecond per checkout+checkin;
+DBUtils' PooledDB costs 3-4.
+
+Waiting, fairly
+---------------
+When nothing is idle and ``maxconnections`` is reached, a blocking checkout
+queues a :class:`_Waiter` (FIFO). A connection given back goes *directly* to
+the longest waiter, never through the idle list, so a newcomer cannot
+barge ahead of threads that waited longer; a newcomer also queues whenever
+anyone is waiting. A slot freed by a discarded connection is handed to the
+longest waiter as a *grant* to open a new one. Each checkout has one hard
+deadline, ``checkout_timeout`` (default 30 s), covering the wait, the
+connect (the driver's connect timeout is set from what is left of it through
+the driver adapter) and the health check; when it passes the checkout fails
+with :class:`~tether.pooled.errors.PoolExhausted` or
+:class:`~tether.pooled.errors.UnreachableTimeout`, whose message says which.
+
+When the database is down
+-------------------------
+A failed connect marks the pool *unreachable*: from then on, a checkout that
+would need a new connection does not try to connect itself (non-blocking
+ones fail fast with :class:`~tether.pooled.errors.DatabaseUnreachable`,
+blocking ones wait), while the maintenance thread
+(:mod:`tether.pooled.maintenance`) reconnects with capped exponential
+backoff and jitter. Its first success serves the longest waiter and lets
+the others connect again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import sys
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool.drivers import DriverAdapter
+from tether.steady import SteadyBase
+
+from . import fork
+from .errors import (
+    DatabaseUnreachable,
+    PoolClosed,
+    PoolExhausted,
+    TooManyConnectionsError,
+    UnreachableTimeout,
+)
+from .events import EventHook, emit
+from .leaks import Stack, capture_stack, format_stack
+from .proxies import PooledConnection
+from .reset import ResetPolicy
+
+if TYPE_CHECKING:
+    from .maintenance import Maintenance
+
+__all__ = ["Pool"]
+
+log = logging.getLogger("tether.pooled")
+
+_INF = float("inf")
+_new = object.__new__
+_Counter = itertools.count
+_ref = weakref.ref
+_names = iter(range(1, 1 << 62))
+
+#: Reasons for closing a connection that mean it was broken (counted as ``discarded``).
+_BROKEN = frozenset({"reset failed", "ping failed", "lost"})
+
+
+class _Entry:
+    """One connection of the pool and the pool's bookkeeping about it."""
+
+    __slots__ = (
+        "con",
+        "expires_at",
+        "fresh",
+        "gen",
+        "idle_since",
+        "on_lost",
+        "ref",
+        "reported",
+        "shares",
+        "stack",
+        "taken_at",
+        "validated_at",
+    )
+
+    def __init__(self, con: SteadyBase, now: float, expires_at: float, gen: int) -> None:
+        self.con = con
+        #: Handed out without a look (ping, expiry) while True; cleared by the
+        #: maintenance thread once idle for ``ping_after`` or past its lifetime.
+        self.fresh = True
+        self.expires_at = expires_at
+        self.gen = gen  # the fork generation it belongs to
+        self.idle_since = now
+        self.validated_at = now
+        #: A weak reference to the proxy of the current dedicated checkout, whose
+        #: callback (``on_lost``) takes the connection back if the proxy is
+        #: garbage-collected without having been closed.
+        self.ref: weakref.ref[PooledConnection] | None = None
+        self.on_lost: Callable[[weakref.ref[PooledConnection]], None] | None = None
+        self.shares = 0  # proxies sharing it, if it is shared
+        # Leak detection (only kept up to date when leak_threshold or on_event is set):
+        self.taken_at = -1.0  # checked out iff taken_at >= idle_since
+        self.reported = -1.0  # taken_at of the checkout last reported as a leak
+        self.stack: Stack | None = None
+
+
+class _Waiter:
+    """A blocked checkout, queued FIFO.
+
+    Served by whoever pops it from the queue, under the pool lock: it sets
+    ``entry`` (a connection handed over), ``grant`` (a slot reserved to open
+    one) or ``error``, then releases ``lock``, on which the waiter blocks.
+    """
+
+    __slots__ = ("entry", "error", "grant", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.entry: _Entry | None = None
+        self.grant = False
+        self.error: BaseException | None = None
+
+
+class Pool:
+    """The pool both fronts share; see the module docstring. Not instantiated directly.
+
+    A front (:class:`~tether.pooled.PooledDB`, :class:`~tether.pooled.PooledPg`)
+    checks its DBUtils arguments, then calls :meth:`_setup` and implements
+    :meth:`_new_connection`.
+    """
+
+    #: The proxy class handed out for dedicated checkouts.
+    _proxy: type[PooledConnection] = PooledConnection
+    #: The proxy class for shares of a shared connection.
+    _shared_proxy: type[PooledConnection] = PooledConnection
+
+    name: str
+    _adapter: DriverAdapter
+    _kwargs: dict[str, Any]
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _setup(
+        self,
+        adapter: DriverAdapter,
+        kwargs: dict[str, Any],
+        *,
+        mincached: Any,
+        maxcached: Any,
+        maxshared: Any,
+        maxconnections: Any,
+        blocking: Any,
+        reset: ResetPolicy,
+        ping_flags: int,
+        checkout_timeout: Any,
+        max_lifetime: Any,
+        max_idle: Any,
+        max_waiting: Any,
+        leak_threshold: Any,
+        validate_interval: Any,
+        ping_after: Any,
+        reconnect_backoff: Any,
+        on_event: EventHook | None,
+        logger: logging.Logger | None,
+        name: str | None,
+    ) -> None:
+        """Check the arguments, set up the state, open ``mincached`` connections."""
+        self._closed = True  # until set up: __del__ and close() must work whatever fails
+        self._maintenance: Maintenance | None = None
+        if name is None:
+            name = f"{type(self).__name__}-{next(_names)}"
+        elif not isinstance(name, str):
+            raise TypeError(f"name: expected a str, got {type(name).__name__}")
+        self.name = name
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger: expected a logging.Logger, got {type(logger).__name__}")
+        self._log = logger if logger is not None else log
+        if on_event is not None and not callable(on_event):
+            raise TypeError("on_event: expected a callable or None")
+        self._on_event = on_event
+        self._adapter = adapter
+        self._txn_state = adapter.in_transaction
+        self._kwargs = kwargs
+
+        mincached = check_int("mincached", mincached or 0) or 0
+        maxcached = check_int("maxcached", maxcached or 0) or 0
+        maxshared = check_int("maxshared", maxshared or 0) or 0
+        maxconnections = check_int("maxconnections", maxconnections or 0) or 0
+        if maxcached:  # as DBUtils: the limits never contradict each other
+            maxcached = max(maxcached, mincached)
+        if maxconnections:
+            maxconnections = max(maxconnections, maxcached, maxshared)
+        self._mincached, self._maxcached = mincached, maxcached
+        self._maxshared, self._maxconnections = maxshared, maxconnections
+        self._blocking = bool(blocking)
+        self._reset = reset
+
+        timeout = check_seconds("checkout_timeout", checkout_timeout, allow_none=False)
+        assert timeout is not None
+        self._timeout = timeout
+        self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
+        self._max_idle = check_seconds("max_idle", max_idle)
+        self._max_waiting = check_int("max_waiting", max_waiting) or 0
+        self._leak_threshold = check_seconds("leak_threshold", leak_threshold)
+        self._validate_interval = check_seconds("validate_interval", validate_interval)
+        if isinstance(ping_after, bool) or not isinstance(ping_after, (int, float)):
+            raise TypeError(
+                f"ping_after: expected seconds as a number, got {type(ping_after).__name__}"
+            )
+        if not ping_after >= 0:
+            raise ValueError(f"ping_after: must be >= 0 seconds, got {ping_after!r}")
+        # Without the "on checkout" bit of `ping`, a checkout never pings.
+        self._ping_after = float(ping_after) if ping_flags & 1 else _INF
+        self._fresh_on_checkin = self._ping_after > 0  # ping_after=0: ping every checkout
+        self._backoff = _check_backoff(reconnect_backoff)
+        # Anything to do on checkout or checkin besides the list operations?
+        self._observed = on_event is not None or self._leak_threshold is not None
+        self._checkin_work = self._observed or reset.always
+
+        # -- state, guarded by _lock ------------------------------------------------------
+        self._lock = threading.Lock()
+        #: A stack: the right end is the most recently returned. Changed without the
+        #: lock only by single deque operations (atomic); scanned as list(deque).
+        self._idle: deque[_Entry] = deque()
+        #: How many idle connections may be kept (0 once closed: everything goes).
+        self._idle_cap = maxcached or sys.maxsize
+        self._shared: list[_Entry] = []
+        self._waiters: deque[_Waiter] = deque()
+        self._entries: dict[int, _Entry] = {}  # every live entry, by id(con)
+        self._orphans: deque[_Entry] = deque()  # given back by the garbage collector
+        self._size = 0  # idle + in use + opening + being validated
+        self._opening = 0
+        self._checking = 0
+        self._gen = 0  # bumped in a forked child
+        self._unreachable = False
+        self._last_error: BaseException | None = None
+        self._reconnect_attempts = 0
+        self._reconnect_at = 0.0
+        self._reset_counters()
+        self._closed = False
+        fork.register(self)
+
+        # As DBUtils: the first mincached connections are opened now, and a
+        # failure to do so is the constructor's.
+        for _ in range(mincached):
+            if not self._reserve_if_room():
+                break
+            self._open_reserved(self._timeout, checkout=False)
+        if self._needs_maintenance():
+            self._wake()
+
+    def _reset_counters(self) -> None:
+        # Counted without the lock: next() on an itertools.count is atomic.
+        self._checkouts = _Counter()
+        self._checkins = _Counter()
+        # in_use is not counted: it is checkouts - checkins - extra_shares - undone.
+        self._n_undone = self._extra_shares = 0  # under the lock
+        self._n_timeouts = self._n_opened = self._n_closed = self._n_discarded = 0
+        self._n_connect_errors = self._n_leaks = self._n_waits = 0
+        self._wait_total = self._wait_max = 0.0
+
+    def _new_connection(self, kwargs: dict[str, Any]) -> SteadyBase:
+        """A new steady connection opened with ``kwargs`` (the front knows which kind)."""
+        raise NotImplementedError
+
+    # -- checkout: the hot path ---------------------------------------------------------------
+
+    def connection(self, shareable: bool = True) -> Any:
+        """A pooled connection: a proxy that gives it back to the pool on ``close()``.
+
+        With ``shareable`` (and ``maxshared`` set, and a driver whose
+        threadsafety allows it) the connection may be shared with other
+        threads, as in DBUtils; never one inside a transaction.
+        """
+        if shareable and self._maxshared:
+            return self._checkout_shared()
+        # The hot path: pop the most recently returned idle connection and hand
+        # it out if it is fresh. Everything else is in _checkout_slow.
+        if not self._waiters:  # else queue behind them: no barging
+            try:
+                entry = self._idle.pop()
+            except IndexError:
+                pass
+            else:
+                next(self._checkouts)
+                if entry.fresh:  # recently used, not expired: no ping
+                    proxy = _new(self._proxy)
+                    proxy._pool = self
+                    proxy._entry = entry
+                    proxy._con = entry.con
+                    entry.ref = _ref(proxy, entry.on_lost)
+                    if self._observed:
+                        self._observe_checkout(entry)
+                    return proxy
+                return self._dedicated(self._checkout_slow(entry, monotonic()))
+        return self._dedicated(self._checkout_slow(None, monotonic()))
+
+    def dedicated_connection(self) -> Any:
+        """A connection used by this checkout alone (``connection(shareable=False)``)."""
+        return self.connection(False)
+
+    def _dedicated(self, entry: _Entry) -> PooledConnection:
+        """A new proxy for a dedicated checkout of ``entry``."""
+        proxy = _new(self._proxy)
+        proxy._pool = self
+        self._attach(proxy, entry)
+        return proxy
+
+    def _attach(self, proxy: PooledConnection, entry: _Entry) -> None:
+        """Make ``proxy`` the holder of ``entry`` (taken back if it is collected)."""
+        proxy._entry = entry
+        proxy._con = entry.con
+        entry.ref = _ref(proxy, entry.on_lost)
+
+    def _checkout_entry(self) -> _Entry:
+        """A checked-out entry without a proxy (for PooledPg's ``pooled_connection``)."""
+        return self._checkout_slow(None, monotonic())
+
+    def _checkout_slow(self, entry: _Entry | None, now: float) -> _Entry:
+        """Everything but the fresh idle connection: validate, open, wait, time out.
+
+        ``entry`` is an idle connection already taken (and counted) that must
+        be looked at first. Returns a checked-out entry.
+        """
+        deadline = now + self._timeout
+        start = now
+        waited = False
+        failed: BaseException | None = None  # this checkout's own connect error
+        if self._orphans:
+            self._drain_orphans()
+        lock = self._lock
+        while True:
+            if entry is not None:
+                entry = self._validate(entry, now)
+                if entry is not None:
+                    if waited:
+                        self._count_wait(now - start)
+                    if self._observed:
+                        self._observe_checkout(entry)
+                    return entry
+            if now >= deadline:
+                self._raise_timeout(failed)
+            waiter: _Waiter | None = None
+            lock.acquire()
+            try:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is closed")
+                if self._idle and not self._waiters:
+                    entry = self._pop_idle()
+                    if entry is not None:
+                        continue
+                if self._waiters or self._unreachable or not self._has_room():
+                    if not self._blocking:
+                        raise self._refusal(failed)
+                    if self._max_waiting and len(self._waiters) >= self._max_waiting:
+                        raise TooManyConnectionsError(
+                            f"pool {self.name}: {len(self._waiters)} threads are waiting"
+                            f" already (max_waiting={self._max_waiting}); {self._describe()}"
+                        )
+                    waiter = _Waiter()
+                    if failed is not None:  # it had its turn already: keep it
+                        self._waiters.appendleft(waiter)
+                    else:
+                        self._waiters.append(waiter)
+                    # A checkin may have pushed a connection after we looked and
+                    # before we queued, and not seen us: look again.
+                    if self._idle:
+                        self._serve_waiters()
+                else:
+                    self._reserve()
+            finally:
+                lock.release()
+            if waiter is not None:
+                waited = True
+                entry = self._wait(waiter, deadline, failed)
+                now = monotonic()
+                if entry is not None or not waiter.grant:
+                    continue
+                if now >= deadline:  # granted too late to use it
+                    self._unreserve()
+                    self._raise_timeout(failed)
+            # A reserved slot (ours, or granted): open a connection in it.
+            try:
+                entry = self._open_reserved(deadline - now, checkout=True)
+            except Exception as exc:
+                if not self._blocking or not self._is_connect_error(exc):
+                    raise  # the driver's error, as DBUtils raises it
+                failed = exc
+                entry = None
+            now = monotonic()
+
+    def _pop_idle(self) -> _Entry | None:
+        """The most recently returned idle entry, counted as checked out, or None."""
+        try:
+            entry = self._idle.pop()
+        except IndexError:  # taken by a lock-free checkout since we looked
+            return None
+        next(self._checkouts)
+        return entry
+
+    def _validate(self, entry: _Entry, now: float) -> _Entry | None:
+        """``entry`` if it may be handed out; else it is closed and None returned."""
+        if now >= entry.expires_at:
+            self._remove(entry, "max_lifetime", checked_out=True)
+            return None
+        last_seen_alive = max(entry.idle_since, entry.validated_at)
+        if not entry.fresh and now - last_seen_alive >= self._ping_after:
+            if entry.con._ping_check(1, reconnect=False) is False:
+                self._remove(entry, "ping failed", checked_out=True)
+                return None
+            entry.validated_at = monotonic()
+        return entry
+
+    def _reserve_if_room(
+        self, *, reconnecting: bool = False, below_mincached: bool = False
+    ) -> bool:
+        """Reserve a slot if the pool is open, reachable and below maxconnections.
+
+        ``reconnecting``: even though the pool is unreachable (the attempt to
+        reach it again); ``below_mincached``: only while the pool has fewer
+        than mincached connections (open or being opened).
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            ok = (
+                not self._closed
+                and (reconnecting or not self._unreachable)
+                and self._has_room()
+                and (not below_mincached or self._size < self._mincached)
+            )
+            if ok:
+                self._reserve()
+            return ok
+        finally:
+            lock.release()
+
+    def _has_room(self) -> bool:
+        """Whether one more connection may be opened (under the lock)."""
+        return not self._maxconnections or self._size < self._maxconnections
+
+    def _reserve(self) -> None:
+        """Reserve a slot for a connection about to be opened (under the lock)."""
+        self._size += 1
+        self._opening += 1
+
+    def _unreserve(self) -> None:
+        """Give back a reserved slot that will not be used."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._size -= 1
+            self._opening -= 1
+            self._serve_waiters()
+        finally:
+            lock.release()
+
+    def _in_use(self) -> int:
+        """Connections checked out (a shared one counts once). Under the lock."""
+        checkouts = _count(self._checkouts) - self._n_undone
+        return checkouts - _count(self._checkins) - self._extra_shares
+
+    def _refusal(self, failed: BaseException | None) -> Exception:
+        """The error for a non-blocking checkout that cannot be served now (under the lock)."""
+        if self._unreachable or failed is not None:
+            error = DatabaseUnreachable(
+                f"pool {self.name}: database unreachable; not trying to connect while the pool"
+                f" reconnects in the background (last error: {self._error_text(failed)})"
+            )
+            error.__cause__ = failed or self._last_error
+            return error
+        return TooManyConnectionsError(
+            f"pool {self.name}: maxconnections ({self._maxconnections}) reached; {self._describe()}"
+        )
+
+    def _describe(self) -> str:
+        """The pool's occupation, for error messages (under the lock)."""
+        limit = self._maxconnections or "unlimited"
+        return (
+            f"size {self._size}/{limit}, in use {self._in_use()}, idle {len(self._idle)},"
+            f" waiting {len(self._waiters)}"
+        )
+
+    def _error_text(self, failed: BaseException | None) -> str:
+        error = failed or self._last_error
+        return "none" if error is None else f"{type(error).__name__}: {error}".strip()
+
+    def _wait(
+        self, waiter: _Waiter, deadline: float, failed: BaseException | None
+    ) -> _Entry | None:
+        """Block until served or the deadline; the entry handed over, or None for a grant."""
+        remaining = deadline - monotonic()
+        if remaining <= 0 or not waiter.lock.acquire(True, remaining):
+            lock = self._lock
+            lock.acquire()
+            try:
+                queued = waiter in self._waiters
+                if queued:
+                    self._waiters.remove(waiter)
+            finally:
+                lock.release()
+            if queued:
+                self._raise_timeout(failed)
+            # Served while timing out: take what was given.
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.entry
+
+    def _raise_timeout(self, failed: BaseException | None) -> NoReturn:
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._n_timeouts += 1
+            unreachable = self._unreachable or failed is not None
+            cause = failed or self._last_error
+            described = self._describe()
+        finally:
+            lock.release()
+        timeout = self._timeout
+        error: Exception
+        if unreachable:
+            reason = "database unreachable"
+            error = UnreachableTimeout(
+                f"pool {self.name}: database unreachable: no connection within {timeout:g} s"
+                f" (checkout_timeout); last connect error: {self._error_text(failed)}",
+                pool=self.name,
+                timeout=timeout,
+            )
+        else:
+            reason = "pool exhausted"
+            error = PoolExhausted(
+                f"pool {self.name}: pool exhausted: no connection within {timeout:g} s"
+                f" (checkout_timeout); {described}",
+                pool=self.name,
+                timeout=timeout,
+            )
+        self._log.warning("tether: %s", error)
+        if self._on_event is not None:
+            emit(self._on_event, self._log, "timeout", self.name, None, reason)
+        if unreachable:
+            raise error from cause
+        raise error
+
+    def _count_wait(self, seconds: float) -> None:
+        lock = self._lock
+        lock.acquire()
+        self._n_waits += 1
+        self._wait_total += seconds
+        self._wait_max = max(self._wait_max, seconds)
+        lock.release()
+
+    def _observe_checkout(self, entry: _Entry) -> None:
+        entry.taken_at = monotonic()
+        if self._leak_threshold is not None:
+            entry.stack = capture_stack()
+        if self._on_event is not None:
+            emit(self._on_event, self._log, "checkout", self.name, entry.con)
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _connect(self, seconds: float) -> SteadyBase:
+        """A new steady connection whose connect may take at most ``seconds``."""
+        kwargs = self._adapter.set_timeouts(dict(self._kwargs), max(seconds, 0.001))
+        con = self._new_connection(kwargs)
+        # Later reopens of this steady connection use the user's own arguments.
+        con._kwargs = self._kwargs
+        return con
+
+    def _expiry(self, now: float) -> float:
+        """When a connection opened ``now`` reaches its lifetime (with up to 10 % jitter)."""
+        if self._max_lifetime is None:
+            return _INF
+        return now + self._max_lifetime * (1.0 - 0.1 * random.random())
+
+    def _is_connect_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database cannot be reached (not a programming error)."""
+        return isinstance(exc, (self._adapter.base_error, OSError))
+
+    def _open_reserved(self, seconds: float, *, checkout: bool) -> _Entry:
+        """Open a connection in a slot reserved before; give the slot back if that fails.
+
+        The connect may take at most ``seconds``. With ``checkout`` the new
+        entry is counted as checked out, else it is put into the idle list
+        (where a waiter may take it at once).
+        """
+        try:
+            con = self._connect(seconds)
+        except BaseException as exc:
+            lock = self._lock
+            lock.acquire()
+            try:
+                self._size -= 1
+                self._opening -= 1
+                newly = False
+                if isinstance(exc, Exception) and self._is_connect_error(exc):
+                    self._n_connect_errors += 1
+                    newly = self._set_unreachable(exc)
+                self._serve_waiters()
+            finally:
+                lock.release()
+            if newly:
+                self._log.warning(
+                    "tether: pool %s cannot connect (%s); reconnecting in the background",
+                    self.name,
+                    self._error_text(exc),
+                )
+                if self._on_event is not None:
+                    emit(self._on_event, self._log, "unreachable", self.name, None, str(exc))
+                self._wake()
+            raise
+        now = monotonic()
+        entry = _Entry(con, now, self._expiry(now), self._gen)
+        entry.fresh = self._fresh_on_checkin
+        entry.on_lost = _lost_callback(self, entry)
+        lock = self._lock
+        lock.acquire()
+        recovered = False
+        closed = self._closed or entry.gen != self._gen
+        if closed:
+            if entry.gen == self._gen:
+                self._size -= 1
+                self._opening -= 1
+        else:
+            self._opening -= 1
+            self._n_opened += 1
+            self._entries[id(con)] = entry
+            recovered = self._unreachable
+            self._unreachable = False
+            self._reconnect_attempts = 0
+            if checkout:
+                next(self._checkouts)
+            else:
+                self._idle.append(entry)
+            self._serve_waiters()
+        lock.release()
+        if closed:
+            con._close()
+            raise PoolClosed(f"pool {self.name} was closed while connecting")
+        if recovered:
+            self._log.warning("tether: pool %s can connect again", self.name)
+        if self._on_event is not None:
+            emit(self._on_event, self._log, "connect", self.name, con)
+            if recovered:
+                emit(self._on_event, self._log, "reachable", self.name, con)
+        return entry
+
+    def _set_unreachable(self, exc: BaseException) -> bool:
+        """Enter (or stay in) the unreachable state; True when newly entered. Under the lock."""
+        self._last_error = exc
+        if self._unreachable:
+            return False
+        self._unreachable = True
+        self._reconnect_attempts = 0
+        self._reconnect_at = monotonic()
+        return True
+
+    # -- checkin ----------------------------------------------------------------------------
+
+    def _checkin(self, entry: _Entry) -> None:
+        """Take a connection back: reset it if need be, then keep it for the next checkout."""
+        entry.ref = None  # closed properly: its proxy's death means nothing now
+        con = entry.con
+        raw = con._raw
+        # Anything to do before it can be reused? The transaction test is
+        # SteadyBase._in_transaction() inlined: this is the hot path.
+        if raw is None or con._begun or con._lost or self._checkin_work:
+            self._checkin_slow(entry)
+            return
+        state = self._txn_state(raw)
+        if state or (state is None and con._dirty):
+            self._checkin_slow(entry)
+            return
+        now = monotonic()
+        # Without maxcached there is no need to count: a close() racing with
+        # this checkin is caught right after the append.
+        maxcached = self._maxcached
+        if now < entry.expires_at and (not maxcached or len(self._idle) < self._idle_cap):
+            entry.idle_since = now
+            entry.fresh = self._fresh_on_checkin
+            next(self._checkins)
+            self._idle.append(entry)
+            # Appended first, looked second: a waiter that queued meanwhile is
+            # seen here, or sees the connection itself (see _checkout_slow).
+            if self._waiters or self._closed:
+                self._after_checkin()
+            return
+        self._checkin_slow(entry, clean=True)
+
+    def _after_checkin(self) -> None:
+        """A checkin saw waiters, or a closed pool: settle it under the lock."""
+        closing: list[_Entry] = []
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                closing = self._drain_idle()
+            else:
+                self._serve_waiters()
+        finally:
+            lock.release()
+        for entry in closing:
+            self._remove(entry, "pool closed")
+
+    def _drain_idle(self) -> list[_Entry]:
+        """Take every idle entry out, one atomic pop at a time (safe against lock-free pops)."""
+        taken = []
+        while True:
+            try:
+                taken.append(self._idle.popleft())
+            except IndexError:
+                return taken
+
+    def _checkin_slow(self, entry: _Entry, clean: bool = False) -> None:
+        """The checkin with everything: hook, reset, hand-off to a waiter, retirement."""
+        con = entry.con
+        if self._observed:
+            self._observe_checkin(entry)
+        reason = None
+        if not clean:
+            if self._reset.always or con._in_transaction():
+                reason = self._reset_connection(con)
+            elif con._raw is None:
+                reason = "lost"
+        now = monotonic()
+        lock = self._lock
+        lock.acquire()
+        if reason is None and now < entry.expires_at and not self._closed:
+            entry.idle_since = entry.validated_at = now
+            if self._waiters:  # straight to the longest waiter: nobody can barge in
+                next(self._checkins)
+                next(self._checkouts)
+                entry.fresh = True  # just used: no ping needed
+                waiter = self._waiters.popleft()
+                waiter.entry = entry
+                waiter.lock.release()
+                lock.release()
+                return
+            if len(self._idle) < self._idle_cap:
+                next(self._checkins)
+                entry.fresh = self._fresh_on_checkin
+                self._idle.append(entry)
+                lock.release()
+                return
+            reason = "maxcached"
+        lock.release()
+        if reason is None:
+            reason = "max_lifetime" if now >= entry.expires_at else "pool closed"
+        self._remove(entry, reason, checked_out=True, checkin=True)
+
+    def _reset_connection(self, con: SteadyBase) -> str | None:
+        """Reset ``con`` per the policy; None if it may be reused, else why not."""
+        try:
+            self._reset.run(con, self._adapter)
+        except Exception as exc:
+            if con._raw is None:
+                return "lost"
+            self._log.warning(
+                "tether: pool %s: resetting a returned %s connection failed (%s); discarding it",
+                self.name,
+                self._adapter.name,
+                self._error_text(exc),
+            )
+            return "reset failed"
+        return None
+
+    def _observe_checkin(self, entry: _Entry) -> None:
+        entry.stack = None
+        if self._on_event is not None:
+            emit(self._on_event, self._log, "checkin", self.name, entry.con)
+
+    def _remove(
+        self, entry: _Entry, reason: str, *, checked_out: bool = False, checkin: bool = False
+    ) -> None:
+        """Close a connection the pool gives up (for ``reason``) and free its slot.
+
+        ``checked_out``: it was counted as checked out; ``checkin``: this is
+        its checkin (else a checkout being undone, which is not counted).
+        """
+        con = entry.con
+        lock = self._lock
+        lock.acquire()
+        if entry.gen != self._gen:  # inherited from the parent process: not ours to count
+            lock.release()
+            con._close()
+            return
+        if checked_out:
+            if checkin:
+                next(self._checkins)
+            else:
+                self._n_undone += 1
+        self._size -= 1
+        self._entries.pop(id(con), None)
+        self._n_closed += 1
+        broken = reason in _BROKEN
+        if broken:
+            self._n_discarded += 1
+        self._serve_waiters()
+        refill = not self._closed and self._size < self._mincached
+        lock.release()
+        con._close()
+        if broken:
+            self._log.info("tether: pool %s discarded a connection: %s", self.name, reason)
+        if self._on_event is not None:
+            kind = "discard" if broken else "close"
+            emit(self._on_event, self._log, kind, self.name, con, reason)
+        if refill or (broken and self._unreachable):
+            self._wake()
+
+    def _serve_waiters(self) -> None:
+        """Give idle connections, or grants to open one, to waiters, oldest first.
+
+        Called under the lock after every change that may let a waiter go on.
+        """
+        waiters = self._waiters
+        while waiters:
+            entry = self._pop_idle() if self._idle else None
+            if entry is not None:
+                waiter = waiters.popleft()
+                waiter.entry = entry
+                entry.fresh = True
+            elif not self._unreachable and not self._closed and self._has_room():
+                waiter = waiters.popleft()
+                self._reserve()
+                waiter.grant = True
+            else:
+                return
+            waiter.lock.release()
+
+    # -- shared connections ---------------------------------------------------------------
+
+    def _checkout_shared(self) -> PooledConnection:
+        """A share of the least shared connection not in a transaction, or a new shared one."""
+        best: _Entry | None = None
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name} is closed")
+            shared = self._shared
+            if len(shared) >= self._maxshared or not (
+                (self._idle or self._has_room()) and not self._waiters and not self._unreachable
+            ):
+                for candidate in shared:
+                    if (best is None or candidate.shares < best.shares) and not (
+                        candidate.con._in_transaction()
+                    ):
+                        best = candidate
+                if best is not None:
+                    best.shares += 1
+                    next(self._checkouts)
+                    self._extra_shares += 1
+        finally:
+            lock.release()
+        if best is not None:
+            return self._share(best)
+        entry = self._checkout_slow(None, monotonic())
+        lock.acquire()
+        share = (
+            not self._closed
+            and len(self._shared) < self._maxshared
+            and not entry.con._in_transaction()
+        )
+        if share:
+            entry.shares = 1
+            self._shared.append(entry)
+        lock.release()
+        return self._share(entry) if share else self._dedicated(entry)
+
+    def _share(self, entry: _Entry) -> PooledConnection:
+        proxy = _new(self._shared_proxy)
+        proxy._pool = self
+        proxy._entry = entry
+        proxy._con = entry.con
+        return proxy
+
+    def _unshare(self, entry: _Entry) -> None:
+        """Give back one share; the last one gives the connection back to the pool."""
+        lock = self._lock
+        lock.acquire()
+        if entry.gen != self._gen:  # inherited from the parent process
+            lock.release()
+            return
+        entry.shares -= 1
+        last = entry.shares <= 0
+        if last:
+            self._shared.remove(entry)
+        else:
+            next(self._checkins)
+            self._extra_shares -= 1
+        lock.release()
+        if last:
+            self._checkin(entry)
+
+    # -- connections given back by the garbage collector -----------------------------------
+
+    def _orphaned(self, entry: _Entry) -> None:
+        """A proxy was garbage-collected still holding ``entry``: log it and take it back."""
+        if entry.gen != self._gen:
+            return  # inherited from the parent process
+        self._n_leaks += 1
+        self._log.warning(
+            "tether: pool %s: a pooled connection was garbage-collected without being"
+            " closed; it is given back to the pool. Close it, or use 'with pool.connection()"
+            " as db:'. It was checked out at:\n%s",
+            self.name,
+            format_stack(entry.stack),
+        )
+        if self._on_event is not None:
+            emit(self._on_event, self._log, "leak", self.name, entry.con, "garbage-collected")
+        # The collector may run in a thread that holds our lock (any allocation
+        # can trigger it): never block on the lock here.
+        if self._lock.acquire(False):
+            self._lock.release()
+            self._give_back(entry)
+        else:
+            self._orphans.append(entry)
+            self._wake()
+
+    def _give_back(self, entry: _Entry) -> None:
+        if entry.shares:
+            self._unshare(entry)
+        else:
+            self._checkin(entry)
+
+    def _drain_orphans(self) -> None:
+        while True:
+            try:
+                entry = self._orphans.popleft()
+            except IndexError:
+                return
+            self._give_back(entry)
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    def _needs_maintenance(self) -> bool:
+        return bool(
+            self._mincached
+            or 0 < self._ping_after < _INF  # fresh flags to clear
+            or self._max_lifetime
+            or self._max_idle
+            or self._leak_threshold
+            or self._validate_interval
+        )
+
+    def _wake(self) -> None:
+        """Start the maintenance thread if need be, and make it run a round now."""
+        maintenance = self._maintenance
+        if self._closed:
+            if maintenance is not None:
+                maintenance.wake()
+            return
+        if maintenance is None or not maintenance.alive():
+            from .maintenance import Maintenance
+
+            maintenance = self._maintenance = Maintenance(self)
+            maintenance.start()
+        maintenance.wake()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pool: idle connections now, those in use when they are given back.
+
+        Blocked checkouts fail with :class:`~tether.pooled.errors.PoolClosed`,
+        and so does every later one. Closing twice is harmless.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                return
+            self._closed = True
+            self._idle_cap = 0
+            idle = self._drain_idle()
+            for waiter in self._waiters:
+                waiter.error = PoolClosed(f"pool {self.name} was closed")
+                waiter.lock.release()
+            self._waiters.clear()
+        finally:
+            lock.release()
+        for entry in idle:
+            self._remove(entry, "pool closed")
+        self._wake()  # the maintenance thread sees the pool closed and ends
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the pool's state and counters, as a plain dict.
+
+        ``size`` is the number of open connections (``idle + in_use`` plus
+        any the maintenance thread is validating); ``opening`` those being
+        opened. Once the pool is quiet, ``checkouts == checkins`` and
+        ``opened - closed == size``; ``closed`` counts every connection the
+        pool closed, ``discarded`` those of them that were broken. Each share
+        of a shared connection counts as a checkout. ``waits`` counts the
+        checkouts that had to queue; times are in seconds.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            return {
+                "name": self.name,
+                "pool_closed": self._closed,
+                "size": self._size - self._opening,
+                "idle": len(self._idle),
+                "in_use": self._in_use(),
+                "shared": len(self._shared),
+                "opening": self._opening,
+                "waiting": len(self._waiters),
+                "maxconnections": self._maxconnections,
+                "unreachable": self._unreachable,
+                "checkouts": _count(self._checkouts) - self._n_undone,
+                "checkins": _count(self._checkins),
+                "timeouts": self._n_timeouts,
+                "opened": self._n_opened,
+                "closed": self._n_closed,
+                "discarded": self._n_discarded,
+                "connect_errors": self._n_connect_errors,
+                "leaks": self._n_leaks,
+                "waits": self._n_waits,
+                "wait_time_total": self._wait_total,
+                "wait_time_max": self._wait_max,
+            }
+        finally:
+            lock.release()
+
+    def cache(self, con: Any) -> None:
+        """Give back a steady connection taken with ``pooled_connection()`` (as DBUtils)."""
+        entry = self._entries.get(id(con))
+        if entry is None or entry.con is not con:
+            if isinstance(con, PooledConnection):
+                con.close()
+                return
+            raise ValueError("cache: this connection does not belong to the pool")
+        self._checkin(entry)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._size} connections"
+        return f"<{type(self).__name__} {self.name!r} {self._adapter.name}, {state}>"
+
+    # -- fork -------------------------------------------------------------------------------
+
+    def _after_fork_in_child(self, abandon: Callable[[SteadyBase], None]) -> None:
+        """In a forked child: forget every inherited connection without touching its socket.
+
+        Called by :mod:`tether.pooled.fork` with the pool lock held by the
+        forking thread (so the lists are consistent); a new lock replaces it.
+        Inherited connections still checked out are dropped when given back.
+        """
+        for entry in self._entries.values():
+            abandon(entry.con)
+            entry.expires_at = -_INF  # off the checkin hot path, to _remove, which drops it
+        self._gen += 1
+        self._lock = threading.Lock()
+        self._idle = deque()
+        self._shared = []
+        self._waiters = deque()
+        self._entries = {}
+        self._orphans = deque()
+        self._size = self._opening = self._checking = 0
+        self._unreachable = False
+        self._last_error = None
+        self._maintenance = None
+        self._reset_counters()
+        if self._needs_maintenance() and not self._closed:
+            self._wake()
+
+
+def _lost_callback(pool: Pool, entry: _Entry) -> Callable[[weakref.ref[PooledConnection]], None]:
+    """The weakref callback that takes ``entry`` back when its proxy is collected unclosed."""
+    pool_ref = _ref(pool)
+
+    def lost(proxy_ref: weakref.ref[PooledConnection]) -> None:
+        pool = pool_ref()
+        if pool is not None and entry.ref is proxy_ref:
+            entry.ref = None
+            try:
+                pool._orphaned(entry)
+            except Exception:  # at interpreter exit anything may be gone already
+                pass
+
+    return lost
+
+
+def _count(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``)."""
+    return int(repr(counter)[6:-1])
+
+
+def _check_backoff(value: Any) -> tuple[float, float]:
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise TypeError("reconnect_backoff: expected a tuple (first delay, maximum delay)")
+    first, cap = (float(v) for v in value)
+    if not (0 < first <= cap < _INF):
+        raise ValueError(
+            f"reconnect_backoff: expected 0 < first <= maximum < inf seconds, got {value!r}"
+        )
+    return first, cap

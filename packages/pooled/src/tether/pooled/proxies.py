@@ -1,0 +1,162 @@
+"""The objects ``pool.connection()`` returns: thin proxies that give the connection back on close.
+
+A proxy stands for *one checkout*. It forwards every attribute to the steady
+connection it holds (``cursor``, ``commit``, ``begin``...), which in turn
+forwards what it does not define itself to the driver's connection, so
+driver features pass through (psycopg's ``info``, ``add_notice_handler``,
+PyMySQL's ``select_db``...). ``close()`` does not close anything: it gives
+the connection back to the pool, and the proxy becomes unusable
+(:class:`~tether.pooled.errors.InvalidConnectionError`), so a stale reference
+can never reach a connection that another thread has taken since.
+
+Proxies have ``__slots__`` and no per-checkout state beyond three
+references, because one is made on every checkout.
+
+A proxy that is garbage-collected while still holding its connection
+gives it back (as in DBUtils) and the pool logs it as a leak; see
+:mod:`tether.pooled.leaks`. For dedicated proxies this is done by a weak
+reference callback the pool keeps while the proxy is checked out, not by a
+``__del__`` method, which would cost every proxy twice as much to free.
+
+``with pool.connection() as db:`` gives the connection back on exit, as
+DBUtils does. It does **not** commit: work not committed explicitly is
+rolled back when the connection is returned, whether or not the block
+raised. (A steady or driver connection's own ``with conn:`` commits; a
+pooled connection's does not, so leaving a ``with`` block early never
+commits half of a transaction.)
+
+A cursor made with ``db.cursor()`` keeps its
+proxy alive, so ``pool.connection().cursor().execute(...)``, which DBUtils
+warns against, cannot return the connection while the cursor is in use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidConnectionError
+
+if TYPE_CHECKING:
+    from .pool import Pool, _Entry
+
+__all__ = [
+    "PooledConnection",
+    "PooledDedicatedDBConnection",
+    "PooledPgConnection",
+    "PooledSharedDBConnection",
+]
+
+_OWN = frozenset({"_con", "_entry", "_pool"})
+
+
+class PooledConnection:
+    """Base of the proxies: one checkout of one steady connection."""
+
+    __slots__ = ("__weakref__", "_con", "_entry", "_pool")
+
+    _con: Any  # the steady connection (None once given back)
+    _entry: _Entry | None
+    _pool: Pool
+
+    def __init__(self, pool: Pool, entry: _Entry) -> None:
+        self._pool = pool
+        self._entry = entry
+        self._con = entry.con
+
+    def close(self) -> None:
+        """Give the connection back to the pool (it is not closed); idempotent."""
+        entry = self._entry
+        if entry is not None:
+            self._entry = self._con = None
+            self._pool._checkin(entry)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names not defined here: the steady connection's,
+        # and through it the driver connection's.
+        if name in _OWN:
+            raise AttributeError(name)
+        con = self._con
+        if con is None:
+            raise InvalidConnectionError(
+                f"this pooled connection was closed (given back to pool {self._pool.name})"
+            )
+        return getattr(con, name)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        entry = self._entry  # close(), inlined: this is the hot path of `with`
+        if entry is not None:
+            self._entry = self._con = None
+            self._pool._checkin(entry)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._con is None else repr(self._con)
+        return f"<{type(self).__name__} from pool {self._pool.name}: {state}>"
+
+
+class PooledDedicatedDBConnection(PooledConnection):
+    """A DB-API 2 connection used by this checkout alone."""
+
+    __slots__ = ()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """A steady cursor that keeps this checkout alive while it is used."""
+        con = self._con
+        if con is None:
+            raise InvalidConnectionError(
+                f"this pooled connection was closed (given back to pool {self._pool.name})"
+            )
+        cursor = con.cursor(*args, **kwargs)
+        try:
+            cursor._tether_checkout = self
+        except AttributeError:  # a cursor class with __slots__
+            pass
+        return cursor
+
+
+class PooledSharedDBConnection(PooledDedicatedDBConnection):
+    """A share of a DB-API 2 connection used by several threads (driver threadsafety > 1).
+
+    ``close()`` gives back this share; the connection returns to the idle
+    cache when its last share is given back.
+    """
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        """Give back this share of the connection; idempotent."""
+        entry = self._entry
+        if entry is not None:
+            self._entry = self._con = None
+            self._pool._unshare(entry)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            entry = self._entry
+        except AttributeError:  # never set up
+            return
+        if entry is not None:
+            self._entry = self._con = None
+            try:
+                self._pool._orphaned(entry)
+            except Exception:  # at interpreter exit anything may be gone already
+                pass
+
+
+class PooledPgConnection(PooledConnection):
+    """A classic PyGreSQL (``pg.DB``) connection from :class:`~tether.pooled.PooledPg`."""
+
+    __slots__ = ()
+
+    def reopen(self) -> None:
+        """Reopen the connection, or take another one from the pool if it was given back."""
+        con = self._con
+        if con is not None:
+            con.reopen()
+        else:
+            self._pool._attach(self, self._pool._checkout_entry())

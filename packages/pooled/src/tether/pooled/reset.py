@@ -1,0 +1,105 @@
+"""Reset on return: what happens to a connection between two users.
+
+A connection given back to the pool must not carry anything of its last
+user over to the next one. tether does, in this order:
+
+1. **Roll back** an open transaction -- always, whatever ``reset`` says.
+   Whether one is open is read from the driver's own state (psycopg's
+   transaction status, sqlite3's ``in_transaction``...) through the steady
+   connection, so a clean connection costs no round trip. DBUtils' default
+   ``reset=True`` sends a ``ROLLBACK`` on every return; with ``reset=False``
+   it rolls back only transactions started with ``begin()``, so the next user
+   could commit the previous user's half-done work. tether never allows that:
+   ``reset=False``/``None`` are accepted and behave like ``True``.
+2. **Reset the session** when ``reset_session=True`` (or, for
+   :class:`~tether.pooled.PooledPg`, ``reset=RESET_COMPLETELY``): the driver
+   adapter's ``reset_session()`` -- ``DISCARD ALL`` on PostgreSQL (settings,
+   temp tables, prepared statements, advisory locks, ``LISTEN``),
+   ``COM_RESET_CONNECTION`` on MariaDB/MySQL (user variables, temp tables...).
+   One round trip per return: use it when users change session state.
+   The reset also undoes what ``setsession`` set up, so those statements
+   are run again right after it (one more round trip each). What an
+   ``on_connect`` callback did on the server is reset too and not redone:
+   put such statements into ``setsession``.
+3. **Call your function** when ``reset`` is a callable: ``reset(raw)`` with
+   the driver's connection, for anything else (``RESET ROLE``, clearing a
+   cache...).
+
+A connection whose reset fails in any step is closed and replaced, never
+handed out again: a half-reset session is worse than a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from tether.simple_pool.drivers import DriverAdapter
+from tether.steady import SteadyBase
+
+__all__ = ["RESET_ALWAYS_ROLLBACK", "RESET_COMPLETELY", "ResetPolicy", "reset_policy"]
+
+#: DBUtils' ``pooled_pg`` constants for ``reset``.
+RESET_ALWAYS_ROLLBACK = 1
+RESET_COMPLETELY = 2
+
+ResetCallback = Callable[[Any], object]
+
+
+class ResetError(Exception):
+    """Internal: the connection cannot be reused (its reset failed or it was lost)."""
+
+
+class ResetPolicy(NamedTuple):
+    """How connections are reset on return (see the module docstring)."""
+
+    session: bool
+    callback: ResetCallback | None
+
+    @property
+    def always(self) -> bool:
+        """Whether something must run on every return, not only after a transaction."""
+        return self.session or self.callback is not None
+
+    def run(self, con: SteadyBase, adapter: DriverAdapter) -> None:
+        """Reset ``con``; raises when it must not be reused."""
+        if con._in_transaction():
+            con.rollback()  # a lost connection counts as rolled back and is dropped
+        raw = con._raw
+        if raw is None:
+            raise ResetError("the connection was lost")
+        if self.session:
+            adapter.reset_session(raw)
+            setsession = con._setsession
+            if setsession:  # undone by the reset: prepare the session again, as steady does
+                for sql in setsession:
+                    adapter.execute(raw, sql)
+                if adapter.in_transaction(raw) is not False:
+                    adapter.commit(raw)  # SET is transactional in PostgreSQL
+        if self.callback is not None:
+            self.callback(raw)
+
+
+def reset_policy(reset: Any, reset_session: Any, *, classic: bool = False) -> ResetPolicy:
+    """Check and combine ``reset`` (DBUtils' parameter, or a callable) and ``reset_session``."""
+    if not isinstance(reset_session, bool):
+        raise TypeError(f"reset_session: expected a bool, got {type(reset_session).__name__}")
+    session = reset_session
+    callback: ResetCallback | None = None
+    if callable(reset):
+        callback = reset
+    elif reset is None or isinstance(reset, bool):
+        pass
+    elif classic and isinstance(reset, int):
+        if reset not in (0, RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY):
+            raise ValueError(
+                "reset: expected 0, RESET_ALWAYS_ROLLBACK (1), RESET_COMPLETELY (2),"
+                f" a bool or a callable, got {reset}"
+            )
+        session = session or reset == RESET_COMPLETELY
+    else:
+        raise TypeError(
+            "reset: expected a bool, None or a callable reset(raw_connection),"
+            f" got {type(reset).__name__}"
+        )
+    return ResetPolicy(session, callback)
