@@ -372,14 +372,3 @@ def _wait_for(condition: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.002)
-
-
-def test_hot_path_is_faster_than_dbutils() -> None:
-    """A guard, not a benchmark (see bench_cycle.py): interleaved, best of several rounds."""
-    pytest.importorskip("dbutils")
-    from .bench_cycle import compare
-
-    result = compare(cycles=20_000, rounds=10)
-    tether_close, _ = result["tether.pooled PooledDB"]
-    dbutils_close, _ = result["DBUtils 3.2 PooledDB"]
-    assert tether_close < dbutils_close

@@ -10,6 +10,7 @@ without COM_RESET_CONNECTION, a PyMySQL without the expected attributes).
 from __future__ import annotations
 
 import functools
+import importlib
 import socket
 import sqlite3
 import struct
@@ -361,7 +362,7 @@ class FakeSqlstateError(Exception):
 
 @pytest.fixture
 def psycopg_adapter() -> PsycopgAdapter:
-    adapter = adapter_for(pytest.importorskip("psycopg"))
+    adapter = adapter_for(importlib.import_module("psycopg"))
     assert isinstance(adapter, PsycopgAdapter)
     return adapter
 
@@ -383,7 +384,7 @@ def test_psycopg_closed_or_broken(psycopg_adapter: PsycopgAdapter) -> None:
 
 
 def test_psycopg_error_classification(psycopg_adapter: PsycopgAdapter) -> None:
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = importlib.import_module("psycopg")
     conn = FakePsycopgConn(status=3)
     cancel = psycopg.errors.QueryCanceled("canceling statement due to user request")
     assert not psycopg_adapter.is_connection_lost(conn, cancel)
@@ -407,7 +408,7 @@ def test_psycopg_timeouts(psycopg_adapter: PsycopgAdapter) -> None:
 
 
 def test_psycopg_dsn_timeout_wins_when_smaller() -> None:
-    pytest.importorskip("psycopg")
+    importlib.import_module("psycopg")
     connect = driver_function("psycopg.connection")
     adapter = adapter_for(connect)
     adapter.connect("host=h connect_timeout=3", connect_timeout=10)
@@ -481,7 +482,7 @@ class FakeMySQLConn:
 
 @pytest.fixture
 def pymysql_adapter() -> PyMySQLAdapter:
-    adapter = adapter_for(pytest.importorskip("pymysql"))
+    adapter = adapter_for(importlib.import_module("pymysql"))
     assert isinstance(adapter, PyMySQLAdapter)
     return adapter
 
@@ -529,13 +530,13 @@ def test_pymysql_closed_connection_has_no_transaction_state(
     ],
 )
 def test_pymysql_error_numbers(pymysql_adapter: PyMySQLAdapter, errno: int, lost: bool) -> None:
-    pymysql = pytest.importorskip("pymysql")
+    pymysql = importlib.import_module("pymysql")
     exc = pymysql.err.OperationalError(errno, "message")
     assert pymysql_adapter.is_connection_lost(FakeMySQLConn(), exc) is lost
 
 
 def test_pymysql_closed_connection_errors(pymysql_adapter: PyMySQLAdapter) -> None:
-    pymysql = pytest.importorskip("pymysql")
+    pymysql = importlib.import_module("pymysql")
     conn = FakeMySQLConn(open=False)
     refused = pymysql.err.InterfaceError(0, "")
     assert pymysql_adapter.is_connection_lost(conn, refused)
@@ -609,7 +610,7 @@ def test_pymysql_reset_resends_connect_settings(pymysql_adapter: PyMySQLAdapter)
 
 
 def test_pymysql_reset_on_an_old_server_only_rolls_back(pymysql_adapter: PyMySQLAdapter) -> None:
-    pymysql = pytest.importorskip("pymysql")
+    pymysql = importlib.import_module("pymysql")
     conn = FakeMySQLConn()
     conn.reset_error = pymysql.err.OperationalError(1047, "Unknown command")
     pymysql_adapter.reset_session(conn)
