@@ -5,12 +5,12 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 from typing import Any
 
 import pytest
 
-from tether.pooled import fork
+from tether.pooled import fork  # noqa: F401  (registers the fork hooks)
+from tether.simple_pool.drivers import base as drivers_base
 
 from .conftest import backend_id, execute, make_pool
 
@@ -54,7 +54,7 @@ def test_child_process_never_uses_inherited_connections(driver_target: Any, pool
             pool.close()
             # Let every inherited driver connection be finalized now, as at the end of a
             # process: that must not reach the parent's sessions either.
-            fork._abandoned.clear()
+            drivers_base._ABANDONED.clear()
             gc.collect()
             os.write(writer, json.dumps(report, default=str).encode())
             code = 0
@@ -85,31 +85,3 @@ def test_child_process_never_uses_inherited_connections(driver_target: Any, pool
     stats = pool.stats()
     assert stats["checkouts"] == stats["checkins"]
     assert stats["discarded"] == 0
-
-
-def test_neutralized_socket_points_at_dev_null() -> None:
-    """Where the driver's socket can be found, the child's copy is redirected, not closed."""
-    import socket
-
-    left, right = socket.socketpair()
-    parents_copy = os.dup(left.fileno())  # after a fork the parent holds the socket too
-
-    class Raw:
-        def fileno(self) -> int:
-            return left.fileno()
-
-    fork._neutralize(Raw())
-    os.write(left.fileno(), b"x")  # goes to /dev/null now: nothing reaches the peer
-    right.setblocking(False)
-    with pytest.raises(BlockingIOError):  # no data, and not closed (that would be EOF)
-        right.recv(1)
-    os.write(parents_copy, b"y")  # the parent's descriptor still reaches it
-    assert right.recv(1) == b"y"
-    os.close(parents_copy)
-    left.close()
-    right.close()
-
-
-def test_unknown_objects_are_left_alone() -> None:
-    assert fork._socket_fd(object()) is None
-    assert fork._socket_fd(sys.stdout) is None  # a descriptor, but not a socket

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import socket
 import sqlite3
 import struct
@@ -813,3 +814,30 @@ def test_sqlite_autocommit_flags() -> None:
     assert not adapter.autocommit(types.SimpleNamespace(autocommit=False, isolation_level=None))
     # ... and LEGACY_TRANSACTION_CONTROL (-1) falls back to isolation_level.
     assert adapter.autocommit(types.SimpleNamespace(autocommit=-1, isolation_level=None))
+
+
+def test_abandon_points_the_childs_socket_at_dev_null_and_keeps_the_object() -> None:
+    """After fork, the child's copy of the socket is redirected, never closed."""
+    import socket
+
+    from tether.simple_pool.drivers import base
+
+    left, right = socket.socketpair()
+    parents_copy = os.dup(left.fileno())  # after a fork the parent holds the socket too
+
+    class Adapter(DriverAdapter):
+        def socket_fd(self, conn: Any) -> int | None:
+            return left.fileno()
+
+    raw = object()
+    Adapter(lambda: raw).abandon(raw)
+    assert any(kept is raw for kept in base._ABANDONED), "kept: no finalizer may run"
+    os.write(left.fileno(), b"x")  # goes to /dev/null now: nothing reaches the peer
+    right.setblocking(False)
+    with pytest.raises(BlockingIOError):  # no data, and not closed (that would be EOF)
+        right.recv(1)
+    os.write(parents_copy, b"y")  # the parent's descriptor still reaches it
+    assert right.recv(1) == b"y"
+    os.close(parents_copy)
+    left.close()
+    right.close()

@@ -290,30 +290,7 @@ def _keep_orphan(con: SteadyBase) -> None:
     _orphans.append(con)
     if isinstance(con, _Owned):
         con._tether_shared = None
-    fd = _socket_fd(con._raw)
-    if fd is not None:
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(null, fd)
-            finally:
-                os.close(null)
-        except OSError:
-            pass
-
-
-def _socket_fd(raw: Any) -> int | None:
-    """The socket descriptor of a driver connection, where one can be found."""
-    for owner in (raw, getattr(raw, "_sock", None), getattr(raw, "_cnx", None)):
-        fileno = getattr(owner, "fileno", None)
-        if callable(fileno):
-            try:
-                fd = fileno()
-            except Exception:
-                continue
-            if isinstance(fd, int) and fd >= 0:
-                return fd
-    return None
+    con._abandon()
 
 
 def _after_fork_in_child() -> None:

@@ -33,9 +33,8 @@ never sees a pool halfway through a change.
 from __future__ import annotations
 
 import os
-import stat
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tether.steady import SteadyBase
@@ -46,8 +45,6 @@ __all__ = ["abandon", "register", "unregister"]
 
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _locked: list[Pool] = []
-#: Driver connections inherited from the parent: kept alive, never finalized.
-_abandoned: list[Any] = []
 
 
 def register(pool: Pool) -> None:
@@ -61,48 +58,7 @@ def unregister(pool: Pool) -> None:
 
 def abandon(con: SteadyBase) -> None:
     """Make the steady connection forget its driver connection without closing it."""
-    raw = con._raw
-    con._raw = None
-    con._begun = con._dirty = con._lost = False
-    if raw is not None:
-        _neutralize(raw)
-        _abandoned.append(raw)
-
-
-def _neutralize(raw: Any) -> None:
-    """Point the socket of ``raw`` at /dev/null, in this process only."""
-    fd = _socket_fd(raw)
-    if fd is None:
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)
-    except OSError:
-        pass
-
-
-def _socket_fd(raw: Any) -> int | None:
-    """The socket descriptor of a driver connection, if it can be found (only sockets)."""
-    # raw.fileno(): psycopg, pg.DB (through pg.Connection); raw._cnx: pgdb;
-    # raw._sock: PyMySQL; raw.pgconn.socket: psycopg's libpq wrapper.
-    for path in (("fileno",), ("_cnx", "fileno"), ("_sock", "fileno"), ("pgconn", "socket")):
-        try:
-            value: Any = raw
-            for name in path:
-                value = getattr(value, name)
-            fd = value() if callable(value) else value
-        except Exception:
-            continue
-        if isinstance(fd, int) and fd >= 0:
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    return fd
-            except OSError:
-                continue
-    return None
+    con._abandon()
 
 
 def _before() -> None:

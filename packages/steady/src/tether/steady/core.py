@@ -166,6 +166,18 @@ class SteadyBase:
         if raw is not None:
             self._adapter.close(raw)
 
+    def _abandon(self) -> None:
+        """Let go of the driver connection after ``fork()``, without closing it.
+
+        The parent still uses that session; the driver adapter makes sure
+        this process can never write to it. The next operation here opens a
+        connection of this process's own.
+        """
+        raw, self._raw = self._raw, None
+        self._begun = self._dirty = self._lost = False
+        if raw is not None:
+            self._adapter.abandon(raw)
+
     def close(self) -> None:
         """Close the connection if ``closeable``; otherwise only end an open transaction.
 

@@ -19,11 +19,15 @@ connection itself; every method takes the raw driver connection it acts on.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar
 
 log = logging.getLogger("tether.drivers")
+
+#: Connections inherited across fork() and abandoned: kept referenced, never finalized.
+_ABANDONED: list[Any] = []
 
 
 class DriverAdapter:
@@ -126,6 +130,32 @@ class DriverAdapter:
         """True when the driver already knows ``conn`` is unusable. No round trip."""
         closed = getattr(conn, "closed", False)
         return bool(closed) if isinstance(closed, (bool, int)) else False
+
+    def socket_fd(self, conn: Any) -> int | None:
+        """The descriptor of the socket ``conn`` talks to the server on (None: none known)."""
+        return None
+
+    def abandon(self, conn: Any) -> None:
+        """Let go of a connection inherited from the parent process, without closing it.
+
+        After ``fork()`` the child's copy of a connection shares the parent's
+        socket. Closing it, even by letting it be garbage-collected, sends
+        the protocol's goodbye (PostgreSQL's Terminate, MySQL's COM_QUIT) on
+        that socket and ends the *parent's* session. So the child points its
+        own copy of the descriptor at /dev/null (the parent's is untouched)
+        and keeps the object referenced until it exits, so no finalizer runs.
+        """
+        fd = self.socket_fd(conn)
+        if fd is not None:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(null, fd)
+                finally:
+                    os.close(null)
+            except OSError:
+                pass
+        _ABANDONED.append(conn)
 
     def peer_closed(self, conn: Any) -> bool:
         """True when the server has ended the session, seen on the socket. No round trip.

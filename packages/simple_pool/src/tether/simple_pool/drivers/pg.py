@@ -133,6 +133,12 @@ class PgClassicAdapter(DriverAdapter):
         except Exception:
             return None
 
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(self._raw(conn).fileno())
+        except Exception:
+            return None
+
     def peer_closed(self, conn: Any) -> bool:
         """The server's farewell or EOF waiting on the idle socket (peeked, not read)."""
         if conn is None or self.is_closed(conn):

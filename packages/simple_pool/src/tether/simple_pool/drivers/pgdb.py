@@ -97,6 +97,12 @@ class PgdbAdapter(DriverAdapter):
         """pgdb's ``autocommit`` attribute: when False, pgdb sends BEGIN before a statement."""
         return bool(getattr(conn, "autocommit", False))
 
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(conn._cnx.fileno())
+        except Exception:
+            return None
+
     def peer_closed(self, conn: Any) -> bool:
         """The server's farewell or EOF waiting on the idle socket (peeked, not read)."""
         if conn is None or self.is_closed(conn):

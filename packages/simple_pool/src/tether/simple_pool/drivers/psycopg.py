@@ -87,6 +87,12 @@ class PsycopgAdapter(DriverAdapter):
         """psycopg's ``autocommit`` attribute (client-side; reading it costs nothing)."""
         return bool(getattr(conn, "autocommit", False))
 
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(conn.pgconn.socket)
+        except Exception:
+            return None
+
     def peer_closed(self, conn: Any) -> bool:
         """The server's farewell (FATAL error / shutdown warning) or EOF on the idle socket.
 

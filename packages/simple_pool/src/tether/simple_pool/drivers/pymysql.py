@@ -156,6 +156,13 @@ class PyMySQLAdapter(DriverAdapter):
         """``conn.get_autocommit()``: the autocommit flag of the server's last status."""
         return bool(conn.get_autocommit())
 
+    def socket_fd(self, conn: Any) -> int | None:
+        sock = getattr(conn, "_sock", None)  # None once PyMySQL saw the connection fail
+        try:
+            return int(sock.fileno()) if sock is not None else None
+        except Exception:
+            return None
+
     def peer_closed(self, conn: Any) -> bool:
         """Anything waiting on an idle connection's socket: the server is closing it.
 
@@ -169,10 +176,8 @@ class PyMySQLAdapter(DriverAdapter):
         result = getattr(conn, "_result", None)
         if result is not None and getattr(result, "unbuffered_active", False):
             return False
-        try:
-            return socket_readable(int(conn._sock.fileno()))
-        except Exception:
-            return False
+        fd = self.socket_fd(conn)
+        return fd is not None and socket_readable(fd)
 
     # -- round trips ------------------------------------------------------------------------
 
