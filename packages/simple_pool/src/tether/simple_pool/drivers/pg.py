@@ -35,14 +35,12 @@ from . import register
 from ._postgres import (
     DISCARD_ALL,
     TRANS_INERROR,
-    connect_timeout,
     peer_closed,
-    pygresql_presend_error,
-    sqlstate_means_lost,
     transaction_state,
     with_conninfo_timeout,
 )
-from .base import DriverAdapter, top_module_name
+from ._pygresql import PyGreSQLAdapter
+from .base import top_module_name
 
 _STATUS_OK = 1
 #: pg.DB's per-table caches (PyGreSQL 6: attribute names, generated columns,
@@ -53,7 +51,7 @@ _DBNAME_POSITION = 0
 
 
 @register
-class PgClassicAdapter(DriverAdapter):
+class PgClassicAdapter(PyGreSQLAdapter):
     """PyGreSQL classic ``pg.DB``: autocommit unless ``begin()``, state from ``db.db``."""
 
     name = "pg"
@@ -235,26 +233,3 @@ class PgClassicAdapter(DriverAdapter):
         if self._raw(conn) is None:
             return
         super().close(conn)
-
-    # -- errors -----------------------------------------------------------------------------
-
-    def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
-        """Lost when libpq's status went bad (PyGreSQL raises ProgrammingError, then
-        LookupError, for that) or the SQLSTATE says so; not for cancels or SQL errors."""
-        if conn is not None and self.is_closed(conn):
-            return True
-        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
-
-    def never_sent(self, conn: Any, exc: BaseException) -> bool:
-        """True for PyGreSQL's own refusal to use a closed or bad connection."""
-        if conn is not None and not self.is_closed(conn):
-            return False
-        return pygresql_presend_error(exc)
-
-    # -- timeouts ---------------------------------------------------------------------------
-
-    def set_timeouts(self, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
-        """Set ``connect_timeout``; :meth:`connect` moves it into the conninfo string."""
-        if self.creator_is_driver:
-            kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
-        return kwargs

@@ -33,13 +33,11 @@ from . import register
 from ._postgres import (
     DISCARD_ALL,
     TRANS_INERROR,
-    connect_timeout,
     peer_closed,
-    pygresql_presend_error,
-    sqlstate_means_lost,
     transaction_state,
 )
-from .base import DriverAdapter, log
+from ._pygresql import PyGreSQLAdapter
+from .base import log
 
 #: ``pg.Connection.status`` of a usable connection (libpq CONNECTION_OK is 0,
 #: but PyGreSQL reports 1 for good and 0 for bad).
@@ -48,7 +46,7 @@ _MISSING = object()
 
 
 @register
-class PgdbAdapter(DriverAdapter):
+class PgdbAdapter(PyGreSQLAdapter):
     """PyGreSQL DB-API: state from the wrapped libpq connection, errors from its status."""
 
     name = "pgdb"
@@ -159,33 +157,6 @@ class PgdbAdapter(DriverAdapter):
         """Roll back, then ``DISCARD ALL`` on the libpq connection (outside any transaction)."""
         self.rollback(conn)
         conn._cnx.query(DISCARD_ALL)
-
-    # -- errors -----------------------------------------------------------------------------
-
-    def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
-        """Lost when libpq's status went bad (PyGreSQL raises ProgrammingError for that) or
-        the SQLSTATE says the session ended; a cancelled query (57014) or SQL error is not."""
-        if conn is not None and self.is_closed(conn):
-            return True
-        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
-
-    def never_sent(self, conn: Any, exc: BaseException) -> bool:
-        """True for PyGreSQL's own refusal to use a closed or bad connection."""
-        if conn is not None and not self.is_closed(conn):
-            return False
-        return pygresql_presend_error(exc)
-
-    # -- timeouts ---------------------------------------------------------------------------
-
-    def set_timeouts(self, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
-        """Set ``connect_timeout``: ``pgdb.connect`` passes extra keywords to libpq's conninfo.
-
-        libpq applies it to the whole connection attempt per host (TCP,
-        authentication), in whole seconds, at least 2.
-        """
-        if self.creator_is_driver:
-            kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
-        return kwargs
 
 
 def _transaction_status(cnx: Any) -> int | None:
