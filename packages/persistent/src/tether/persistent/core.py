@@ -421,7 +421,8 @@ class _Persistent(Generic[C]):
         try:
             con._end_transaction()
         except Exception as exc:  # the connection's next statement will report it
-            self._log.warning("tether: could not roll back: %r", exc)
+            # text, not the exception: a kept record must not keep the connection alive
+            self._log.warning("tether: could not roll back: %s: %s", type(exc).__name__, str(exc))
 
     def _new_connection(self, slot: _Slot[C] | None) -> C:
         """The cold path: a thread's first connection, or one after its last was closed."""

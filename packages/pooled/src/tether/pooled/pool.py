@@ -95,7 +95,7 @@ from .errors import (
 )
 from .events import EventHook, emit
 from .leaks import Stack, capture_stack, format_stack
-from .proxies import PooledConnection
+from .proxies import PooledConnection, _set_con, _set_entry, _set_pool
 from .reset import ResetPolicy
 
 if TYPE_CHECKING:
@@ -336,9 +336,9 @@ class Pool:
                 next(self._checkouts)
                 if entry.fresh:  # recently used, not expired: no ping
                     proxy = _new(self._proxy)
-                    proxy._pool = self
-                    proxy._entry = entry
-                    proxy._con = entry.con
+                    _set_pool(proxy, self)
+                    _set_entry(proxy, entry)
+                    _set_con(proxy, entry.con)
                     entry.ref = _ref(proxy, entry.on_lost)
                     if self._observed:
                         self._observe_checkout(entry)
@@ -353,14 +353,14 @@ class Pool:
     def _dedicated(self, entry: _Entry) -> PooledConnection:
         """A new proxy for a dedicated checkout of ``entry``."""
         proxy = _new(self._proxy)
-        proxy._pool = self
+        _set_pool(proxy, self)
         self._attach(proxy, entry)
         return proxy
 
     def _attach(self, proxy: PooledConnection, entry: _Entry) -> None:
         """Make ``proxy`` the holder of ``entry`` (taken back if it is collected)."""
-        proxy._entry = entry
-        proxy._con = entry.con
+        _set_entry(proxy, entry)
+        _set_con(proxy, entry.con)
         entry.ref = _ref(proxy, entry.on_lost)
 
     def _checkout_entry(self) -> _Entry:
@@ -919,9 +919,9 @@ class Pool:
 
     def _share(self, entry: _Entry) -> PooledConnection:
         proxy = _new(self._shared_proxy)
-        proxy._pool = self
-        proxy._entry = entry
-        proxy._con = entry.con
+        _set_pool(proxy, self)
+        _set_entry(proxy, entry)
+        _set_con(proxy, entry.con)
         return proxy
 
     def _unshare(self, entry: _Entry) -> None:

@@ -59,15 +59,16 @@ class PooledConnection:
     _pool: Pool
 
     def __init__(self, pool: Pool, entry: _Entry) -> None:
-        self._pool = pool
-        self._entry = entry
-        self._con = entry.con
+        _set_pool(self, pool)
+        _set_entry(self, entry)
+        _set_con(self, entry.con)
 
     def close(self) -> None:
         """Give the connection back to the pool (it is not closed); idempotent."""
         entry = self._entry
         if entry is not None:
-            self._entry = self._con = None
+            _set_entry(self, None)
+            _set_con(self, None)
             self._pool._checkin(entry)
 
     def __getattr__(self, name: str) -> Any:
@@ -82,18 +83,40 @@ class PooledConnection:
             )
         return getattr(con, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``db.autocommit = True`` is meant for the driver: through the steady
+        # connection, which remembers it for reopened connections.
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+            return
+        con = self._con
+        if con is None:
+            raise InvalidConnectionError(
+                f"this pooled connection was closed (given back to pool {self._pool.name})"
+            )
+        setattr(con, name, value)
+
     def __enter__(self) -> Any:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         entry = self._entry  # close(), inlined: this is the hot path of `with`
         if entry is not None:
-            self._entry = self._con = None
+            _set_entry(self, None)
+            _set_con(self, None)
             self._pool._checkin(entry)
 
     def __repr__(self) -> str:
         state = "closed" if self._con is None else repr(self._con)
         return f"<{type(self).__name__} from pool {self._pool.name}: {state}>"
+
+
+# Slot setters: the proxy's own __setattr__ forwards to the driver, so tether
+# sets its three slots through their descriptors (also the fastest way).
+_slots: Any = vars(PooledConnection)
+_set_pool = _slots["_pool"].__set__
+_set_entry = _slots["_entry"].__set__
+_set_con = _slots["_con"].__set__
 
 
 class PooledDedicatedDBConnection(PooledConnection):
@@ -129,7 +152,8 @@ class PooledSharedDBConnection(PooledDedicatedDBConnection):
         """Give back this share of the connection; idempotent."""
         entry = self._entry
         if entry is not None:
-            self._entry = self._con = None
+            _set_entry(self, None)
+            _set_con(self, None)
             self._pool._unshare(entry)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -141,7 +165,8 @@ class PooledSharedDBConnection(PooledDedicatedDBConnection):
         except AttributeError:  # never set up
             return
         if entry is not None:
-            self._entry = self._con = None
+            _set_entry(self, None)
+            _set_con(self, None)
             try:
                 self._pool._orphaned(entry)
             except Exception:  # at interpreter exit anything may be gone already

@@ -85,6 +85,15 @@ class SteadyBase:
         logger: logging.Logger | None,
     ) -> None:
         self._raw = None  # first, so that __del__ works whatever fails below
+        # The driver connection lost last, closed but kept so that its state
+        # (psycopg's ``closed``/``broken``...) can still be read: frameworks
+        # look there to tell a disconnect. Reading it must not reconnect.
+        self._dead: Any = None
+        # Session settings made through tether on the driver connection
+        # (``con.autocommit = True``, PyMySQL's ``con.autocommit(True)``...),
+        # by name: replayed on every new driver connection, so a transparent
+        # reopen never silently changes the session's mode.
+        self._replay: dict[str, Callable[[Any], object]] = {}
         self._adapter = adapter_for(creator, driver)
         self._maxusage = check_int("maxusage", maxusage or 0)
         if isinstance(setsession, str):  # a lone string would be run letter by letter
@@ -118,6 +127,7 @@ class SteadyBase:
         self._usage = 0
         self._opened_at = 0.0
         self._raw = self._open()
+        self._dead = None
 
     # -- opening and closing ----------------------------------------------------------------
 
@@ -128,6 +138,8 @@ class SteadyBase:
         # driver's adapter once the connection shows which driver it is.
         self._adapter = adapter = refine(self._adapter, raw)
         try:
+            for replay in self._replay.values():
+                replay(raw)
             for sql in self._setsession:
                 adapter.execute(raw, sql)
             if self._setsession and adapter.in_transaction(raw) is not False:
@@ -152,6 +164,7 @@ class SteadyBase:
         if old is not None:
             self._adapter.close(old)
         self._begun = self._dirty = self._lost = False
+        self._dead = None
         self._usage = 0
         self._generation += 1
         self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
@@ -161,6 +174,7 @@ class SteadyBase:
     def _close(self) -> None:
         """Really close; idempotent and never raising."""
         raw, self._raw = self._raw, None
+        self._dead = None
         self._closed = True
         self._begun = self._dirty = self._lost = False
         if raw is not None:
@@ -189,15 +203,19 @@ class SteadyBase:
         elif self._raw is not None and self._in_transaction():
             self._end_transaction()
 
+    def _remember(self, name: str, replay: Callable[[Any], object]) -> None:
+        """Keep a session setting made on the driver connection, to replay it after a reopen."""
+        self._replay[name] = replay
+
     def _end_transaction(self) -> None:
         """Roll back whatever is open; a dead connection counts as rolled back."""
         try:
             self.rollback()
         except Exception as exc:  # a rollback that fails for another reason: start afresh
             self._log.warning(
-                "tether: rollback of %s connection failed (%r); reopening it",
+                "tether: rollback of %s connection failed (%s); reopening it",
                 self._adapter.name,
-                exc,
+                _describe(exc),
             )
             self._reopen("rollback failed")
 
@@ -266,7 +284,7 @@ class SteadyBase:
                 self._reopen("the ping check failed")
             except Exception as exc:
                 self._log.warning(
-                    "tether: reopening %s connection failed: %r", self._adapter.name, exc
+                    "tether: reopening %s connection failed: %s", self._adapter.name, _describe(exc)
                 )
                 return False
             return True
@@ -309,26 +327,24 @@ class SteadyBase:
                 self._lost = True
                 self._log.warning(
                     "tether: %s connection lost inside a transaction; not retrying."
-                    " It will be reopened after rollback(). (%s: %s)",
+                    " It will be reopened after rollback(). (%s)",
                     adapter.name,
-                    type(exc).__name__,
-                    exc,
+                    _describe(exc),
                 )
                 raise
             if autocommit and not adapter.never_sent(raw, exc):
                 # It may have been applied before the connection broke:
                 # running it again could apply it twice. Reopen next time.
-                self._raw = None
+                self._raw, self._dead = None, raw
                 adapter.close(raw)
                 self._log.warning(
                     "tether: %s connection lost in autocommit mode; the statement may have"
-                    " been applied, so it is not retried (%s: %s)",
+                    " been applied, so it is not retried (%s)",
                     adapter.name,
-                    type(exc).__name__,
-                    exc,
+                    _describe(exc),
                 )
                 raise
-            raw = self._reopen(f"{type(exc).__name__}: {exc}".strip())
+            raw = self._reopen(_describe(exc))
             result = call(raw)  # once; a second failure is the caller's
         if writes:
             self._usage += 1  # maxusage counts statements, as in DBUtils
@@ -388,7 +404,7 @@ class SteadyBase:
         """Drop a dead driver connection; the next operation opens a new one."""
         self._lost = False
         if self._raw is raw:
-            self._raw = None
+            self._raw, self._dead = None, raw
         self._adapter.close(raw)
 
     # -- introspection ------------------------------------------------------------------------
@@ -424,6 +440,16 @@ class SteadyBase:
             self._close()
         except Exception:
             pass
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as text for a log record.
+
+    Never the exception object itself: a handler that keeps records (pytest,
+    MemoryHandler, error trackers) would keep its traceback, and through its
+    frames the connection, alive.
+    """
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _is_exception_spec(value: object) -> bool:

@@ -144,12 +144,42 @@ class SteadyDBConnection(SteadyBase):
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names this class does not define: the driver's own.
-        if name.startswith("__") or name.startswith("_"):
+        if name[0] == "_":
             raise AttributeError(name)
         raw = self.__dict__.get("_raw")
         if raw is None:
-            raw = self._ready()
-        return getattr(raw, name)
+            dead = self.__dict__.get("_dead")
+            if dead is not None:  # lost: its state is still readable, without reconnecting
+                value = getattr(dead, name)
+                if not callable(value):
+                    return value
+            raw = self._ready()  # a driver method is about to be used: reconnect first
+        value = getattr(raw, name)
+        if name in self._adapter.session_setters:
+            return _recording(self, name, value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # tether's own state and what this class defines stay here; anything
+        # else belongs to the driver (``con.autocommit = True``) and is
+        # replayed on every new driver connection.
+        if name[0] == "_" or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+            return
+        raw = self._raw if self._raw is not None else self._ready()
+        setattr(raw, name, value)
+        self._remember(name, lambda new: setattr(new, name, value))
+
+
+def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (a driver's session setter), remembered for replay when it is called."""
+
+    def setter(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        con._remember(name, lambda new: getattr(new, name)(*args, **kwargs))
+        return result
+
+    return setter
 
 
 class SteadyDBCursor:

@@ -45,6 +45,9 @@ class DriverAdapter:
     modules: ClassVar[tuple[str, ...]] = ()
     #: True for drivers with a DB-API 2 interface; False for PyGreSQL's classic ``pg.DB``.
     dbapi2: ClassVar[bool] = True
+    #: Driver methods that change the session (``set_autocommit(True)``...): a steady
+    #: connection remembers their calls and makes them again on a reopened connection.
+    session_setters: ClassVar[frozenset[str]] = frozenset()
     #: Statement used by :meth:`ping`.
     ping_sql: ClassVar[str] = "SELECT 1"
     #: True when :func:`~tether.simple_pool.drivers.adapter_for` fell back to this generic

@@ -48,6 +48,9 @@ class PsycopgAdapter(DriverAdapter):
     """psycopg 3: state from ``closed``/``broken``/``info``, errors from the SQLSTATE."""
 
     name = "psycopg"
+    session_setters = frozenset(
+        {"set_autocommit", "set_isolation_level", "set_read_only", "set_deferrable"}
+    )
     modules = ("psycopg",)
     #: The empty statement: the server answers it even inside a failed
     #: transaction (where ``SELECT 1`` fails), so a ping works in every state.

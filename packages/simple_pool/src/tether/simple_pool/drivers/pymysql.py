@@ -82,6 +82,8 @@ class PyMySQLAdapter(DriverAdapter):
     """PyMySQL: ``open`` and ``server_status`` for state, error numbers for errors."""
 
     name = "pymysql"
+    # autocommit(True) is PyMySQL's setter; select_db() changes the default database.
+    session_setters = frozenset({"autocommit", "select_db", "set_character_set"})
     modules = ("pymysql",)
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
