@@ -1,0 +1,1 @@
+"""Django's MySQL backend on PyMySQL and tether: ``"tether.frameworks.django.mysql"``."""

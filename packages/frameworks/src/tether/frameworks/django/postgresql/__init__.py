@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend on tether: ``"tether.frameworks.django.postgresql"``."""

@@ -1,0 +1,303 @@
+"""SQLAlchemy 2 over tether: TetherPool (pooled, persistent) and creator= with NullPool.
+
+Real PostgreSQL (psycopg) and MariaDB (PyMySQL): ORM and Core under many
+threads with transactions and savepoints, server-side cursors, and
+SQLAlchemy's own disconnect handling after server restarts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.pool import NullPool
+
+from tether.frameworks.sqlalchemy import TetherPool
+from tether.harness import DriverTarget
+from tether.harness.servers import DatabaseServer
+from tether.persistent import PersistentDB
+from tether.pooled import PooledDB
+
+from .conftest import sqlalchemy_url, unique_name
+
+HOWS = ("pooled", "persistent", "creator-pooled", "creator-persistent")
+DRIVER = {"postgresql": "psycopg", "mariadb": "pymysql"}
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> DatabaseServer:
+    name = "pg_server" if request.param == "postgresql" else "mariadb_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+EngineFactory = Callable[..., sa.Engine]
+
+
+@pytest.fixture
+def make_engine(server: DatabaseServer) -> Iterator[EngineFactory]:
+    """Build engines of one of the HOWS on ``server``; disposed (and tether pools closed) after."""
+    engines: list[sa.Engine] = []
+    owners: list[Any] = []
+
+    def make(how: str, **options: Any) -> sa.Engine:
+        url = sqlalchemy_url(server)
+        if how.startswith("creator-"):
+            target = DriverTarget.build(DRIVER[server.kind], server)
+            generator: Any
+            if how == "creator-pooled":
+                generator = PooledDB(
+                    target.creator, maxconnections=16, blocking=True, **target.kwargs
+                )
+                creator = generator.dedicated_connection
+            else:
+                generator = PersistentDB(target.creator, ping=0, **target.kwargs)
+                creator = generator.connection
+            owners.append(generator)
+            # psycopg: SQLAlchemy's dialect looks up hstore with psycopg's
+            # TypeInfo.fetch(), which insists on a real psycopg Connection.
+            extra = {"use_native_hstore": False} if server.kind == "postgresql" else {}
+            engine = sa.create_engine(url, creator=creator, poolclass=NullPool, **extra)
+        else:
+            tether = {"pool": how, **options.pop("tether", {})}
+            engine = sa.create_engine(url, poolclass=TetherPool, tether=tether, **options)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+    for owner in owners:
+        owner.close()
+
+
+def _table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        unique_name("sa"),
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("worker", sa.Integer, nullable=False),
+        sa.Column("label", sa.String(40), nullable=False),
+    )
+
+
+@pytest.fixture
+def table(server: DatabaseServer) -> Iterator[sa.Table]:
+    metadata = sa.MetaData()
+    table = _table(metadata)
+    engine = sa.create_engine(sqlalchemy_url(server), poolclass=NullPool)
+    metadata.create_all(engine)
+    yield table
+    server.ensure_running()
+    metadata.drop_all(engine)
+    engine.dispose()
+
+
+def _count(engine: sa.Engine, table: sa.Table, **where: Any) -> int:
+    query = sa.select(sa.func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_orm_and_core_under_many_threads(
+    make_engine: EngineFactory, table: sa.Table, how: str
+) -> None:
+    engine = make_engine(how)
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Row(Base):
+        __table__ = table
+
+    threads, rounds = 8, 6
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work(worker: int) -> None:
+        try:
+            start.wait()
+            for i in range(rounds):
+                with Session(engine) as session, session.begin():
+                    session.add(Row(worker=worker, label=f"orm-{i}"))
+                    try:
+                        with session.begin_nested():  # a savepoint, rolled back
+                            session.add(Row(worker=worker, label=f"gone-{i}"))
+                            session.flush()
+                            raise LookupError
+                    except LookupError:
+                        pass
+                    session.add(Row(worker=worker, label=f"orm2-{i}"))
+                with engine.begin() as conn:  # Core
+                    conn.execute(sa.insert(table).values(worker=worker, label=f"core-{i}"))
+                try:
+                    with engine.begin() as conn:  # rolled back by the exception
+                        conn.execute(sa.insert(table).values(worker=worker, label="rolled-back"))
+                        raise KeyError
+                except KeyError:
+                    pass
+        except BaseException as caught:
+            errors.append(caught)
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(60)
+    assert not errors, errors
+    assert _count(engine, table) == threads * rounds * 3
+    assert _count(engine, table, label="rolled-back") == 0
+    with engine.connect() as conn:
+        gone = conn.execute(sa.select(table.c.id).where(table.c.label.like("gone-%"))).all()
+    assert gone == []
+    if how == "pooled":
+        stats = engine.pool.tether.stats()  # type: ignore[attr-defined]
+        assert stats["in_use"] == 0
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_server_side_cursors(make_engine: EngineFactory, table: sa.Table, how: str) -> None:
+    engine = make_engine(how)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), [{"worker": 0, "label": f"r{i}"} for i in range(500)])
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, max_row_buffer=50).execute(
+            sa.select(table.c.label).order_by(table.c.id)
+        )
+        # A server-side cursor: psycopg's named cursor, PyMySQL's SSCursor.
+        cursor = result.cursor.dbapi_cursor  # type: ignore[attr-defined]
+        assert type(cursor).__name__ in ("ServerCursor", "SSCursor")
+        seen = [row.label for partition in result.partitions(100) for row in partition]
+    assert seen == [f"r{i}" for i in range(500)]
+
+
+@pytest.mark.restart
+@pytest.mark.parametrize("how", HOWS)
+def test_restart_between_transactions_is_transparent(
+    make_engine: EngineFactory, server: DatabaseServer, table: sa.Table, how: str
+) -> None:
+    engine = make_engine(how)
+    invalidated: list[Any] = []
+    event.listen(engine, "invalidate", lambda *args: invalidated.append(args))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table).values(worker=1, label="before"))
+    server.restart("fast")
+    with engine.begin() as conn:  # the session is gone; tether reopens before sending
+        conn.execute(sa.insert(table).values(worker=1, label="after"))
+    assert _count(engine, table) == 2
+    assert invalidated == []
+
+
+@pytest.mark.restart
+@pytest.mark.parametrize("how", ["pooled", "persistent", "creator-pooled"])
+def test_restart_inside_a_transaction_reaches_sqlalchemy(
+    make_engine: EngineFactory, server: DatabaseServer, table: sa.Table, how: str
+) -> None:
+    """No transparent recovery inside a transaction: SQLAlchemy sees the driver's disconnect."""
+    engine = make_engine(how)
+    with engine.connect() as conn:
+        conn.execute(sa.insert(table).values(worker=1, label="lost"))  # autobegin
+        server.restart("fast")
+        with pytest.raises(exc.OperationalError) as caught:
+            conn.execute(sa.insert(table).values(worker=1, label="lost too"))
+        assert caught.value.connection_invalidated  # SQLAlchemy's is_disconnect saw it
+        assert isinstance(caught.value.orig, engine.dialect.loaded_dbapi.OperationalError)
+        conn.rollback()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table).values(worker=2, label="next"))
+    assert _count(engine, table) == 1
+    assert _count(engine, table, label="next") == 1
+
+
+def test_connect_event_once_per_driver_connection(
+    make_engine: EngineFactory, server: DatabaseServer
+) -> None:
+    """Dialect setup (psycopg's notice handler) and user listeners run once per session."""
+    engine = make_engine("pooled", tether={"maxcached": 2})
+    connects: list[Any] = []
+    event.listen(engine, "connect", lambda dbapi_con, record: connects.append(dbapi_con))
+    for _ in range(20):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    assert len(connects) == 1
+    raw = connects[0]
+    assert type(raw).__module__.split(".")[0] == DRIVER[server.kind]  # the driver's own
+    if server.kind == "postgresql":
+        assert len(raw._notice_handlers) == 1
+    with engine.connect() as conn:
+        tether_con = conn.connection.dbapi_connection
+        assert tether_con.dbapi_connection is raw
+
+
+@pytest.mark.restart
+def test_connect_event_fires_for_a_transparently_reopened_connection(
+    make_engine: EngineFactory, server: DatabaseServer
+) -> None:
+    engine = make_engine("persistent")
+    connects: list[Any] = []
+    event.listen(engine, "connect", lambda dbapi_con, record: connects.append(dbapi_con))
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        conn.commit()
+        server.restart("fast")
+        conn.execute(sa.text("SELECT 1"))  # same checkout: reopened under SQLAlchemy
+    assert len(connects) == 2
+    assert connects[0] is not connects[1]
+
+
+def test_checkout_timeout_is_sqlalchemys(make_engine: EngineFactory) -> None:
+    engine = make_engine("pooled", pool_size=1, max_overflow=0, pool_timeout=0.2)
+    with engine.connect(), pytest.raises(exc.TimeoutError):
+        engine.connect()
+    with engine.connect() as conn:  # given back: usable again
+        conn.execute(sa.text("SELECT 1"))
+
+
+def test_persistent_nested_checkouts_get_their_own_session(
+    make_engine: EngineFactory, server: DatabaseServer
+) -> None:
+    engine = make_engine("persistent")
+    sql = sa.text(
+        "SELECT pg_backend_pid()" if server.kind == "postgresql" else "SELECT CONNECTION_ID()"
+    )
+    with engine.connect() as outer:
+        first = outer.execute(sql).scalar()
+        with engine.connect() as inner:
+            assert inner.execute(sql).scalar() != first
+        assert outer.execute(sql).scalar() == first
+    with engine.connect() as again:
+        assert again.execute(sql).scalar() == first  # the thread's connection, kept
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("how", ["pooled", "persistent"])
+def test_autocommit_isolation_level(kind: str, how: str, request: pytest.FixtureRequest) -> None:
+    server = request.getfixturevalue("pg_server" if kind == "postgresql" else "mariadb_server")
+    metadata = sa.MetaData()
+    table = _table(metadata)
+    engine = sa.create_engine(sqlalchemy_url(server), poolclass=TetherPool, tether={"pool": how})
+    try:
+        metadata.create_all(engine)
+        with engine.connect() as conn:
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            auto.execute(sa.insert(table).values(worker=1, label="autocommitted"))
+            # No commit: in AUTOCOMMIT the row is visible to others at once.
+            other = sa.create_engine(sqlalchemy_url(server), poolclass=NullPool)
+            try:
+                assert _count(other, table) == 1
+            finally:
+                other.dispose()
+        with engine.connect() as conn:  # the isolation level was reset on return
+            conn.execute(sa.insert(table).values(worker=1, label="rolled back"))
+            conn.rollback()
+        assert _count(engine, table) == 1
+    finally:
+        metadata.drop_all(engine)
+        engine.dispose()
