@@ -32,7 +32,10 @@ PACKAGES = {
     "steady": ["simple_pool", "steady"],
     "persistent": ["simple_pool", "steady", "persistent"],
     "pooled": ["simple_pool", "steady", "pooled"],
+    "frameworks": ["simple_pool", "steady", "persistent", "pooled", "frameworks"],
 }
+#: Extras beyond the drivers, per package.
+EXTRAS = {"frameworks": "sqlalchemy,django"}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
 APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc"]
@@ -40,7 +43,10 @@ APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc"]
 
 def _package_specs(names: list[str]) -> list[str]:
     """pip specs of local packages, each with the driver extras."""
-    return [f"{ROOT / 'packages' / name}[{DRIVERS}]" for name in names]
+    return [
+        f"{ROOT / 'packages' / name}[{','.join(filter(None, [DRIVERS, EXTRAS.get(name)]))}]"
+        for name in names
+    ]
 
 
 def _test_env() -> dict[str, str]:
@@ -125,13 +131,16 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every package's sources and the harness."""
-    session.install("mypy>=1.10", *_package_specs(list(PACKAGES)), f"{ROOT / 'harness'}")
+    session.install(
+        "mypy>=1.10", *_package_specs(list(PACKAGES)), f"{ROOT / 'harness'}[chaos,docker]"
+    )
     session.run(
         "mypy",
         "packages/simple_pool/src/tether/simple_pool",
         "packages/steady/src/tether/steady",
         "packages/persistent/src/tether/persistent",
         "packages/pooled/src/tether/pooled",
+        "packages/frameworks/src/tether/frameworks",
         "harness/src/tether/harness",
     )
 
@@ -175,11 +184,27 @@ def chaos(session: nox.Session) -> None:
     session.install(
         *_package_specs(["simple_pool", "steady", "persistent", "pooled"]),
         f"{ROOT / 'harness'}[chaos]",
-    )
+    )  # the results (report.md, chaos.json, timeline PNGs) go to results/chaos/
     session.run(
         "pytest", "-n", os.environ.get("TETHER_WORKERS", "auto"), "--import-mode=importlib",
         str(ROOT / "harness" / "chaos"), *session.posargs, env=_test_env(),
     )  # fmt: skip
+
+
+#: The peers tether is measured against, pinned to the versions the issue names.
+BENCH_PEERS = ["DBUtils==3.2.0", "psycopg_pool>=3.2,<3.4", "SQLAlchemy>=2.0,<2.1", "peewee>=3.17"]
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with the peers, as ratios; ``-- --quick`` for a smoke run."""
+    session.install(
+        *_package_specs(["simple_pool", "steady", "persistent", "pooled"]),
+        f"{ROOT / 'harness'}",
+        *BENCH_PEERS,
+        "matplotlib>=3.8",
+    )
+    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
 
 
 @nox.session
@@ -197,5 +222,5 @@ def ci(session: nox.Session) -> None:
     """Everything CI runs, in order; provisions the machine first."""
     provision_machine(session)
     # notify() takes exact names: "tests" alone would queue only its first parametrization.
-    for name in ("lint", "typecheck", *TEST_SESSIONS, "demo"):
+    for name in ("lint", "typecheck", *TEST_SESSIONS, "chaos", "demo"):
         session.notify(name)
