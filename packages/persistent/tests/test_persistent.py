@@ -234,14 +234,14 @@ def test_hot_path_makes_no_round_trip_with_ping_0(make: Any) -> None:
     assert statements == []
 
 
-def test_ping_1_checks_at_every_request(make: Any) -> None:
+def test_ping_1_checks_at_every_request_with_ping_after_0(make: Any) -> None:
     checks: list[Any] = []
 
     def check(raw: Any) -> bool:
         checks.append(raw)
         return True
 
-    persist = make(ping=(1, check))
+    persist = make(ping=(1, check), ping_after=0)
     db = persist.connection()
     persist.connection()
     persist.connection()
@@ -249,9 +249,28 @@ def test_ping_1_checks_at_every_request(make: Any) -> None:
     assert all(raw is db.dbapi_connection for raw in checks)
 
 
+def test_ping_1_checks_only_after_the_connection_sat_unused(make: Any) -> None:
+    checks: list[Any] = []
+    persist = make(ping=(1, lambda raw: checks.append(raw)), ping_after=0.05)
+    persist.connection()
+    checks.clear()
+    for _ in range(10):
+        persist.connection()  # a busy thread: no round trip
+    assert checks == []
+    time.sleep(0.06)
+    persist.connection()  # unused for longer than ping_after: checked once
+    assert len(checks) == 1
+
+
+@pytest.mark.parametrize("value", [-1, float("inf"), "1"])
+def test_bad_ping_after_names_the_parameter(make: Any, value: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="ping_after"):
+        make(ping_after=value)
+
+
 def test_failed_ping_reopens_outside_transactions(make: Any, recorder: Recorder) -> None:
     alive = [True]
-    persist = make(ping=(1, lambda raw: alive[0]))
+    persist = make(ping=(1, lambda raw: alive[0]), ping_after=0)
     db = persist.connection()
     first_raw = db.dbapi_connection
     alive[0] = False

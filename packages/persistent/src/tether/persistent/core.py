@@ -205,10 +205,13 @@ class _Slot(Generic[C]):
     so it is freed at once, without waiting for the garbage collector.
     """
 
-    __slots__ = ("__weakref__", "con", "ident", "lock")
+    __slots__ = ("__weakref__", "con", "ident", "lock", "seen_at")
 
     def __init__(self, con: C | None) -> None:
         self.con = con
+        # When the thread last asked for its connection: a liveness check is
+        # due only after it sat unused longer than ping_after.
+        self.seen_at = time.monotonic()
         self.ident = threading.get_ident()
         # Guards `con` against close() from another thread; the owner holds
         # it while it hands the connection out.
@@ -336,11 +339,17 @@ class _Persistent(Generic[C]):
         maxconnections: int | None,
         blocking: bool,
         checkout_timeout: float,
+        ping_after: float,
         max_lifetime: float | None,
         on_connect: Callable[[Any], object] | None,
         logger: logging.Logger | None,
     ) -> None:
         self._adapter = adapter
+        if isinstance(ping_after, bool) or not isinstance(ping_after, (int, float)):
+            raise TypeError(f"ping_after: expected seconds, got {type(ping_after).__name__}")
+        if not 0 <= ping_after < float("inf"):
+            raise ValueError(f"ping_after: must be >= 0 and finite, got {ping_after!r}")
+        self._ping_after = float(ping_after)
         # The steady layer checks these too, but only when the first
         # connection is opened: bad input should fail here, at once.
         self._maxusage = check_int("maxusage", maxusage, allow_none=True)
@@ -402,8 +411,15 @@ class _Persistent(Generic[C]):
                 if con is not None and not con._closed and not self._shared.closed:
                     if con._in_transaction() and _unused(slot):
                         self._roll_back_leftover(con)
-                    if con._ping_flags & PING_ON_REQUEST:  # a round trip: only if asked for
-                        con._ping_check(PING_ON_REQUEST)
+                    if con._ping_flags & PING_ON_REQUEST:
+                        # A round trip, so only after the connection sat unused
+                        # for ping_after seconds (HikariCP's rule): a busy thread
+                        # pays nothing, and a dead session is still found before
+                        # a statement by steady's look at the socket.
+                        now = time.monotonic()
+                        if now - slot.seen_at >= self._ping_after:
+                            con._ping_check(PING_ON_REQUEST)
+                        slot.seen_at = now
                     return con
         return self._new_connection(slot)
 
@@ -557,9 +573,10 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
     or a function returning a connection), ``maxusage`` (statements before a
     connection is reopened; 0/None: no limit), ``setsession`` (SQL run on
     every new connection), ``failures`` and ``isfatal`` (what counts as a
-    lost connection), ``ping`` (when to check liveness; 1: at every
-    ``connection()`` call, a round trip; 0: never, a dead connection is then
-    noticed and replaced when a statement fails, outside transactions),
+    lost connection), ``ping`` (when to check liveness; 1: at a
+    ``connection()`` call after the connection sat unused ``ping_after``
+    seconds, a round trip; 0: never, a dead connection is then noticed
+    before or when a statement fails, and replaced outside transactions),
     ``closeable`` (whether ``close()`` really closes), ``threadlocal`` (the
     class of the thread-local store; default :class:`threading.local`),
     ``args``/``kwargs`` for the creator.
@@ -568,7 +585,9 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
     a connection at once; 0/None: no cap), ``blocking`` (at the cap, wait
     for a connection to be freed instead of raising
     :class:`TooManyConnectionsError`), ``checkout_timeout`` (how long to
-    wait, seconds, default 30: then :class:`PoolTimeout`), and, passed to
+    wait, seconds, default 30: then :class:`PoolTimeout`), ``ping_after``
+    (seconds a connection must have sat unused before ``ping`` 1 checks it
+    at ``connection()``; default 1, as pooled; 0: every time), and, passed to
     the steady layer, ``driver``, ``max_lifetime``, ``on_connect``, ``logger``.
     """
 
@@ -586,6 +605,7 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
         maxconnections: int | None = 0,
         blocking: bool = False,
         checkout_timeout: float = 30.0,
+        ping_after: float = 1.0,
         driver: str | DriverAdapter | type[DriverAdapter] | None = None,
         max_lifetime: float | None = None,
         on_connect: Callable[[Any], object] | None = None,
@@ -612,6 +632,7 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
             maxconnections=maxconnections,
             blocking=blocking,
             checkout_timeout=checkout_timeout,
+            ping_after=ping_after,
             max_lifetime=max_lifetime,
             on_connect=on_connect,
             logger=logger,
@@ -666,6 +687,7 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
         maxconnections: int | None = 0,
         blocking: bool = False,
         checkout_timeout: float = 30.0,
+        ping_after: float = 1.0,
         driver: str | DriverAdapter | type[DriverAdapter] | None = None,
         max_lifetime: float | None = None,
         on_connect: Callable[[Any], object] | None = None,
@@ -686,6 +708,7 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
             maxconnections=maxconnections,
             blocking=blocking,
             checkout_timeout=checkout_timeout,
+            ping_after=ping_after,
             max_lifetime=max_lifetime,
             on_connect=on_connect,
             logger=logger,
