@@ -347,12 +347,25 @@ def test_peek_never_consumes_or_closes(socket_pair: tuple[socket.socket, socket.
 
 
 class FakePsycopgConn:
+    """psycopg's connection as the adapter reads it: libpq's state lives on ``pgconn``."""
+
     def __init__(self, status: int = 0, autocommit: bool = False, fd: int = -1) -> None:
-        self.closed = False
         self.broken = False
         self.autocommit = autocommit
         self.info = types.SimpleNamespace(transaction_status=status)
-        self.pgconn = types.SimpleNamespace(socket=fd, ssl_in_use=False)
+        self.pgconn = types.SimpleNamespace(
+            socket=fd, ssl_in_use=False, status=0, transaction_status=status
+        )
+
+    @property
+    def closed(self) -> bool:  # as psycopg: libpq's status is CONNECTION_BAD
+        return bool(self.pgconn.status)
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self.pgconn.status = 1 if value else 0
+        if value:
+            self.pgconn.transaction_status = 4  # PQTRANS_UNKNOWN
 
 
 class FakeSqlstateError(Exception):
