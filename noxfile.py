@@ -192,7 +192,7 @@ def chaos(session: nox.Session) -> None:
 
 
 #: The peers tether is measured against, pinned to the versions the issue names.
-BENCH_PEERS = ["DBUtils==3.2.0", "psycopg_pool>=3.2,<3.4", "SQLAlchemy>=2.0,<2.1", "peewee>=3.17"]
+BENCH_PEERS = ["DBUtils==3.2.0", "psycopg_pool>=3.3,<3.4", "SQLAlchemy>=2,<3", "peewee>=4,<5"]
 
 
 @nox.session
@@ -224,3 +224,6 @@ def ci(session: nox.Session) -> None:
     # notify() takes exact names: "tests" alone would queue only its first parametrization.
     for name in ("lint", "typecheck", *TEST_SESSIONS, "chaos", "demo"):
         session.notify(name)
+    # The benchmark smoke run: fails if a tether pool is over 2x slower than the
+    # fastest peer measured in the same run (a ratio, not a time).
+    session.notify("bench", posargs=["--quick"])

@@ -1,0 +1,224 @@
+"""The regression gate (a ratio against the fastest peer in the same run) and the targets.
+
+The gate fails the run when tether's persistent or pooled connections
+(default settings) are more than 2x slower than the fastest comparable peer
+measured in the same process: the cycle time on each database (µs, lower is
+better) and the throughput at each thread count with autocommit on (q/s,
+higher is better), in every run (pools of one run are measured in the same
+interleaved rounds: the ratio is paired). Above the pool size, capped pools
+are compared with capped peers and one-connection-per-thread pools with
+their kind. Absolute times are never compared with anything.
+
+The targets are the issue's goals, reported met or missed with the number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from phase_throughput import comparable_peers
+
+__all__ = ["check", "targets"]
+
+GATED = ("tether.persistent", "tether.pooled")
+LIMIT = 2.0
+NOT_INSTALLED = "not importable"
+
+
+def _rows(results: dict[str, Any], phase: str) -> list[dict[str, Any]]:
+    data = results.get(phase) or {}
+    if phase == "cycle":
+        return [r | {"db": db["target"]} for db in data.get("databases", []) for r in db["rows"]]
+    if phase == "throughput":
+        return [
+            r | {"autocommit": mode["autocommit"]}
+            for mode in data.get("modes", [])
+            for r in mode["rows"]
+        ]
+    return list(data.get("rows", []))
+
+
+def _run_value(field: str, k: int) -> Callable[[dict[str, Any]], float]:
+    """A row's value in run ``k`` (a sort key)."""
+
+    def value(row: dict[str, Any]) -> float:
+        return float(row[field][k])
+
+    return value
+
+
+def check(results: dict[str, Any], *, quick: bool, allow_missing: bool) -> dict[str, Any]:
+    """Per run, the tether pool against the fastest comparable peer of that run; the best run.
+
+    Pools of one run were measured in the same interleaved rounds, so their
+    ratio is paired; the gate fails only when tether is more than 2x slower
+    in *every* run: a real regression is consistent, a burst of load from
+    the rest of the machine is not.
+    """
+    checked: list[str] = []
+    failures: list[str] = []
+    missing: list[str] = []
+    cycle = [r for r in _rows(results, "cycle") if not r.get("validated")]
+    for db in sorted({r["db"] for r in cycle}):
+        rows = [r for r in cycle if r["db"] == db]
+        peers = [r for r in rows if r["family"] == "peer" and r.get("runs_us")]
+        if not peers:
+            continue
+        for key in GATED:
+            row = next((r for r in rows if r["pool"] == key), None)
+            if row is None:  # not selected (--pools)
+                continue
+            if not row.get("runs_us"):
+                reason = row.get("skipped") or row.get("error") or "not run"
+                (missing if NOT_INSTALLED in str(reason) else failures).append(
+                    f"cycle {db}: {key}: {reason}"
+                )
+                continue
+            # per run: this pool against the fastest peer of the same interleaved rounds
+            ratios: list[tuple[float, int, dict[str, Any]]] = []
+            for k, tether_us in enumerate(row["runs_us"]):
+                fastest = min(peers, key=_run_value("runs_us", k))
+                ratios.append((tether_us / fastest["runs_us"][k], k, fastest))
+            ratio, k, fastest = min(ratios, key=lambda x: x[0])
+            line = (
+                f"cycle {db}: {key} {row['runs_us'][k]:.2f} µs vs fastest peer {fastest['pool']}"
+                f" {fastest['runs_us'][k]:.2f} µs = {ratio:.2f}x"
+                f" (per run: {', '.join(f'{x[0]:.2f}' for x in ratios)})"
+            )
+            checked.append(line)
+            if ratio > LIMIT:
+                failures.append(line + f" (> {LIMIT:g}x)")
+    tput = [r for r in _rows(results, "throughput") if r.get("autocommit")]
+    pool_size = (results.get("throughput") or {}).get("pool_size", 8)
+    for n in sorted({r["threads"] for r in tput}):
+        rows = [r for r in tput if r["threads"] == n]
+        for key in GATED:
+            row = next((r for r in rows if r["pool"] == key), None)
+            if row is None:  # not selected (--pools)
+                continue
+            if not row.get("runs_qps"):
+                reason = row.get("skipped") or row.get("error") or "no result"
+                if NOT_INSTALLED not in str(reason):
+                    failures.append(f"throughput {n} threads: {key}: {reason}")
+                continue
+            peers = [
+                p
+                for p in comparable_peers(rows, row, pool_size)
+                if len(p.get("runs_qps", [])) == len(row["runs_qps"])
+            ]
+            if not peers:
+                continue
+            ratios = []
+            for k, tether_qps in enumerate(row["runs_qps"]):
+                best = max(peers, key=_run_value("runs_qps", k))
+                peer_qps = best["runs_qps"][k]
+                ratios.append((peer_qps / tether_qps if tether_qps else math.inf, k, best))
+            ratio, k, best = min(ratios, key=lambda x: x[0])
+            line = (
+                f"throughput {n} threads: {key} {row['runs_qps'][k]:,.0f} q/s vs best peer"
+                f" {best['pool']} {best['runs_qps'][k]:,.0f} q/s: peer/tether = {ratio:.2f}"
+                f" (per run: {', '.join(f'{x[0]:.2f}' for x in ratios)})"
+            )
+            checked.append(line)
+            if ratio > LIMIT:
+                failures.append(line + f" (> {LIMIT:g}x)")
+    if missing and not allow_missing:
+        failures += [f"missing (pass --allow-missing to accept): {m}" for m in missing]
+    return {
+        "rule": f"tether persistent/pooled (default settings) within {LIMIT:g}x of the fastest"
+        " comparable peer of the same run in at least one run: cycle µs per database,"
+        " throughput q/s (autocommit on) per thread count",
+        "quick": quick,
+        "checked": checked,
+        "missing": missing,
+        "failures": failures,
+    }
+
+
+def _met(value: float | None, ok: bool) -> bool | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return ok
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value and met / missed / not measured."""
+    out: list[dict[str, Any]] = []
+
+    def add(goal: str, pool: str, value: Any, met: bool | None, detail: str = "") -> None:
+        out.append({"target": goal, "pool": pool, "value": value, "met": met, "detail": detail})
+
+    def why(row: dict[str, Any]) -> str:
+        return str(row.get("skipped") or row.get("error") or "")
+
+    cycle = [r for r in _rows(results, "cycle") if not r.get("validated")]
+    for key in GATED:
+        for r in [r for r in cycle if r["pool"] == key]:
+            net = r.get("net_us")
+            gross = f"gross {r['us']:.2f} µs" if "us" in r else why(r)
+            add(f"cycle <= 1.0 µs net ({r['db']})", key, net, _met(net, (net or 0) <= 1.0), gross)
+            speed = r.get("speedup_vs_fastest_peer")
+            add(
+                f">= 3x faster than the fastest peer, net ({r['db']})",
+                key,
+                speed,
+                _met(speed, (speed or 0) >= 3),
+                f"fastest peer: {r.get('fastest_peer')}",
+            )
+    tput = _rows(results, "throughput")
+    for r in tput:
+        if r["pool"] not in (*GATED, "tether.simple_pool"):
+            continue
+        mode = "autocommit on" if r["autocommit"] else "autocommit off"
+        n = r["threads"]
+        if n in (1, 4):
+            pct = r.get("pct_of_raw")
+            goal = f"throughput >= 95% of raw-held, {n} threads, {mode}"
+            add(goal, r["pool"], pct, _met(pct, (pct or 0) >= 95), why(r))
+        elif r["pool"] != "tether.persistent":
+            vs = r.get("vs_best_peer")
+            goal = f"throughput >= 1.3x best peer, {n} threads on 8, {mode}"
+            add(goal, r["pool"], vs, _met(vs, (vs or 0) >= 1.3), f"best peer {r.get('best_peer')}")
+            low, high = r.get("min_share", math.nan), r.get("max_share", math.nan)
+            goal = f"no thread starved (shares 0.5..2), {n} threads, {mode}"
+            add(goal, r["pool"], f"{low:.2f}..{high:.2f}", _met(low, low >= 0.5 and high <= 2))
+    for r in _rows(results, "contention"):
+        if r["pool"] in ("tether.pooled", "tether.simple_pool"):
+            ratio = r.get("p99_over_mean")
+            add(
+                "p99 checkout wait <= 2x fair share (mean wait), 64 on 8",
+                r["pool"],
+                ratio,
+                _met(ratio, (ratio or 0) <= 2),
+                f"p99 {r.get('wait_p99_us', math.nan):.0f} µs" if "runs" in r else why(r),
+            )
+    for r in _rows(results, "spike"):
+        if r["pool"] == "tether.pooled":
+            value = r.get("max_open_after_settle")
+            detail = (
+                f"created during burst {r.get('created_during_burst')},"
+                f" burst {r.get('burst_ms', math.nan):.0f} ms"
+                if r.get("runs")
+                else why(r)
+            )
+            goal = "spike test ends with <= 8 connections"
+            add(goal, r["pool"], value, _met(value, (value or 0) <= 8), detail)
+    per_request = {
+        r["threads"]: r["qps"]
+        for r in tput
+        if r["pool"] == "baseline: connect per request" and r["autocommit"] and "qps" in r
+    }
+    for r in tput:
+        if r["pool"] == "tether.pooled" and r["autocommit"] and r["threads"] in per_request:
+            base = per_request[r["threads"]]
+            ratio = r.get("qps", math.nan) / base if base else None
+            goal = f"pooled >= 50x connect-per-request (throughput, {r['threads']} threads)"
+            add(goal, r["pool"], ratio, _met(ratio, (ratio or 0) >= 50))
+    for r in _rows(results, "web"):
+        if r["pool"] == "tether.pooled":
+            ratio = r.get("vs_connect_per_request")
+            goal = "pooled >= 50x connect-per-request (web workload req/s)"
+            add(goal, r["pool"], ratio, _met(ratio, (ratio or 0) >= 50))
+    return out
