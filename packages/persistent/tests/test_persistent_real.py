@@ -71,15 +71,8 @@ def worker() -> Iterator[ThreadPoolExecutor]:
 
 
 def rows(target: Any, con: Any, sql: str) -> list[Any]:
-    if target.name == "pg":
-        result = con.query(sql)
-        return list(result.getresult()) if hasattr(result, "getresult") else []
-    cur = con.cursor()
-    try:
-        cur.execute(sql)
-        return list(cur.fetchall()) if cur.description else []
-    finally:
-        cur.close()
+    """``sql`` through a tether connection, with the driver's API (the harness knows each)."""
+    return target.query(con, sql)
 
 
 def backend(target: Any, con: Any) -> int:
