@@ -372,3 +372,43 @@ def _wait_for(condition: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.002)
+
+
+def test_a_burst_is_served_by_returned_connections_not_a_connect_per_thread(tmp_path: Any) -> None:
+    """HikariCP's spike test, small: 20 threads at once, slow connects, short requests."""
+    import sqlite3
+
+    opened: list[int] = []
+
+    def slow_connect() -> sqlite3.Connection:
+        time.sleep(0.1)  # a connect costs 100 ms; a request 2 ms
+        opened.append(1)
+        return sqlite3.connect(str(tmp_path / "spike.db"), check_same_thread=False)
+
+    pool = PooledDB(slow_connect, 2, 0, 0, 20, True, ping=0)
+    opened.clear()
+    start = threading.Barrier(20)
+
+    def request() -> None:
+        start.wait(5)
+        with pool.connection() as db:
+            db.cursor().execute("SELECT 1")
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=request) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(opened) <= 4, f"{len(opened)} connects for 20 short requests"
+    assert pool.stats()["checkouts"] == 20
+    pool.close()
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), ("2", TypeError)])
+def test_bad_max_connecting_names_the_parameter(value: Any, error: type[Exception]) -> None:
+    import sqlite3
+
+    with pytest.raises(error, match="max_connecting"):
+        PooledDB(sqlite3, max_connecting=value, database=":memory:")

@@ -61,8 +61,10 @@ class PooledDB(Pool):
 
     tether's keyword-only extras: ``checkout_timeout`` (seconds; the one
     deadline of a blocking checkout, default 30), ``max_lifetime``,
-    ``max_idle`` (seconds), ``max_waiting`` (most threads blocked at once; 0:
-    no limit), ``reset_session`` (full session reset on return),
+    ``max_idle`` (seconds), ``max_connecting`` (most connects
+    running at once for blocking checkouts, default 2: a burst is served by
+    returned connections, not by a connect per thread), ``max_waiting``
+    (most threads blocked at once; 0: no limit), ``reset_session`` (full session reset on return),
     ``leak_threshold`` (seconds), ``validate_interval`` (seconds between
     background pings of idle connections), ``ping_after`` (seconds idle before
     a checkout pings; 0: every checkout), ``reconnect_backoff`` ((first,
@@ -94,6 +96,7 @@ class PooledDB(Pool):
         max_lifetime: float | None = None,
         max_idle: float | None = None,
         max_waiting: int = 0,
+        max_connecting: int = 2,
         reset_session: bool = False,
         leak_threshold: float | None = None,
         validate_interval: float | None = None,
@@ -143,6 +146,7 @@ class PooledDB(Pool):
             max_lifetime=max_lifetime,
             max_idle=max_idle,
             max_waiting=max_waiting,
+            max_connecting=max_connecting,
             leak_threshold=leak_threshold,
             validate_interval=validate_interval,
             ping_after=ping_after,

@@ -207,6 +207,7 @@ class Pool:
         max_lifetime: Any,
         max_idle: Any,
         max_waiting: Any,
+        max_connecting: Any,
         leak_threshold: Any,
         validate_interval: Any,
         ping_after: Any,
@@ -252,6 +253,12 @@ class Pool:
         self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
         self._max_idle = check_seconds("max_idle", max_idle)
         self._max_waiting = check_int("max_waiting", max_waiting) or 0
+        # At most this many connects run at once for blocking checkouts; the
+        # other threads wait for a returned connection or their turn. A burst
+        # of requests is then served by connections coming back (milliseconds)
+        # instead of opening one per thread (HikariCP's spike test: a pool
+        # that opens 45 connections for 50 short requests).
+        self._max_connecting: int = check_int("max_connecting", max_connecting, minimum=1) or 1
         self._leak_threshold = check_seconds("leak_threshold", leak_threshold)
         self._validate_interval = check_seconds("validate_interval", validate_interval)
         if isinstance(ping_after, bool) or not isinstance(ping_after, (int, float)):
@@ -400,7 +407,12 @@ class Pool:
                     entry = self._pop_idle()
                     if entry is not None:
                         continue
-                if self._waiters or self._unreachable or not self._has_room():
+                if (
+                    self._waiters
+                    or self._unreachable
+                    or not self._has_room()
+                    or (self._blocking and self._opening >= self._max_connecting)
+                ):
                     if not self._blocking:
                         raise self._refusal(failed)
                     if self._max_waiting and len(self._waiters) >= self._max_waiting:
@@ -869,7 +881,12 @@ class Pool:
                 waiter = waiters.popleft()
                 waiter.entry = entry
                 entry.fresh = True
-            elif not self._unreachable and not self._closed and self._has_room():
+            elif (
+                not self._unreachable
+                and not self._closed
+                and self._has_room()
+                and self._opening < self._max_connecting
+            ):
                 waiter = waiters.popleft()
                 self._reserve()
                 waiter.grant = True
