@@ -87,18 +87,22 @@ class PoolAdapter:
     def open(self, target: Target, *, size: int, min_idle: int | None = None) -> None:
         raise NotImplementedError
 
+    # Most pools under test share DBUtils' shape: connection() to check out,
+    # close() on the connection to check in, close() on the pool.
+    pool: Any
+
     def checkout(self) -> Any:
-        raise NotImplementedError
+        return self.pool.connection()
 
     def checkin(self, handle: Any) -> None:
-        raise NotImplementedError
+        handle.close()
 
     def connection(self, handle: Any) -> Any:
         """The DB-API connection behind a handle (to run a query on)."""
         return handle
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.pool.close()
 
     def prewarm(self) -> None:
         """Make sure the initial connections exist before a measurement (default: nothing)."""
@@ -185,15 +189,6 @@ class TetherSimplePool(PoolAdapter):
         self.target = target
         self.pool = SimplePooledDB(target.creator(), size, timeout=TIMEOUT)
 
-    def checkout(self) -> Any:
-        return self.pool.connection()
-
-    def checkin(self, handle: Any) -> None:
-        handle.close()
-
-    def close(self) -> None:
-        self.pool.close()
-
 
 class TetherPersistent(PoolAdapter):
     """tether.persistent.PersistentDB: one steady connection per thread."""
@@ -256,15 +251,6 @@ class TetherPooled(PoolAdapter):
             **kwargs,
         )
 
-    def checkout(self) -> Any:
-        return self.pool.connection()
-
-    def checkin(self, handle: Any) -> None:
-        handle.close()
-
-    def close(self) -> None:
-        self.pool.close()
-
 
 # -- peers ----------------------------------------------------------------------------------
 
@@ -293,15 +279,6 @@ class DBUtilsPooled(PoolAdapter):
             blocking=True,
             ping=7 if self.validated else 1,
         )
-
-    def checkout(self) -> Any:
-        return self.pool.connection()
-
-    def checkin(self, handle: Any) -> None:
-        handle.close()
-
-    def close(self) -> None:
-        self.pool.close()
 
 
 class DBUtilsPersistent(PoolAdapter):
