@@ -77,6 +77,11 @@ class FakeConnection:
             raise OperationalError("the connection is closed")
         return FakeCursor(self)
 
+    def start_transaction(self) -> None:
+        """A driver-only method that opens a transaction (as psycopg's ``transaction()``)."""
+        self._check()
+        self.begun = True
+
     def commit(self) -> None:
         self._check()
         self.server.committed.extend(self.pending)
@@ -105,14 +110,20 @@ class FakeCursor:
         conn.server.log.append((conn.session, sql))
         if sql.startswith("FAIL"):
             raise ProgrammingError("syntax error")
-        if sql.startswith("INSERT"):
-            if conn.autocommit:
+        if sql == "BEGIN":  # an explicit transaction, in autocommit mode too
+            conn.begun = True
+        elif sql.startswith("INSERT"):
+            if conn.autocommit and not conn.begun:
                 conn.server.committed.append(sql)
             else:
                 conn.pending.append(sql)
         elif not conn.autocommit and sql.startswith("SELECT"):
             conn.begun = True  # like PostgreSQL: any statement opens a transaction
         self.rows = [(conn.session,)]
+
+    def copy(self, sql: str) -> None:
+        """A driver-only statement method (as psycopg's ``copy()``): tether does not see it."""
+        self.execute(sql)
 
     def fetchone(self) -> Any:
         self.conn._check()

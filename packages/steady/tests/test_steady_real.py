@@ -207,6 +207,40 @@ def test_a_dead_connection_is_found_when_the_ping_flag_says(driver_target: Any, 
 
 
 @server_dbapi
+@pytest.mark.parametrize("window", ["default", "an hour"])
+def test_the_alive_bypass_window_decides_whether_the_socket_is_peeked(
+    driver_target: Any, window: str, monkeypatch: Any
+) -> None:
+    # In autocommit mode, a session killed between two statements is replaced
+    # before the second is sent only if tether peeks at the socket first; it
+    # does not when the first answered less than ALIVE_BYPASS ago.
+    from tether.steady import core
+
+    if window == "an hour":
+        monkeypatch.setattr(core, "ALIVE_BYPASS", 3600.0)
+    if driver_target.name == "pgdb":
+        con = open_steady(driver_target, on_connect=lambda raw: setattr(raw, "autocommit", True))
+    else:
+        con = open_steady(driver_target, autocommit=True)
+    cur = con.cursor()
+    cur.execute(driver_target.backend_id_sql)
+    before = cur.fetchone()[0]
+    assert con._settled, "known idle after a statement in autocommit mode"
+    driver_target.kill_backend(before)  # takes 100 ms: longer than the default window
+    time.sleep(0.2)
+    if window == "default":
+        cur.execute(driver_target.backend_id_sql)
+        assert cur.fetchone()[0] != before, "replaced before sending"
+    else:
+        with pytest.raises(Exception) as failed:  # sent, may have run: not retried
+            cur.execute(driver_target.backend_id_sql)
+        assert con.adapter.is_connection_lost(con._dead, failed.value)
+        cur.execute(driver_target.backend_id_sql)  # the next statement reopens
+        assert cur.fetchone()[0] != before
+    con.close()
+
+
+@server_dbapi
 def test_results_are_never_taken_from_a_replaced_connection(driver_target: Any) -> None:
     dbapi_target = driver_target
     con = open_steady(dbapi_target)

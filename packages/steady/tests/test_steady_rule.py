@@ -103,6 +103,47 @@ def test_loss_inside_begin_raises_and_reopens_after_rollback(server: FakeServer)
     assert server.committed == ["INSERT y"]
 
 
+def _assert_protected_after_loss(server: FakeServer, con: SteadyDBConnection) -> None:
+    """The open transaction is lost: its statements fail until rollback, on no new session."""
+    cur = con.cursor()
+    server.kill_all()
+    with pytest.raises(OperationalError):
+        cur.execute("INSERT b")
+    with pytest.raises(OperationalError):  # not run in autocommit on a new session
+        cur.execute("INSERT c")
+    assert server.sessions == 1
+    con.rollback()
+    cur.execute("INSERT d")
+    assert server.committed == ["INSERT d"]
+
+
+def test_explicit_begin_statement_in_autocommit_mode_is_protected(server: FakeServer) -> None:
+    # The statement before BEGIN left the session idle; BEGIN itself must not
+    # be taken for another statement that leaves it so.
+    con = steady(server, autocommit=True)
+    cur = con.cursor()
+    cur.execute("SELECT 1")
+    cur.execute("BEGIN")
+    cur.execute("INSERT a")
+    _assert_protected_after_loss(server, con)
+
+
+@pytest.mark.parametrize("how", ["connection method", "cursor method", "dbapi_connection"])
+def test_transactions_opened_past_tether_are_protected(server: FakeServer, how: str) -> None:
+    # Right after a statement tether knows the session is idle; the driver's
+    # own methods can change that without tether seeing it.
+    con = steady(server, autocommit=True)
+    cur = con.cursor()
+    cur.execute("SELECT 1")
+    if how == "connection method":
+        con.start_transaction()
+    elif how == "cursor method":
+        cur.copy("BEGIN")
+    else:
+        con.dbapi_connection.start_transaction()
+    _assert_protected_after_loss(server, con)
+
+
 def test_commit_of_a_lost_transaction_raises_and_is_never_retried(server: FakeServer) -> None:
     con = steady(server)
     cur = con.cursor()

@@ -729,10 +729,11 @@ class Pool:
         if raw is None or con._begun or con._lost or self._checkin_work:
             self._checkin_slow(entry)
             return
-        state = self._txn_state(raw)
-        if state or (state is None and con._dirty):
-            self._checkin_slow(entry)
-            return
+        if not con._settled:  # else known idle since its last statement: no state read
+            state = self._txn_state(raw)
+            if state or (state is None and con._dirty):
+                self._checkin_slow(entry)
+                return
         now = monotonic()
         # Without maxcached there is no need to count: a close() racing with
         # this checkin is caught right after the append.

@@ -68,6 +68,7 @@ class ResetPolicy(NamedTuple):
         raw = con._raw
         if raw is None:
             raise ResetError("the connection was lost")
+        con._unsettle()  # the reset talks to the driver connection directly
         if self.session:
             adapter.reset_session(raw)
             setsession = con._setsession

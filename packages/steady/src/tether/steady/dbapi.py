@@ -114,13 +114,14 @@ class SteadyDBConnection(SteadyBase):
 
     def cancel(self) -> None:
         """Cancel the running statement (where the driver can) and end the transaction."""
-        self._begun = False
+        self._begun = self._settled = False
         cancel = getattr(self._raw, "cancel", None)
         if callable(cancel):
             cancel()
 
     def ping(self, *args: Any, **kwargs: Any) -> Any:
         """The driver's own ``ping()`` where it has one, else the adapter's liveness check."""
+        self._settled = False  # a driver's ping may reconnect (PyMySQL's reconnect=True)
         method = getattr(self._raw, "ping", None)
         if callable(method):
             return method(*args, **kwargs)
@@ -129,6 +130,7 @@ class SteadyDBConnection(SteadyBase):
     @property
     def dbapi_connection(self) -> Any:
         """The driver's connection itself (bypasses tether: no reopen, no bookkeeping)."""
+        self._settled = False  # what is done with it is not seen here
         return self._raw
 
     def __enter__(self) -> SteadyDBConnection:
@@ -146,6 +148,9 @@ class SteadyDBConnection(SteadyBase):
         # Only reached for names this class does not define: the driver's own.
         if name[0] == "_":
             raise AttributeError(name)
+        # The driver's own methods can change the session behind tether's back
+        # (psycopg's transaction(), execute()...): its state is read anew.
+        self._settled = False
         raw = self.__dict__.get("_raw")
         if raw is None:
             dead = self.__dict__.get("_dead")
@@ -167,6 +172,7 @@ class SteadyDBConnection(SteadyBase):
             object.__setattr__(self, name, value)
             return
         raw = self._raw if self._raw is not None else self._ready()
+        self._settled = False
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
 
@@ -182,6 +188,14 @@ def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callab
     return setter
 
 
+# Driver cursor attributes that only describe results: reading them cannot
+# change the session, so they do not make the connection's state unknown.
+_RESULT_ATTRIBUTES = frozenset(
+    {"description", "rowcount", "lastrowid", "arraysize", "rownumber", "statusmessage",
+     "pgresult", "query", "params", "closed", "messages", "errorhandler"}
+)  # fmt: skip
+
+
 class SteadyDBCursor:
     """A cursor whose ``execute*``/``call*`` survive a lost connection where that is safe.
 
@@ -190,13 +204,32 @@ class SteadyDBCursor:
     the old one raises :class:`InvalidCursorError` instead of guessing.
     """
 
+    # Slots: one is made for every request. __dict__ stays, for attributes users set.
+    __slots__ = (
+        "__dict__", "__weakref__", "_args", "_con", "_generation", "_inputsizes", "_kwargs",
+        "_outputsizes", "_raw", "_tether_checkout",
+    )  # fmt: skip
+
     def __init__(self, con: SteadyDBConnection, args: tuple[Any, ...], kwargs: dict[str, Any]):
         self._con = con
         self._args, self._kwargs = args, kwargs
         self._inputsizes: Any = None
-        self._outputsizes: dict[Any, Any] = {}
+        self._outputsizes: dict[Any, Any] | None = None
+        #: What keeps this cursor's connection checked out (a pooled proxy), if anything.
+        self._tether_checkout: Any = None
         self._raw: Any = None
         self._generation = -1
+        raw_con = con._raw
+        if raw_con is not None and not con._lost and not con._ping_flags & PING_ON_CURSOR:
+            # Making a driver cursor sends nothing, so there is nothing to check
+            # yet: the statements that follow are checked before they are sent.
+            try:
+                self._raw = raw_con.cursor(*args, **kwargs)
+            except Exception:  # closed by the driver, say: the steady way below
+                pass
+            else:
+                self._generation = con._generation
+                return
         con._run(self._make, PING_ON_CURSOR, writes=False)
 
     def _make(self, raw_con: Any) -> None:
@@ -210,24 +243,41 @@ class SteadyDBCursor:
             except Exception:
                 pass
 
+    def _on(self, raw_con: Any) -> Any:
+        """The driver cursor to run a statement with on ``raw_con``.
+
+        A new one when the connection was reopened since this cursor's was made.
+        """
+        raw = self._raw
+        if raw is None or self._generation != self._con._generation:
+            self._make(raw_con)
+            self._apply_sizes()
+            raw = self._raw
+        return raw
+
+    # The DB-API statements, spelled out (not made in __getattr__): they are
+    # the hot path. Any other execute*/call* method of the driver's cursor is
+    # made steady the same way by __getattr__.
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self._con._run(lambda raw_con: self._on(raw_con).execute(*args, **kwargs))
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        return self._con._run(lambda raw_con: self._on(raw_con).executemany(*args, **kwargs))
+
+    def callproc(self, *args: Any, **kwargs: Any) -> Any:
+        return self._con._run(lambda raw_con: self._on(raw_con).callproc(*args, **kwargs))
+
     def _statement(self, name: str) -> Callable[..., Any]:
-        con = self._con
-
         def run(*args: Any, **kwargs: Any) -> Any:
-            def call(raw_con: Any) -> Any:
-                if self._raw is None or self._generation != con._generation:
-                    self._make(raw_con)  # the connection was reopened: a new cursor on it
-                    self._apply_sizes()
-                return getattr(self._raw, name)(*args, **kwargs)
-
-            return con._run(call)
+            return self._con._run(lambda raw_con: getattr(self._on(raw_con), name)(*args, **kwargs))
 
         return run
 
     def _apply_sizes(self) -> None:
         if self._inputsizes is not None:
             self._raw.setinputsizes(self._inputsizes)
-        for column, size in self._outputsizes.items():
+        for column, size in (self._outputsizes or {}).items():
             if column is None:
                 self._raw.setoutputsize(size)
             else:
@@ -251,6 +301,8 @@ class SteadyDBCursor:
 
     def setoutputsize(self, size: Any, column: Any = None) -> None:
         """Remember output sizes, to set them again on a reopened cursor."""
+        if self._outputsizes is None:
+            self._outputsizes = {}
         self._outputsizes[column] = size
         raw = self._results()
         raw.setoutputsize(size) if column is None else raw.setoutputsize(size, column)
@@ -276,6 +328,7 @@ class SteadyDBCursor:
     @property
     def dbapi_cursor(self) -> Any:
         """The driver's cursor itself (bypasses tether)."""
+        self._con._settled = False  # it can run statements tether does not see
         return self._results()
 
     def __iter__(self) -> Iterator[Any]:
@@ -295,8 +348,11 @@ class SteadyDBCursor:
         if name.startswith("_"):
             raise AttributeError(name)
         if name.startswith(("execute", "call")):
-            method = self._statement(name)
-            return method
+            return self._statement(name)
+        if name not in _RESULT_ATTRIBUTES:
+            # A driver cursor method (psycopg's copy(), stream()...) or its
+            # connection can run statements tether does not see.
+            self._con._settled = False
         return getattr(self._results(), name)
 
     def __del__(self) -> None:
