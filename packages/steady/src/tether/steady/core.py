@@ -64,6 +64,10 @@ PING_ON_REQUEST, PING_ON_CURSOR, PING_ON_EXECUTE = 1, 2, 4
 ALIVE_BYPASS = 0.001
 
 
+# object's own attribute store, past a subclass's __setattr__ (see _run).
+_store = object.__setattr__
+
+
 class SetSessionError(SteadyDBError):
     """A ``setsession`` statement or the ``on_connect`` callback failed on a new connection.
 
@@ -390,18 +394,20 @@ class SteadyBase:
             raw = self._reopen(_describe(exc))
             result = call(raw)  # once; a second failure is the caller's
         # It answered: known alive until now, so the next statement within
-        # ALIVE_BYPASS need not peek at the socket again.
-        self._alive_at = now
+        # ALIVE_BYPASS need not peek at the socket again. (Stored with
+        # _store: SteadyDBConnection's __setattr__ forwards to the driver, and
+        # a Python-level call per store costs more than the rest of this.)
+        _store(self, "_alive_at", now)
         if writes:
-            self._usage += 1  # maxusage counts statements, as in DBUtils
+            _store(self, "_usage", self._usage + 1)  # maxusage counts statements, as DBUtils
             if autocommit:
                 # One state read here saves the next statement and the pools'
                 # checkin theirs. A statement can open a transaction even in
                 # autocommit mode (an explicit BEGIN): then it is not settled.
-                self._settled = self._unlimited and adapter.in_transaction(raw) is False
+                _store(self, "_settled", self._unlimited and adapter.in_transaction(raw) is False)
             else:
-                self._dirty = True
-                self._settled = False
+                _store(self, "_dirty", True)
+                _store(self, "_settled", False)
         return result
 
     # -- transactions -----------------------------------------------------------------------
