@@ -732,8 +732,13 @@ class Pool:
         if not con._settled:  # else known idle since its last statement: no state read
             state = self._txn_state(raw)
             if state or (state is None and con._dirty):
-                self._checkin_slow(entry)
-                return
+                # Every request on a non-autocommit connection ends here. The
+                # rollback is a round trip, made with no lock held; after it
+                # the connection goes back the lock-free way below.
+                reason = self._reset_connection(con)
+                if reason is not None:
+                    self._checkin_slow(entry, clean=True, reason=reason)
+                    return
         now = monotonic()
         # Without maxcached there is no need to count: a close() racing with
         # this checkin is caught right after the append.
@@ -774,12 +779,15 @@ class Pool:
             except IndexError:
                 return taken
 
-    def _checkin_slow(self, entry: _Entry, clean: bool = False) -> None:
-        """The checkin with everything: hook, reset, hand-off to a waiter, retirement."""
+    def _checkin_slow(self, entry: _Entry, clean: bool = False, reason: str | None = None) -> None:
+        """The checkin with everything: hook, reset, hand-off to a waiter, retirement.
+
+        ``clean``: the connection needs no reset (any was done); ``reason``:
+        why it must not be reused.
+        """
         con = entry.con
         if self._observed:
             self._observe_checkin(entry)
-        reason = None
         if not clean:
             if self._reset.always or con._in_transaction():
                 reason = self._reset_connection(con)
