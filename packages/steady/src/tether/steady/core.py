@@ -365,34 +365,55 @@ class SteadyBase:
         try:
             result = call(raw)
         except Exception as exc:
-            self._settled = False
-            if not self._is_lost(raw, exc):
-                if writes and not autocommit:
-                    self._dirty = True  # a failed statement can leave a transaction open
-                raise
-            if in_transaction:
-                self._lost = True
-                self._log.warning(
-                    "tether: %s connection lost inside a transaction; not retrying."
-                    " It will be reopened after rollback(). (%s)",
-                    adapter.name,
-                    _describe(exc),
-                )
-                raise
-            if autocommit and not adapter.never_sent(raw, exc):
-                # It may have been applied before the connection broke:
-                # running it again could apply it twice. Reopen next time.
-                self._raw, self._dead = None, raw
-                adapter.close(raw)
-                self._log.warning(
-                    "tether: %s connection lost in autocommit mode; the statement may have"
-                    " been applied, so it is not retried (%s)",
-                    adapter.name,
-                    _describe(exc),
-                )
-                raise
-            raw = self._reopen(_describe(exc))
-            result = call(raw)  # once; a second failure is the caller's
+            result = self._recover(call, raw, exc, in_transaction, autocommit, writes)
+            raw = self._raw
+        self._answered(raw, now, autocommit, writes)
+        return result
+
+    def _recover(
+        self,
+        call: Callable[[Any], Any],
+        raw: Any,
+        exc: Exception,
+        in_transaction: bool,
+        autocommit: bool,
+        writes: bool,
+    ) -> Any:
+        """``call(raw)`` raised ``exc``: raise it, or return ``call``'s result on a new connection.
+
+        ``in_transaction`` and ``autocommit`` are the session's state before the call.
+        """
+        self._settled = False
+        adapter = self._adapter
+        if not self._is_lost(raw, exc):
+            if writes and not autocommit:
+                self._dirty = True  # a failed statement can leave a transaction open
+            raise exc
+        if in_transaction:
+            self._lost = True
+            self._log.warning(
+                "tether: %s connection lost inside a transaction; not retrying."
+                " It will be reopened after rollback(). (%s)",
+                adapter.name,
+                _describe(exc),
+            )
+            raise exc
+        if autocommit and not adapter.never_sent(raw, exc):
+            # It may have been applied before the connection broke:
+            # running it again could apply it twice. Reopen next time.
+            self._raw, self._dead = None, raw
+            adapter.close(raw)
+            self._log.warning(
+                "tether: %s connection lost in autocommit mode; the statement may have"
+                " been applied, so it is not retried (%s)",
+                adapter.name,
+                _describe(exc),
+            )
+            raise exc
+        return call(self._reopen(_describe(exc)))  # once; a second failure is the caller's
+
+    def _answered(self, raw: Any, now: float, autocommit: bool, writes: bool) -> None:
+        """Bookkeeping after an operation on ``raw`` that started at ``now`` succeeded."""
         # It answered: known alive until now, so the next statement within
         # ALIVE_BYPASS need not peek at the socket again. (Stored with
         # _store: SteadyDBConnection's __setattr__ forwards to the driver, and
@@ -404,11 +425,12 @@ class SteadyBase:
                 # One state read here saves the next statement and the pools'
                 # checkin theirs. A statement can open a transaction even in
                 # autocommit mode (an explicit BEGIN): then it is not settled.
-                _store(self, "_settled", self._unlimited and adapter.in_transaction(raw) is False)
+                _store(
+                    self, "_settled", self._unlimited and self._adapter.in_transaction(raw) is False
+                )
             else:
                 _store(self, "_dirty", True)
                 _store(self, "_settled", False)
-        return result
 
     # -- transactions -----------------------------------------------------------------------
 
