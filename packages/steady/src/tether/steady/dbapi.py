@@ -327,14 +327,25 @@ class SteadyDBCursor:
         raw = self._results()
         raw.setoutputsize(size) if column is None else raw.setoutputsize(size, column)
 
+    # The fetches check inline what _results() checks (one frame less per fetch).
+
     def fetchone(self) -> Any:
-        return self._results().fetchone()
+        raw = self._raw
+        if raw is None or self._generation != self._con._generation:
+            raw = self._results()
+        return raw.fetchone()
 
     def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
-        return self._results().fetchmany(*args, **kwargs)
+        raw = self._raw
+        if raw is None or self._generation != self._con._generation:
+            raw = self._results()
+        return raw.fetchmany(*args, **kwargs)
 
     def fetchall(self) -> Any:
-        return self._results().fetchall()
+        raw = self._raw
+        if raw is None or self._generation != self._con._generation:
+            raw = self._results()
+        return raw.fetchall()
 
     def close(self) -> None:
         """Close the driver cursor; closing twice is harmless."""
@@ -377,6 +388,7 @@ class SteadyDBCursor:
 
     def __del__(self) -> None:
         try:
-            self.close()
+            if self._raw is not None:  # usually closed already: then nothing to call
+                self.close()
         except Exception:
             pass
