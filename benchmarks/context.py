@@ -22,6 +22,8 @@ class Settings:
 
     quick: bool = False
     runs: int = 2
+    #: where the report goes (phases may write extra files there: the layers profile)
+    out_dir: str = ""
     # cycle
     cycle_reps: int = 15
     cycle_batch: float = 0.02  # seconds per batch of cycles

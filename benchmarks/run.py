@@ -29,6 +29,7 @@ if str(HERE) not in sys.path:  # the modules beside this file, when imported fro
 import gate  # noqa: E402
 import phase_contention  # noqa: E402
 import phase_cycle  # noqa: E402
+import phase_layers  # noqa: E402
 import phase_spike  # noqa: E402
 import phase_throughput  # noqa: E402
 import phase_web  # noqa: E402
@@ -41,6 +42,7 @@ from targets import Target  # noqa: E402
 ROOT = HERE.parent
 PHASES = {
     "cycle": phase_cycle,
+    "layers": phase_layers,
     "throughput": phase_throughput,
     "contention": phase_contention,
     "spike": phase_spike,
@@ -72,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings.quick_run() if args.quick else Settings()
+    settings.out_dir = str(args.out)
     if args.runs:
         settings.runs = settings.spike_runs = max(1, args.runs)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
