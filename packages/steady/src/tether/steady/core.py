@@ -246,7 +246,7 @@ class SteadyBase:
 
     def _unsettle(self) -> None:
         """The driver connection is being used past tether: its state must be read again."""
-        self._settled = False
+        _store(self, "_settled", False)
 
     def _in_transaction(self) -> bool:
         """Whether work done on this session since the last commit/rollback would be lost."""
@@ -439,13 +439,16 @@ class SteadyBase:
         if not self._in_transaction():
             self._ready()
             self._ping_check(PING_ON_EXECUTE)
-        self._begun, self._settled = True, False
+        _store(self, "_begun", True)
+        _store(self, "_settled", False)
         return self._adapter.begin(self._raw, *args, **kwargs)
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
         """Commit. A commit that fails is never retried: its outcome is unknown."""
         raw, lost = self._raw, self._lost
-        self._begun = self._dirty = self._settled = False
+        _store(self, "_begun", False)  # (_store: see _answered)
+        _store(self, "_dirty", False)
+        _store(self, "_settled", False)
         if raw is None:
             raise SteadyDBError("the steady connection is closed")
         try:
@@ -465,7 +468,9 @@ class SteadyBase:
     def rollback(self, *args: Any, **kwargs: Any) -> Any:
         """Roll back. On a lost connection that is what the server did already: no error."""
         raw, lost = self._raw, self._lost
-        self._begun = self._dirty = self._settled = False
+        _store(self, "_begun", False)  # (_store: see _answered)
+        _store(self, "_dirty", False)
+        _store(self, "_settled", False)
         if raw is None:
             return None
         try:

@@ -20,7 +20,7 @@ from typing import Any
 from tether.simple_pool.drivers import DriverAdapter
 
 from . import core as _core
-from .core import PING_ON_CURSOR, PING_ON_EXECUTE, Failures, SetSession, SteadyBase
+from .core import PING_ON_CURSOR, PING_ON_EXECUTE, Failures, SetSession, SteadyBase, _store
 from .errors import InvalidCursorError
 
 __all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
@@ -116,14 +116,15 @@ class SteadyDBConnection(SteadyBase):
 
     def cancel(self) -> None:
         """Cancel the running statement (where the driver can) and end the transaction."""
-        self._begun = self._settled = False
+        _store(self, "_begun", False)
+        _store(self, "_settled", False)
         cancel = getattr(self._raw, "cancel", None)
         if callable(cancel):
             cancel()
 
     def ping(self, *args: Any, **kwargs: Any) -> Any:
         """The driver's own ``ping()`` where it has one, else the adapter's liveness check."""
-        self._settled = False  # a driver's ping may reconnect (PyMySQL's reconnect=True)
+        _store(self, "_settled", False)  # a driver's ping may reconnect (PyMySQL's reconnect)
         method = getattr(self._raw, "ping", None)
         if callable(method):
             return method(*args, **kwargs)
@@ -132,7 +133,7 @@ class SteadyDBConnection(SteadyBase):
     @property
     def dbapi_connection(self) -> Any:
         """The driver's connection itself (bypasses tether: no reopen, no bookkeeping)."""
-        self._settled = False  # what is done with it is not seen here
+        _store(self, "_settled", False)  # what is done with it is not seen here
         return self._raw
 
     def __enter__(self) -> SteadyDBConnection:
@@ -152,7 +153,7 @@ class SteadyDBConnection(SteadyBase):
             raise AttributeError(name)
         # The driver's own methods can change the session behind tether's back
         # (psycopg's transaction(), execute()...): its state is read anew.
-        self._settled = False
+        _store(self, "_settled", False)
         raw = self.__dict__.get("_raw")
         if raw is None:
             dead = self.__dict__.get("_dead")
@@ -174,7 +175,7 @@ class SteadyDBConnection(SteadyBase):
             object.__setattr__(self, name, value)
             return
         raw = self._raw if self._raw is not None else self._ready()
-        self._settled = False
+        _store(self, "_settled", False)
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
 
@@ -359,7 +360,7 @@ class SteadyDBCursor:
     @property
     def dbapi_cursor(self) -> Any:
         """The driver's cursor itself (bypasses tether)."""
-        self._con._settled = False  # it can run statements tether does not see
+        _store(self._con, "_settled", False)  # it can run statements tether does not see
         return self._results()
 
     def __iter__(self) -> Iterator[Any]:
@@ -383,7 +384,7 @@ class SteadyDBCursor:
         if name not in _RESULT_ATTRIBUTES:
             # A driver cursor method (psycopg's copy(), stream()...) or its
             # connection can run statements tether does not see.
-            self._con._settled = False
+            _store(self._con, "_settled", False)
         return getattr(self._results(), name)
 
     def __del__(self) -> None:
