@@ -7,7 +7,9 @@ per-statement layer only), a :mod:`tether.pooled` checkout whose statement
 runs on the driver connection underneath (``dbapi_connection``: the pool's
 checkout and checkin only), and the full pooled and persistent paths;
 psycopg_pool's ``getconn``/``putconn`` (a pool that hands out the bare
-driver connection) is the reference. Batches are interleaved as in the cycle
+driver connection) is the reference, and a "floor" row shows what the
+least a proxy-handing pool can do costs: a deque and one small object per
+checkout, nothing checked. Batches are interleaved as in the cycle
 phase, so a burst of noise hits every row alike. The difference between two
 rows is what a layer costs *around a real round trip*, which is more than
 the same code costs in a tight loop: the CPU's caches are cold after the
@@ -27,6 +29,7 @@ import math
 import pstats
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,28 @@ def _query(con: Any) -> None:
     cursor.close()
 
 
+class _FloorProxy:
+    """One checkout of :class:`_FloorPool`: gives the connection back on close(), nothing else."""
+
+    __slots__ = ("_con", "_pool")
+
+    def cursor(self) -> Any:
+        return self._con.cursor()
+
+    def close(self) -> None:
+        con = self._con
+        if con is not None:
+            self._con = None
+            self._pool.append(con)
+
+
+def _floor_checkout(pool: Any) -> _FloorProxy:
+    proxy = _FloorProxy.__new__(_FloorProxy)
+    proxy._pool = pool
+    proxy._con = pool.pop()
+    return proxy
+
+
 def _configurations(target: Target, closers: list[Callable[[], None]]) -> dict[str, Request]:
     """Each row's request function (and what to close afterwards in ``closers``)."""
     from tether.persistent import PersistentDB
@@ -65,6 +90,20 @@ def _configurations(target: Target, closers: list[Callable[[], None]]) -> dict[s
     steady = connect(target.creator())
     closers.append(steady.close)
     rows["+ tether.steady (connection held)"] = lambda: _query(steady)
+
+    # The floor of any pool that hands out proxies, in CPython: a deque and one
+    # small object per checkout, nothing checked (not a pool anyone should use:
+    # no thread safety beyond the GIL, no timeouts, no transaction handling).
+    floor_con = target.connect()
+    closers.append(floor_con.close)
+    floor = deque([floor_con])
+
+    def floor_request() -> None:
+        proxy = _floor_checkout(floor)
+        _query(proxy)
+        proxy.close()
+
+    rows["floor: deque + a proxy object, nothing checked"] = floor_request
 
     pool = PooledDB(target.creator(), 1, 1, 0, 1, True)
     closers.append(pool.close)
