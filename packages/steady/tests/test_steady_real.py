@@ -240,6 +240,30 @@ def test_the_alive_bypass_window_decides_whether_the_socket_is_peeked(
     con.close()
 
 
+@pytest.mark.parametrize("driver_target", ["pymysql"], indirect=True)
+def test_autocommit_ended_by_sql_is_seen(driver_target: Any) -> None:
+    # MySQL can leave autocommit mode by a statement; the SELECTs after it
+    # open a transaction (a snapshot) that a lost session must not split.
+    con = open_steady(driver_target, autocommit=True)
+    cur = con.cursor()
+    cur.execute("SET autocommit = 0")
+    assert not con._settled, "autocommit mode changed: not known idle in autocommit mode"
+    cur.execute(driver_target.backend_id_sql)
+    session = cur.fetchone()[0]
+    driver_target.kill_backend(session)
+    time.sleep(0.2)
+    import pymysql
+
+    with pytest.raises(pymysql.err.OperationalError):
+        cur.execute("SELECT 1")
+    with pytest.raises(pymysql.err.Error):  # still the same, lost, transaction: no new session
+        cur.execute("SELECT 1")
+    con.rollback()
+    cur.execute(driver_target.backend_id_sql)
+    assert cur.fetchone()[0] != session
+    con.close()
+
+
 @server_dbapi
 def test_results_are_never_taken_from_a_replaced_connection(driver_target: Any) -> None:
     dbapi_target = driver_target

@@ -422,11 +422,17 @@ class SteadyBase:
         if writes:
             _store(self, "_usage", self._usage + 1)  # maxusage counts statements, as DBUtils
             if autocommit:
-                # One state read here saves the next statement and the pools'
+                # Two state reads here save the next statement and the pools'
                 # checkin theirs. A statement can open a transaction even in
-                # autocommit mode (an explicit BEGIN): then it is not settled.
+                # autocommit mode (an explicit BEGIN), or end autocommit mode
+                # (MySQL's SET autocommit = 0): then it is not settled.
+                adapter = self._adapter
                 _store(
-                    self, "_settled", self._unlimited and self._adapter.in_transaction(raw) is False
+                    self,
+                    "_settled",
+                    self._unlimited
+                    and adapter.autocommit(raw)
+                    and adapter.in_transaction(raw) is False,
                 )
             else:
                 _store(self, "_dirty", True)
