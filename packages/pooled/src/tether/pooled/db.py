@@ -157,13 +157,16 @@ class PooledDB(Pool):
         )
 
     def _new_connection(self, kwargs: dict[str, Any]) -> SteadyDBConnection:
+        return self._steady(False, kwargs)
+
+    def _steady(self, closeable: bool, kwargs: dict[str, Any]) -> SteadyDBConnection:
         return SteadyDBConnection(
             self._creator,
             self._maxusage,
             self._setsession,
             self._failures,
             self._ping,
-            False,
+            closeable,
             self._isfatal,
             *self._args,
             driver=self._adapter,
@@ -174,20 +177,7 @@ class PooledDB(Pool):
 
     def steady_connection(self) -> SteadyDBConnection:
         """A steady connection of this pool's kind, outside the pool (closed by ``close()``)."""
-        return SteadyDBConnection(
-            self._creator,
-            self._maxusage,
-            self._setsession,
-            self._failures,
-            self._ping,
-            True,
-            self._isfatal,
-            *self._args,
-            driver=self._adapter,
-            on_connect=self._on_connect,
-            logger=self._steady_logger,
-            **self._kwargs,
-        )
+        return self._steady(True, self._kwargs)
 
 
 def _threadsafety(creator: Any, adapter: DriverAdapter) -> int:

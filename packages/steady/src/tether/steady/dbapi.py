@@ -191,14 +191,6 @@ def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callab
     return setter
 
 
-# Driver cursor attributes that only describe results: reading them cannot
-# change the session, so they do not make the connection's state unknown.
-_RESULT_ATTRIBUTES = frozenset(
-    {"description", "rowcount", "lastrowid", "arraysize", "rownumber", "statusmessage",
-     "pgresult", "query", "params", "closed", "messages", "errorhandler"}
-)  # fmt: skip
-
-
 class SteadyDBCursor:
     """A cursor whose ``execute*``/``call*`` survive a lost connection where that is safe.
 
@@ -227,11 +219,10 @@ class SteadyDBCursor:
             # Making a driver cursor sends nothing, so there is nothing to check
             # yet: the statements that follow are checked before they are sent.
             try:
-                self._raw = raw_con.cursor(*args, **kwargs)
+                self._make(raw_con)
             except Exception:  # closed by the driver, say: the steady way below
                 pass
             else:
-                self._generation = con._generation
                 return
         con._run(self._make, PING_ON_CURSOR, writes=False)
 
@@ -381,7 +372,7 @@ class SteadyDBCursor:
             raise AttributeError(name)
         if name.startswith(("execute", "call")):
             return self._statement(name)
-        if name not in _RESULT_ATTRIBUTES:
+        if name not in self._con._adapter.cursor_result_attributes:
             # A driver cursor method (psycopg's copy(), stream()...) or its
             # connection can run statements tether does not see.
             _store(self._con, "_settled", False)

@@ -48,6 +48,12 @@ class DriverAdapter:
     #: Driver methods that change the session (``set_autocommit(True)``...): a steady
     #: connection remembers their calls and makes them again on a reopened connection.
     session_setters: ClassVar[frozenset[str]] = frozenset()
+    #: Cursor attributes that only describe results (DB-API 2's, plus the driver's
+    #: own): reading them through a steady cursor cannot change the session.
+    cursor_result_attributes: ClassVar[frozenset[str]] = frozenset(
+        {"description", "rowcount", "lastrowid", "arraysize", "rownumber", "messages",
+         "errorhandler"}
+    )  # fmt: skip
     #: Statement used by :meth:`ping`.
     ping_sql: ClassVar[str] = "SELECT 1"
     #: True when :func:`~tether.simple_pool.drivers.adapter_for` fell back to this generic

@@ -53,6 +53,9 @@ class PsycopgAdapter(DriverAdapter):
         {"set_autocommit", "set_isolation_level", "set_read_only", "set_deferrable"}
     )
     modules = ("psycopg",)
+    cursor_result_attributes = DriverAdapter.cursor_result_attributes | {
+        "statusmessage", "pgresult", "query", "params", "closed",
+    }  # fmt: skip
     #: The empty statement: the server answers it even inside a failed
     #: transaction (where ``SELECT 1`` fails), so a ping works in every state.
     ping_sql = ""
