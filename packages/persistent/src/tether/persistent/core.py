@@ -409,8 +409,9 @@ class _Persistent(Generic[C]):
             with slot.lock:
                 con = slot.con
                 if con is not None and not con._closed and not self._shared.closed:
-                    if con._in_transaction() and _unused(slot):
-                        self._roll_back_leftover(con)
+                    if (con._touched or con._in_transaction()) and _unused(slot):
+                        # The previous request is over: it starts afresh.
+                        self._end_request(con)
                     if con._ping_flags & PING_ON_REQUEST:
                         # A round trip, so only after the connection sat unused
                         # for ping_after seconds (HikariCP's rule): a busy thread
@@ -426,6 +427,27 @@ class _Persistent(Generic[C]):
     def dedicated_connection(self) -> C:
         """Alias for ``connection(shareable=False)``, as in DBUtils."""
         return self.connection()
+
+    def _end_request(self, con: C) -> None:
+        """The thread's previous request is over: end its transaction, give back its settings.
+
+        Driver settings the request changed (``db.autocommit = True``...) are
+        set back to those the connection was opened with, as a pool does at
+        checkin (see :meth:`tether.steady.SteadyBase.end_checkout`).
+        """
+        if con._in_transaction():
+            self._roll_back_leftover(con)
+        try:
+            con.end_checkout()
+        except Exception as exc:  # cannot be set back: a new connection for the next request
+            self._log.warning(
+                "tether: setting back the driver settings of this thread's %s connection"
+                " failed (%s: %s); reopening it",
+                self._adapter.name,
+                type(exc).__name__,
+                str(exc),
+            )
+            con._reopen("its driver settings could not be set back")
 
     def _roll_back_leftover(self, con: C) -> None:
         self._log.warning(

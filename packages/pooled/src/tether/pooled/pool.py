@@ -846,6 +846,13 @@ class Pool:
                 if reason is not None:
                     self._checkin_slow(entry, clean=True, reason=reason)
                     return
+        # The borrower's cursors stop working; settings it changed are set
+        # back (no round trip, not even a read, when it changed none).
+        try:
+            con.end_checkout()
+        except Exception as exc:
+            self._checkin_slow(entry, clean=True, reason=self._restore_failed(con, exc))
+            return
         now = monotonic()
         # Without maxcached there is no need to count: a close() racing with
         # this checkin is caught right after the append.
@@ -900,6 +907,11 @@ class Pool:
                 reason = self._reset_connection(con)
             elif con._raw is None:
                 reason = "lost"
+        if reason is None:
+            try:
+                con.end_checkout()
+            except Exception as exc:
+                reason = self._restore_failed(con, exc)
         now = monotonic()
         lock = self._lock
         lock.acquire()
@@ -941,6 +953,19 @@ class Pool:
             )
             return "reset failed"
         return None
+
+    def _restore_failed(self, con: SteadyBase, exc: Exception) -> str:
+        """Why a connection whose driver settings could not be set back is not reused."""
+        if con._raw is None:
+            return "lost"
+        self._log.warning(
+            "tether: pool %s: setting back the driver settings of a returned %s connection"
+            " failed (%s); discarding it",
+            self.name,
+            self._adapter.name,
+            self._error_text(exc),
+        )
+        return "reset failed"
 
     def _observe_checkin(self, entry: _Entry) -> None:
         entry.stack = None

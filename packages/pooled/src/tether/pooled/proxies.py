@@ -7,7 +7,11 @@ driver features pass through (psycopg's ``info``, ``add_notice_handler``,
 PyMySQL's ``select_db``...). ``close()`` does not close anything: it gives
 the connection back to the pool, and the proxy becomes unusable
 (:class:`~tether.pooled.errors.InvalidConnectionError`), so a stale reference
-can never reach a connection that another thread has taken since.
+can never reach a connection that another thread has taken since. The same
+holds for everything taken from it: a method (``commit = db.commit``, the
+driver's ``db.execute``) checks at each call that its checkout still holds
+the connection, and a cursor raises
+:class:`~tether.steady.InvalidCursorError` once its checkout has ended.
 
 Proxies have ``__slots__`` and no per-checkout state beyond three
 references, because one is made on every checkout.
@@ -71,6 +75,31 @@ class PooledConnection:
             _set_con(self, None)
             self._pool._checkin(entry)
 
+    # The transaction methods, spelled out: a bound method fetched from the
+    # proxy (``commit = db.commit``) checks at every call that this checkout
+    # still holds the connection, so it can never commit another borrower's work.
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        """Commit (the steady connection's ``commit()``)."""
+        return self._held().commit(*args, **kwargs)
+
+    def rollback(self, *args: Any, **kwargs: Any) -> Any:
+        """Roll back (the steady connection's ``rollback()``)."""
+        return self._held().rollback(*args, **kwargs)
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        """Start a transaction (the steady connection's ``begin()``)."""
+        return self._held().begin(*args, **kwargs)
+
+    def _held(self) -> Any:
+        """The steady connection, while this checkout holds it."""
+        con = self._con
+        if con is None:
+            raise InvalidConnectionError(
+                f"this pooled connection was closed (given back to pool {self._pool.name})"
+            )
+        return con
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not defined here: the steady connection's,
         # and through it the driver connection's.
@@ -81,7 +110,12 @@ class PooledConnection:
             raise InvalidConnectionError(
                 f"this pooled connection was closed (given back to pool {self._pool.name})"
             )
-        return getattr(con, name)
+        value = getattr(con, name)
+        if callable(value) and not isinstance(value, type):
+            # A method (the driver's ``execute``, ``transaction``...) kept past
+            # close() must not run on the connection's next borrower.
+            return _bound_to_checkout(self, value)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         # ``db.autocommit = True`` is meant for the driver: through the steady
@@ -109,6 +143,23 @@ class PooledConnection:
     def __repr__(self) -> str:
         state = "closed" if self._con is None else repr(self._con)
         return f"<{type(self).__name__} from pool {self._pool.name}: {state}>"
+
+
+def _bound_to_checkout(proxy: PooledConnection, method: Any) -> Any:
+    """``method``, refusing to run once ``proxy``'s checkout has ended."""
+    con = proxy._con
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if proxy._con is not con:
+            raise InvalidConnectionError(
+                f"this pooled connection was closed (given back to pool {proxy._pool.name});"
+                " a method taken from it cannot be used any more"
+            )
+        return method(*args, **kwargs)
+
+    call.__name__ = getattr(method, "__name__", "method")
+    call.__doc__ = getattr(method, "__doc__", None)
+    return call
 
 
 # Slot setters: the proxy's own __setattr__ forwards to the driver, so tether
@@ -177,6 +228,10 @@ class PooledPgConnection(PooledConnection):
     """A classic PyGreSQL (``pg.DB``) connection from :class:`~tether.pooled.PooledPg`."""
 
     __slots__ = ()
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        """Run a query (``pg.DB.query``, steady: see :class:`tether.steady.SteadyPgConnection`)."""
+        return self._held().query(*args, **kwargs)
 
     def reopen(self) -> None:
         """Reopen the connection, or take another one from the pool if it was given back."""

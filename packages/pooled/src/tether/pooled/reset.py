@@ -24,6 +24,12 @@ user over to the next one. tether does, in this order:
 3. **Call your function** when ``reset`` is a callable: ``reset(raw)`` with
    the driver's connection, for anything else (``RESET ROLE``, clearing a
    cache...).
+4. **Set driver settings back** -- always, whatever ``reset`` says: what the
+   borrower changed on the driver connection (``autocommit``, isolation
+   level, read-only...) is set back to what the pool opened it with, and its
+   cursors stop working (:meth:`tether.steady.SteadyBase.end_checkout`, called
+   by the pool after this policy ran). Nothing is even compared when nothing
+   reached the driver connection past tether.
 
 A connection whose reset fails in any step is closed and replaced, never
 handed out again: a half-reset session is worse than a new one.

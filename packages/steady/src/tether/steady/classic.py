@@ -90,7 +90,7 @@ class SteadyPgConnection(SteadyBase):
         """The ``pg.DB`` instance itself (bypasses tether)."""
         if self._raw is None:
             raise InvalidConnectionError("the steady connection is closed")
-        self._settled = False  # what is done with it is not seen here
+        self._escape()  # what is done with it is not seen here
         return self._raw
 
     def __enter__(self) -> SteadyPgConnection:
@@ -115,5 +115,5 @@ class SteadyPgConnection(SteadyBase):
 
             return steady
         raw = self._raw if self._raw is not None else self._ready()
-        self._settled = False  # pg.DB's other methods can change the session unseen
+        self._escape()  # pg.DB's other methods can change the session unseen
         return getattr(raw, name)

@@ -107,6 +107,18 @@ class SteadyBase:
         # by name: replayed on every new driver connection, so a transparent
         # reopen never silently changes the session's mode.
         self._replay: dict[str, Callable[[Any], object]] = {}
+        # The driver settings of the first connection, once prepared (its
+        # autocommit, isolation level... as the creator's arguments,
+        # ``setsession`` and ``on_connect`` left them): the configured state
+        # that :meth:`end_checkout` gives every pool borrower back.
+        self._baseline: dict[str, Any] | None = None
+        # `_touched`: something reached the driver connection past tether
+        # since the last end_checkout() (a setting, a driver method, the raw
+        # connection itself), so its settings may differ from the baseline.
+        self._touched = False
+        # `_lease` counts ended checkouts: a cursor made during one refuses to
+        # work after it (see SteadyDBCursor), whoever holds the connection now.
+        self._lease = 0
         self._adapter = adapter_for(creator, driver)
         self._maxusage = check_int("maxusage", maxusage or 0)
         if isinstance(setsession, str):  # a lone string would be run letter by letter
@@ -172,6 +184,8 @@ class SteadyBase:
                 adapter.commit(raw)
             if self._on_connect is not None:
                 self._on_connect(raw)
+            if self._baseline is None:
+                self._baseline = adapter.settings(raw)
         except Exception as exc:
             adapter.close(raw)
             raise SetSessionError(
@@ -229,6 +243,54 @@ class SteadyBase:
     def _remember(self, name: str, replay: Callable[[Any], object]) -> None:
         """Keep a session setting made on the driver connection, to replay it after a reopen."""
         self._replay[name] = replay
+        _store(self, "_touched", True)
+
+    # -- the layer API: what a pool calls ------------------------------------------------------
+
+    def end_checkout(self) -> bool:
+        """End one borrower's use: the next one starts in the configured state.
+
+        Called by a pool when a connection is given back, after any open
+        transaction was rolled back. Three things, none a round trip unless
+        a setting must be changed back:
+
+        * every cursor made during the checkout stops working
+          (:class:`~tether.steady.InvalidCursorError`), so a handle kept past
+          ``close()`` can never run on the next borrower's session;
+        * driver settings the borrower changed (``autocommit``,
+          ``isolation_level``, ``read_only``...: whatever the driver adapter's
+          ``settings()`` covers) are set back to those the first connection
+          had once prepared (HikariCP's "dirty bits": only when something
+          reached the driver connection past tether is anything compared);
+        * they are no longer replayed on a reopened connection: a transparent
+          reopen gives the pool's settings, not the last borrower's.
+
+        Returns True if settings had to be changed back. Raises the driver's
+        error when that fails: the connection must then not be reused.
+        """
+        _store(self, "_lease", self._lease + 1)
+        _store(self, "_generation", self._generation + 1)
+        if not self._touched:
+            return False
+        if self._replay:
+            self._replay.clear()
+        _store(self, "_touched", False)
+        raw, baseline = self._raw, self._baseline
+        if raw is None or baseline is None:
+            return False  # a new connection is opened with the configured settings anyway
+        _store(self, "_settled", False)
+        changed = self._adapter.restore_settings(raw, baseline)
+        if changed:
+            self._log.debug(
+                "tether: %s connection: driver settings set back for the next borrower",
+                self._adapter.name,
+            )
+        return changed
+
+    def _escape(self) -> None:
+        """The driver connection is used past tether: state and settings must be looked at again."""
+        _store(self, "_settled", False)
+        _store(self, "_touched", True)
 
     def _end_transaction(self) -> None:
         """Roll back whatever is open; a dead connection counts as rolled back."""
@@ -245,7 +307,7 @@ class SteadyBase:
     # -- state ------------------------------------------------------------------------------
 
     def _unsettle(self) -> None:
-        """The driver connection is being used past tether: its state must be read again."""
+        """tether itself talks to the driver connection: its transaction state must be read again."""
         _store(self, "_settled", False)
 
     def _in_transaction(self) -> bool:
@@ -427,12 +489,13 @@ class SteadyBase:
                 # autocommit mode (an explicit BEGIN), or end autocommit mode
                 # (MySQL's SET autocommit = 0): then it is not settled.
                 adapter = self._adapter
+                still = adapter.autocommit(raw)
+                if not still:  # SQL ended autocommit mode: a setting to give back at checkin
+                    _store(self, "_touched", True)
                 _store(
                     self,
                     "_settled",
-                    self._unlimited
-                    and adapter.autocommit(raw)
-                    and adapter.in_transaction(raw) is False,
+                    self._unlimited and still and adapter.in_transaction(raw) is False,
                 )
             else:
                 _store(self, "_dirty", True)

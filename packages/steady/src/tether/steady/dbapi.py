@@ -117,14 +117,14 @@ class SteadyDBConnection(SteadyBase):
     def cancel(self) -> None:
         """Cancel the running statement (where the driver can) and end the transaction."""
         _store(self, "_begun", False)
-        _store(self, "_settled", False)
+        self._escape()
         cancel = getattr(self._raw, "cancel", None)
         if callable(cancel):
             cancel()
 
     def ping(self, *args: Any, **kwargs: Any) -> Any:
         """The driver's own ``ping()`` where it has one, else the adapter's liveness check."""
-        _store(self, "_settled", False)  # a driver's ping may reconnect (PyMySQL's reconnect)
+        self._escape()  # a driver's ping may reconnect (PyMySQL's reconnect)
         method = getattr(self._raw, "ping", None)
         if callable(method):
             return method(*args, **kwargs)
@@ -133,7 +133,7 @@ class SteadyDBConnection(SteadyBase):
     @property
     def dbapi_connection(self) -> Any:
         """The driver's connection itself (bypasses tether: no reopen, no bookkeeping)."""
-        _store(self, "_settled", False)  # what is done with it is not seen here
+        self._escape()  # what is done with it is not seen here
         return self._raw
 
     def __enter__(self) -> SteadyDBConnection:
@@ -152,8 +152,9 @@ class SteadyDBConnection(SteadyBase):
         if name[0] == "_":
             raise AttributeError(name)
         # The driver's own methods can change the session behind tether's back
-        # (psycopg's transaction(), execute()...): its state is read anew.
-        _store(self, "_settled", False)
+        # (psycopg's transaction(), execute()...): its state is read anew, and
+        # its settings are compared with the configured ones at checkin.
+        self._escape()
         raw = self.__dict__.get("_raw")
         if raw is None:
             dead = self.__dict__.get("_dead")
@@ -175,7 +176,7 @@ class SteadyDBConnection(SteadyBase):
             object.__setattr__(self, name, value)
             return
         raw = self._raw if self._raw is not None else self._ready()
-        _store(self, "_settled", False)
+        self._escape()
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
 
@@ -202,7 +203,7 @@ class SteadyDBCursor:
     # Slots: one is made for every request. __dict__ stays, for attributes users set.
     __slots__ = (
         "__dict__", "__weakref__", "_args", "_con", "_generation", "_inputsizes", "_kwargs",
-        "_outputsizes", "_raw", "_tether_checkout",
+        "_lease", "_outputsizes", "_raw", "_tether_checkout",
     )  # fmt: skip
 
     def __init__(self, con: SteadyDBConnection, args: tuple[Any, ...], kwargs: dict[str, Any]):
@@ -214,6 +215,7 @@ class SteadyDBCursor:
         self._tether_checkout: Any = None
         self._raw: Any = None
         self._generation = -1
+        self._lease = con._lease  # the checkout it belongs to (see SteadyBase.end_checkout)
         raw_con = con._raw
         if raw_con is not None and not con._lost and not con._ping_flags & PING_ON_CURSOR:
             # Making a driver cursor sends nothing, so there is nothing to check
@@ -244,6 +246,8 @@ class SteadyDBCursor:
         """
         raw = self._raw
         if raw is None or self._generation != self._con._generation:
+            if self._lease != self._con._lease:
+                self._stale()
             self._make(raw_con)
             self._apply_sizes()
             raw = self._raw
@@ -271,20 +275,49 @@ class SteadyDBCursor:
                     )  # fmt: skip
                     raw_con = con._raw
                 con._answered(raw_con, now, True, True)
-                return result
-        return con._run(lambda raw_con: self._on(raw_con).execute(*args, **kwargs))
+                # psycopg returns its cursor: chain through this one (see _chain).
+                return self if result is raw or (result is not None and result is self._raw) else result
+        # (A kept cursor of an ended checkout never takes the hot path: ending
+        # a checkout bumps the connection's generation too.)
+        if self._lease != con._lease:
+            self._stale()
+        return self._chain(con._run(lambda raw_con: self._on(raw_con).execute(*args, **kwargs)))
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        return self._con._run(lambda raw_con: self._on(raw_con).executemany(*args, **kwargs))
+        if self._lease != self._con._lease:
+            self._stale()
+        return self._chain(
+            self._con._run(lambda raw_con: self._on(raw_con).executemany(*args, **kwargs))
+        )
 
     def callproc(self, *args: Any, **kwargs: Any) -> Any:
+        if self._lease != self._con._lease:
+            self._stale()
         return self._con._run(lambda raw_con: self._on(raw_con).callproc(*args, **kwargs))
 
     def _statement(self, name: str) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
-            return self._con._run(lambda raw_con: getattr(self._on(raw_con), name)(*args, **kwargs))
+            if self._lease != self._con._lease:
+                self._stale()
+            return self._chain(
+                self._con._run(lambda raw_con: getattr(self._on(raw_con), name)(*args, **kwargs))
+            )
 
         return run
+
+    def _chain(self, result: Any) -> Any:
+        """This cursor where the driver returned its own cursor (psycopg's ``execute()``).
+
+        So ``cur.execute(...).fetchone()`` goes on through tether: the driver
+        cursor handed out would be closed when this one is collected.
+        """
+        return self if result is not None and result is self._raw else result
+
+    def _stale(self) -> None:
+        raise InvalidCursorError(
+            "this cursor belongs to a checkout that has ended (its connection was given back"
+            " to the pool, which may have lent it to another borrower): make a new cursor"
+        )
 
     def _apply_sizes(self) -> None:
         if self._inputsizes is not None:
@@ -299,6 +332,8 @@ class SteadyDBCursor:
         raw = self._raw
         if raw is None:
             raise InvalidCursorError("the cursor is closed")
+        if self._lease != self._con._lease:
+            self._stale()
         if self._generation != self._con._generation:
             raise InvalidCursorError(
                 "the connection was reopened since this cursor's last execute;"
@@ -351,8 +386,9 @@ class SteadyDBCursor:
     @property
     def dbapi_cursor(self) -> Any:
         """The driver's cursor itself (bypasses tether)."""
-        _store(self._con, "_settled", False)  # it can run statements tether does not see
-        return self._results()
+        raw = self._results()
+        self._con._escape()  # it can run statements tether does not see
+        return raw
 
     def __iter__(self) -> Iterator[Any]:
         raw = self._results()
@@ -372,11 +408,12 @@ class SteadyDBCursor:
             raise AttributeError(name)
         if name.startswith(("execute", "call")):
             return self._statement(name)
+        raw = self._results()
         if name not in self._con._adapter.cursor_result_attributes:
             # A driver cursor method (psycopg's copy(), stream()...) or its
             # connection can run statements tether does not see.
-            _store(self._con, "_settled", False)
-        return getattr(self._results(), name)
+            self._con._escape()
+        return getattr(raw, name)
 
     def __del__(self) -> None:
         try:

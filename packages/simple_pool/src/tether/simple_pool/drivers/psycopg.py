@@ -143,7 +143,7 @@ class PsycopgAdapter(DriverAdapter):
             if switch:
                 conn.autocommit = True
             try:
-                conn.execute(self.ping_sql)
+                conn.execute(self.ping_sql, prepare=False)
             finally:
                 if switch and not self.is_closed(conn):
                     conn.autocommit = False
@@ -152,14 +152,25 @@ class PsycopgAdapter(DriverAdapter):
         return True
 
     def reset_session(self, conn: Any) -> None:
-        """Roll back, then ``DISCARD ALL`` in autocommit mode.
+        """Roll back, then ``DISCARD ALL`` in autocommit mode, unprepared; then forget prepares.
 
         DISCARD ALL refuses to run inside a transaction block, and psycopg
         outside autocommit would wrap it in one; the ``autocommit`` flag is
         client-side, so switching it costs no round trip, and the user's
-        setting is restored afterwards. psycopg notices DISCARD ALL and forgets
-        its prepared statements (measured: statements prepared before the
-        reset still run after it).
+        setting is restored afterwards.
+
+        Measured with psycopg 3.3.9: psycopg prepares any statement it ran
+        ``prepare_threshold`` (5) times, ``DISCARD ALL`` included. Prepared,
+        DISCARD ALL drops every server-side prepared statement while psycopg
+        still maps its queries to them: the next prepared execute fails with
+        ``InvalidSqlStatementName: prepared statement "_pg3_N" does not exist``.
+        Unprepared, psycopg notices the ``DISCARD ALL`` command status only
+        the first time it sees the statement (later runs are merely counted),
+        so it forgets its statements after one reset and not after the next.
+        Hence ``prepare=False`` here and an explicit ``clear()`` of psycopg's
+        prepared-statement cache -- what psycopg's own ``rollback()`` does,
+        minus the ``DEALLOCATE ALL`` it would send next: the server has
+        discarded them already.
         """
         if self.in_transaction(conn) is not False:
             conn.rollback()
@@ -167,14 +178,20 @@ class PsycopgAdapter(DriverAdapter):
         if not autocommit:
             conn.autocommit = True
         try:
-            conn.execute(DISCARD_ALL)
+            conn.execute(DISCARD_ALL, prepare=False)
+            _forget_prepared(conn)
         finally:
             if not autocommit and not self.is_closed(conn):
                 conn.autocommit = False
 
     def execute(self, conn: Any, sql: str) -> None:
-        """Run one statement with no parameters (``Connection.execute`` closes its cursor)."""
-        conn.execute(sql).close()
+        """Run one statement with no parameters, never prepared (``execute`` closes its cursor).
+
+        tether's own statements (``setsession``, resets) run on every checkin
+        or reopen: prepared after the fifth run, they would be dropped by the
+        next ``DISCARD ALL`` behind psycopg's back (see :meth:`reset_session`).
+        """
+        conn.execute(sql, prepare=False).close()
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -211,6 +228,22 @@ class PsycopgAdapter(DriverAdapter):
         if self.creator_is_driver:
             kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
         return kwargs
+
+
+def _forget_prepared(conn: Any) -> None:
+    """Make psycopg forget the statements it prepared, which the server has discarded.
+
+    psycopg has no public call for it; its ``PrepareManager`` (3.1-3.3) keeps
+    them in ``conn._prepared``. ``clear()`` queues a ``DEALLOCATE ALL`` that is
+    pointless after ``DISCARD ALL``, so the queue is emptied too.
+    """
+    manager = getattr(conn, "_prepared", None)
+    clear = getattr(manager, "clear", None)
+    if callable(clear):
+        clear()
+        flush = getattr(manager, "_to_flush", None)
+        if flush is not None:
+            flush.clear()
 
 
 def _dsn_connect_timeout(dsn: object) -> object:

@@ -1,0 +1,84 @@
+"""Each request on a thread starts clean: the driver settings a previous request changed are given back.
+
+Written from the README's promise, as a user sees it: a thread-pool server
+runs request after request on one thread; a request that switched the
+driver's autocommit on must not leave it on for the next request, whose
+``rollback()`` would then undo nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tether.persistent import PersistentDB
+
+DRIVERS = pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
+
+
+def _set_autocommit(target: Any, db: Any, value: bool) -> None:
+    if target.name == "pymysql":
+        db.autocommit(value)
+    else:
+        db.autocommit = value
+
+
+def _autocommit(target: Any, db: Any) -> bool:
+    return bool(db.get_autocommit() if target.name == "pymysql" else db.autocommit)
+
+
+@pytest.fixture
+def persist(server_target: Any) -> Iterator[PersistentDB]:
+    generator = PersistentDB(server_target.creator, ping=0, **server_target.kwargs)
+    yield generator
+    generator.close()
+
+
+@DRIVERS
+def test_a_request_does_not_inherit_the_previous_requests_autocommit(
+    server_target: Any, persist: PersistentDB
+) -> None:
+    target = server_target
+    table = target.unique_table("inherit")
+    thread = ThreadPoolExecutor(1)  # one server thread: request after request
+
+    def setup() -> None:
+        db = persist.connection()
+        cur = db.cursor()
+        cur.execute(f"CREATE TABLE {table} (x INTEGER)")
+        db.commit()
+
+    def request_a() -> bool:
+        db = persist.connection()
+        configured = _autocommit(target, db)
+        _set_autocommit(target, db, not configured)
+        return configured
+
+    def request_b() -> tuple[bool, Any]:
+        db = persist.connection()
+        state = _autocommit(target, db)
+        cur = db.cursor()
+        cur.execute(f"INSERT INTO {table} VALUES (1)")
+        db.rollback()
+        cur.execute(f"SELECT count(*) FROM {table}")
+        count = cur.fetchone()[0]
+        db.commit()
+        return state, count
+
+    try:
+        thread.submit(setup).result()
+        configured = thread.submit(request_a).result()
+        state, count = thread.submit(request_b).result()
+    finally:
+        thread.shutdown()
+    assert state == configured
+    assert count == 0  # B's rollback undid B's INSERT
+
+
+@pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
+def test_chained_execute_on_a_persistent_connection(persist: PersistentDB) -> None:
+    db = persist.connection()
+    assert db.cursor().execute("SELECT 1").fetchone() == (1,)

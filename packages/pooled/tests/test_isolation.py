@@ -1,0 +1,228 @@
+"""Every borrower starts clean, and nothing of an ended checkout still works (real servers).
+
+Written from the README's promises, as a user sees them: a borrower never
+inherits the previous borrower's driver settings (its ``rollback()`` must
+undo its work), and a cursor, proxy or method kept past ``close()`` can never
+reach the connection's next borrower.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tether.harness.targets import DriverTarget
+from tether.pooled import InvalidConnectionError
+from tether.steady import InvalidCursorError
+
+from .conftest import backend_id, execute, make_pool
+
+
+@pytest.fixture
+def pg_target(pg_server: Any, tmp_path: Any) -> Any:
+    """psycopg against the harness's PostgreSQL."""
+    target = DriverTarget.build("psycopg", pg_server, workdir=tmp_path)
+    target.ignore_existing_sessions()
+    yield target
+    target.cleanup()
+
+
+def _set_autocommit(target: Any, db: Any, value: bool) -> None:
+    """Switch the driver's autocommit as a user of that driver would."""
+    if target.name == "pymysql":
+        db.autocommit(value)  # PyMySQL: a method
+    elif target.name == "sqlite3":
+        db.isolation_level = None if value else ""  # sqlite3 before 3.12's autocommit
+    else:
+        db.autocommit = value
+
+
+def _autocommit(target: Any, db: Any) -> bool:
+    if target.name == "pymysql":
+        return bool(db.get_autocommit())
+    if target.name == "sqlite3":
+        return db.isolation_level is None
+    return bool(db.autocommit)
+
+
+@pytest.mark.parametrize("reset_session", [False, True], ids=["rollback", "reset_session"])
+def test_a_borrower_does_not_inherit_autocommit(
+    dbapi_target: Any, pools: Any, reset_session: bool
+) -> None:
+    """Borrower A switches autocommit on; B's rollback() must still undo B's INSERT."""
+    target = dbapi_target
+    if reset_session and target.name == "sqlite3":
+        pytest.skip("reset_session needs a server")  # sqlite3 has no session to reset: never in CI
+    pool = make_pool(target, maxconnections=1, blocking=True, reset_session=reset_session)
+    pools.append(pool)
+    table = target.unique_table("inherit")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+        db.commit()
+    configured = None
+    with pool.connection() as db:  # borrower A
+        configured = _autocommit(target, db)
+        _set_autocommit(target, db, not configured)
+    with pool.connection() as db:  # borrower B
+        assert _autocommit(target, db) == configured
+        execute(target, db, f"INSERT INTO {table} VALUES (1)")
+        db.rollback()
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+    stats = pool.stats()
+    assert stats["discarded"] == 0 and stats["opened"] == 1
+
+
+def test_autocommit_configured_on_stays_on(dbapi_target: Any, pools: Any) -> None:
+    """The pool's own setting (here: autocommit on, through setsession-free driver state) wins."""
+    target = dbapi_target
+    if target.name not in ("psycopg", "pgdb"):
+        pytest.skip("a connect argument for autocommit: psycopg/pgdb only")  # never in CI
+    pool = make_pool(target, maxconnections=1)
+    pools.append(pool)
+    with pool.connection() as db:
+        db.autocommit = True  # A configures the driver its way...
+    pool2 = make_pool(target, maxconnections=1, on_connect=lambda raw: setattr(raw, "autocommit", True))
+    pools.append(pool2)
+    with pool2.connection() as db:
+        db.autocommit = False  # ...and B of a pool configured with autocommit on switches it off
+    with pool2.connection() as db:
+        assert db.autocommit is True  # the pool's configured state, not the last borrower's
+
+
+def test_psycopg_session_characteristics_are_given_back(pg_target: Any, pools: Any) -> None:
+    import psycopg
+
+    pool = make_pool(pg_target, maxconnections=1)
+    pools.append(pool)
+    with pool.connection() as db:
+        before = (db.read_only, db.isolation_level, db.deferrable, db.row_factory)
+        db.read_only = True
+        db.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        db.deferrable = True
+        db.row_factory = psycopg.rows.dict_row
+    with pool.connection() as db:
+        assert (db.read_only, db.isolation_level, db.deferrable, db.row_factory) == before
+        rows = execute(pg_target, db, "SHOW transaction_read_only")
+        assert rows == [("off",)]  # a tuple row, and a read-write transaction
+        db.rollback()
+
+
+def test_settings_restored_without_round_trip_when_nothing_changed(pg_target: Any, pools: Any) -> None:
+    """A borrower that changed nothing costs nothing extra at checkin."""
+    pool = make_pool(pg_target, maxconnections=1)
+    pools.append(pool)
+    with pool.connection() as db:
+        db.autocommit = True
+    with pool.connection() as db:
+        raw = db.dbapi_connection
+        assert raw.autocommit is False
+        session = backend_id(pg_target, db)
+    with pool.connection() as db:
+        assert backend_id(pg_target, db) == session  # the same session: set back, not replaced
+
+
+def test_a_reopen_replays_the_pools_settings_not_the_last_borrowers(
+    pg_target: Any, pools: Any
+) -> None:
+    pool = make_pool(pg_target, maxconnections=1)
+    pools.append(pool)
+    with pool.connection() as db:
+        db.autocommit = True
+        session = backend_id(pg_target, db)
+    pg_target.server.admin_execute("SELECT pg_terminate_backend(%s, 5000)", (session,))
+    with pool.connection() as db:  # reopened transparently: with the pool's settings
+        assert backend_id(pg_target, db) != session
+        assert db.autocommit is False
+
+
+# -- handles of an ended checkout -------------------------------------------------------------
+
+
+def test_a_kept_cursor_never_runs_on_the_next_borrowers_session(
+    dbapi_target: Any, pools: Any
+) -> None:
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("kept")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+        db.commit()
+    db = pool.connection()
+    cur = db.cursor()
+    cur.execute(f"SELECT count(*) FROM {table}")
+    db.close()
+    other = pool.connection()
+    with pytest.raises(InvalidCursorError, match="checkout that has ended"):
+        cur.execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(InvalidCursorError):
+        cur.fetchall()
+    with pytest.raises(InvalidCursorError):
+        cur.executemany(f"INSERT INTO {table} VALUES (%s)", [(2,)])
+    other.commit()
+    assert execute(target, other, f"SELECT count(*) FROM {table}") == [(0,)]
+    other.close()
+
+
+def test_kept_methods_and_proxy_never_reach_the_next_borrower(
+    pg_target: Any, pools: Any
+) -> None:
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = pg_target.unique_table("kept")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")  # psycopg's Connection.execute
+        db.commit()
+    db = pool.connection()
+    commit, run, begin = db.commit, db.execute, db.begin
+    db.close()
+    other = pool.connection()
+    other.execute(f"INSERT INTO {table} VALUES (1)")  # other's uncommitted work
+    for kept in (commit, begin, lambda: run("SELECT 1")):
+        with pytest.raises(InvalidConnectionError):
+            kept()
+    with pytest.raises(InvalidConnectionError):
+        db.cursor()
+    other.rollback()  # nothing of it was committed by the kept commit
+    assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    other.close()
+
+
+# -- reset_session under psycopg's automatic prepared statements ------------------------------
+
+
+def test_reset_session_survives_psycopg_prepared_statements(
+    pg_target: Any, pools: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg prepares a statement after 5 runs, DISCARD ALL included: resets must not break."""
+    pool = make_pool(
+        pg_target,
+        maxconnections=1,
+        reset_session=True,
+        setsession=["SET application_name = 'tether-prepared'"],
+    )
+    pools.append(pool)
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        for i in range(20):
+            with pool.connection() as db:
+                cur = db.cursor()
+                cur.execute("select %s::int", (i,))
+                assert cur.fetchone() == (i,)
+                assert execute(pg_target, db, "SHOW application_name") == [("tether-prepared",)]
+    stats = pool.stats()
+    assert stats["opened"] == 1 and stats["discarded"] == 0, stats
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_psycopg_chained_execute_on_a_pooled_connection(pg_target: Any, pools: Any) -> None:
+    """psycopg's idiom ``cur.execute(...).fetchone()`` goes on through tether's cursor."""
+    pool = make_pool(pg_target, maxconnections=1)
+    pools.append(pool)
+    with pool.connection() as db:
+        assert db.cursor().execute("SELECT 1").fetchone() == (1,)
+        with db.cursor() as cur:
+            assert cur.execute("SELECT %s::int", (2,)) is cur
+            assert cur.fetchone() == (2,)
