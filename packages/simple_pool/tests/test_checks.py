@@ -77,9 +77,10 @@ def test_bad_value_is_refused_at_construction(
 
 @pytest.mark.parametrize(("value", "error"), SECONDS_BAD, ids=[repr(v) for v, _ in SECONDS_BAD])
 def test_bad_connection_timeout_names_the_parameter(value: Any, error: type[Exception]) -> None:
-    with SimplePooledDB(sqlite3, 1, database=":memory:") as pool:
-        with pytest.raises(error, match=r"^timeout\b"):
-            pool.connection(value)
+    pool = SimplePooledDB(sqlite3, 1, database=":memory:")
+    with pytest.raises(error, match=r"^timeout\b"):
+        pool.connection(value)
+    pool.close()
 
 
 def test_bad_creator_names_the_parameter() -> None:
@@ -96,6 +97,5 @@ def test_valid_timeouts_are_accepted(timeout: Any) -> None:
 def test_dbutils_positional_call_and_aliases() -> None:
     # DBUtils' simple_pooled_db: PooledDB(dbapi, maxconnections, *args, **kwargs)
     assert PooledDB is SimplePooledDB and PooledPg is SimplePooledPg
-    with PooledDB(sqlite3, 3, ":memory:") as pool:
-        with pool.connection() as db:
-            assert db.execute("SELECT 1").fetchone() == (1,)
+    with PooledDB(sqlite3, 3, ":memory:") as pool, pool.connection() as db:
+        assert db.execute("SELECT 1").fetchone() == (1,)
