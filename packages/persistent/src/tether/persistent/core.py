@@ -76,12 +76,20 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool._checks import (
+    check_bool,
+    check_callable,
+    check_count,
+    check_failures,
+    check_logger,
+    check_seconds,
+    check_setsession,
+)
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.simple_pool.errors import NotSupportedError, PoolClosed, PoolError, PoolTimeout
 from tether.steady import SteadyDBConnection, SteadyPgConnection
@@ -90,7 +98,6 @@ from tether.steady.core import (
     Failures,
     SetSession,
     SteadyBase,
-    _is_exception_spec,
 )
 from tether.steady.ping import parse_ping
 
@@ -345,33 +352,24 @@ class _Persistent(Generic[C]):
         logger: logging.Logger | None,
     ) -> None:
         self._adapter = adapter
-        if isinstance(ping_after, bool) or not isinstance(ping_after, (int, float)):
-            raise TypeError(f"ping_after: expected seconds, got {type(ping_after).__name__}")
-        if not 0 <= ping_after < float("inf"):
-            raise ValueError(f"ping_after: must be >= 0 and finite, got {ping_after!r}")
-        self._ping_after = float(ping_after)
-        # The steady layer checks these too, but only when the first
-        # connection is opened: bad input should fail here, at once.
-        self._maxusage = check_int("maxusage", maxusage, allow_none=True)
-        self._setsession = _check_setsession(setsession)
-        self._closeable = bool(closeable)
+        # Every argument is checked here, before the first connection, with
+        # the checks every layer uses (tether.simple_pool._checks); the steady
+        # layer would check some of them only when a thread first connects.
+        self._ping_after = check_seconds(
+            "ping_after", ping_after, allow_none=False, allow_zero=True
+        )
+        self._maxusage = check_count("maxusage", maxusage)
+        self._setsession = check_setsession(setsession)
+        self._closeable = check_bool("closeable", closeable)
         self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
-        if on_connect is not None and not callable(on_connect):
-            raise TypeError("on_connect: expected a callable or None")
-        self._on_connect = on_connect
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(
-                f"logger: expected a logging.Logger or None, got {type(logger).__name__}"
-            )
-        self._logger = logger
+        self._on_connect = check_callable("on_connect", on_connect)
+        self._logger = check_logger(logger)
         self._log = logger if logger is not None else log
-        limit = check_int("maxconnections", maxconnections, allow_none=True) or 0
-        if not isinstance(blocking, (bool, int)):
-            raise TypeError(f"blocking: expected a bool, got {type(blocking).__name__}")
-        self._blocking = bool(blocking)
-        timeout = check_seconds("checkout_timeout", checkout_timeout, allow_none=False)
-        assert timeout is not None
-        self._checkout_timeout = timeout
+        limit = check_count("maxconnections", maxconnections)
+        self._blocking = check_bool("blocking", blocking)
+        self._checkout_timeout = check_seconds(
+            "checkout_timeout", checkout_timeout, allow_none=False
+        )
         if threadlocal is None:
             threadlocal = threading.local
         elif not callable(threadlocal):
@@ -569,22 +567,6 @@ def _discard(slot: _Slot[Any]) -> None:
         con._close()
 
 
-def _check_setsession(setsession: SetSession | None) -> tuple[str, ...]:
-    if setsession is None:
-        return ()
-    if isinstance(setsession, str):  # a lone string would be run letter by letter
-        raise TypeError("setsession: expected a list of SQL statements, got a str")
-    if not isinstance(setsession, Iterable):
-        raise TypeError(
-            f"setsession: expected a list of SQL statements, got {type(setsession).__name__}"
-        )
-    statements = tuple(setsession)
-    for sql in statements:
-        if not isinstance(sql, str):
-            raise TypeError(f"setsession: expected SQL strings, got a {type(sql).__name__}")
-    return statements
-
-
 # -- the two fronts ---------------------------------------------------------------------------
 
 
@@ -640,10 +622,8 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
                 f"creator: {adapter.name} has DB-API threadsafety 0:"
                 " threads may not share the module, not even with a connection each"
             )
-        if failures is not None and not _is_exception_spec(failures):
-            raise TypeError("failures: expected an exception class or a tuple of them")
-        if isfatal is not None and not callable(isfatal):
-            raise TypeError("isfatal: expected a callable or None")
+        failures = check_failures(failures)
+        isfatal = check_callable("isfatal", isfatal)
         parse_ping(ping, adapter)  # raises TypeError/ValueError naming `ping`
         super().__init__(
             adapter,

@@ -26,7 +26,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tether.simple_pool._checks import check_int
+from tether.simple_pool._checks import (
+    check_bool,
+    check_callable,
+    check_count,
+    check_failures,
+    check_setsession,
+)
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.steady import SteadyDBConnection
 from tether.steady.core import Failures, SetSession
@@ -114,22 +120,20 @@ class PooledDB(Pool):
         threadsafety = _threadsafety(creator, adapter)
         if not threadsafety:
             raise NotSupportedError("Database module is not thread-safe.")
+        # The arguments only this front takes, checked with the checks every
+        # layer uses (tether.simple_pool._checks); _setup checks the rest, all
+        # before anything is opened.
+        maxshared = check_count("maxshared", maxshared)
         if not threadsafety > 1:
             maxshared = 0  # as DBUtils: sharing needs threadsafety > 1
-        if isinstance(setsession, str):
-            raise TypeError("setsession: expected a list of SQL statements, got a str")
-        if on_connect is not None and not callable(on_connect):
-            raise TypeError("on_connect: expected a callable or None")
-        if isfatal is not None and not callable(isfatal):
-            raise TypeError("isfatal: expected a callable or None")
         self._creator = creator
         self._args = args
-        self._maxusage = check_int("maxusage", maxusage or 0)
-        self._setsession = setsession
-        self._failures = failures
+        self._maxusage = check_count("maxusage", maxusage)
+        self._setsession = check_setsession(setsession)
+        self._failures = check_failures(failures)
         self._ping = ping
-        self._isfatal = isfatal
-        self._on_connect = on_connect
+        self._isfatal = check_callable("isfatal", isfatal)
+        self._on_connect = check_callable("on_connect", on_connect)
         self._steady_logger = logger
         ping_flags, _ = parse_ping(ping, adapter)
         self._setup(
@@ -140,7 +144,7 @@ class PooledDB(Pool):
             maxshared=maxshared,
             maxconnections=maxconnections,
             blocking=blocking,
-            reset=reset_policy(reset, reset_session),
+            reset=reset_policy(reset, check_bool("reset_session", reset_session)),
             ping_flags=ping_flags,
             checkout_timeout=checkout_timeout,
             max_lifetime=max_lifetime,

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether.simple_pool._checks import check_int
+from tether.simple_pool._checks import check_bool, check_callable, check_count, check_setsession
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.steady import SteadyPgConnection
 from tether.steady.core import SetSession
@@ -108,15 +108,13 @@ class PooledPg(Pool):
                 adapter = adapter_for(pg.DB)
         else:
             adapter = adapter_for(pg.DB, driver)
-        if isinstance(setsession, str):
-            raise TypeError("setsession: expected a list of SQL statements, got a str")
-        if on_connect is not None and not callable(on_connect):
-            raise TypeError("on_connect: expected a callable or None")
+        # The arguments only this front takes, checked with the checks every
+        # layer uses (tether.simple_pool._checks); _setup checks the rest.
         self._args = args
-        self._maxusage = check_int("maxusage", maxusage or 0)
-        self._setsession = setsession
+        self._maxusage = check_count("maxusage", maxusage)
+        self._setsession = check_setsession(setsession)
         self._ping = ping
-        self._on_connect = on_connect
+        self._on_connect = check_callable("on_connect", on_connect)
         self._steady_logger = logger
         ping_flags, _ = parse_ping(ping, adapter)
         self._setup(
@@ -127,7 +125,7 @@ class PooledPg(Pool):
             maxshared=0,
             maxconnections=maxconnections,
             blocking=blocking,
-            reset=reset_policy(reset, reset_session, classic=True),
+            reset=reset_policy(reset, check_bool("reset_session", reset_session), classic=True),
             ping_flags=ping_flags,
             checkout_timeout=checkout_timeout,
             max_lifetime=max_lifetime,

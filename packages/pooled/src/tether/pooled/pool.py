@@ -92,7 +92,16 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool._checks import (
+    check_bool,
+    check_callable,
+    check_count,
+    check_int,
+    check_logger,
+    check_seconds,
+    check_seconds_pair,
+    check_str,
+)
 from tether.simple_pool.drivers import DriverAdapter
 from tether.steady import SteadyBase
 
@@ -234,40 +243,34 @@ class Pool:
         """Check the arguments, set up the state, open ``mincached`` connections."""
         self._closed = True  # until set up: __del__ and close() must work whatever fails
         self._maintenance: Maintenance | None = None
-        if name is None:
-            name = f"{type(self).__name__}-{next(_names)}"
-        elif not isinstance(name, str):
-            raise TypeError(f"name: expected a str, got {type(name).__name__}")
-        self.name = name
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(f"logger: expected a logging.Logger, got {type(logger).__name__}")
+        # Every argument is checked before anything is opened, with the checks
+        # every layer uses (tether.simple_pool._checks).
+        name = check_str("name", name)
+        self.name = name if name is not None else f"{type(self).__name__}-{next(_names)}"
+        logger = check_logger(logger)
         self._log = logger if logger is not None else log
-        if on_event is not None and not callable(on_event):
-            raise TypeError("on_event: expected a callable or None")
-        self._on_event = on_event
+        self._on_event = check_callable("on_event", on_event)
         self._adapter = adapter
         self._txn_state = adapter.in_transaction
         self._kwargs = kwargs
 
-        mincached = check_int("mincached", mincached or 0) or 0
-        maxcached = check_int("maxcached", maxcached or 0) or 0
-        maxshared = check_int("maxshared", maxshared or 0) or 0
-        maxconnections = check_int("maxconnections", maxconnections or 0) or 0
+        mincached = check_count("mincached", mincached)
+        maxcached = check_count("maxcached", maxcached)
+        maxshared = check_count("maxshared", maxshared)
+        maxconnections = check_count("maxconnections", maxconnections)
         if maxcached:  # as DBUtils: the limits never contradict each other
             maxcached = max(maxcached, mincached)
         if maxconnections:
             maxconnections = max(maxconnections, maxcached, maxshared)
         self._mincached, self._maxcached = mincached, maxcached
         self._maxshared, self._maxconnections = maxshared, maxconnections
-        self._blocking = bool(blocking)
+        self._blocking = check_bool("blocking", blocking)
         self._reset = reset
 
-        timeout = check_seconds("checkout_timeout", checkout_timeout, allow_none=False)
-        assert timeout is not None
-        self._timeout = timeout
+        self._timeout = check_seconds("checkout_timeout", checkout_timeout, allow_none=False)
         self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
         self._max_idle = check_seconds("max_idle", max_idle)
-        self._max_waiting = check_int("max_waiting", max_waiting) or 0
+        self._max_waiting = check_count("max_waiting", max_waiting)
         # At most this many connects run at once for blocking checkouts; the
         # other threads wait for a returned connection or their turn. A burst
         # of requests is then served by connections coming back (milliseconds)
@@ -276,16 +279,11 @@ class Pool:
         self._max_connecting: int = check_int("max_connecting", max_connecting, minimum=1) or 1
         self._leak_threshold = check_seconds("leak_threshold", leak_threshold)
         self._validate_interval = check_seconds("validate_interval", validate_interval)
-        if isinstance(ping_after, bool) or not isinstance(ping_after, (int, float)):
-            raise TypeError(
-                f"ping_after: expected seconds as a number, got {type(ping_after).__name__}"
-            )
-        if not ping_after >= 0:
-            raise ValueError(f"ping_after: must be >= 0 seconds, got {ping_after!r}")
+        ping_after = check_seconds("ping_after", ping_after, allow_none=False, allow_zero=True)
         # Without the "on checkout" bit of `ping`, a checkout never pings.
-        self._ping_after = float(ping_after) if ping_flags & 1 else _INF
+        self._ping_after = ping_after if ping_flags & 1 else _INF
         self._fresh_on_checkin = self._ping_after > 0  # ping_after=0: ping every checkout
-        self._backoff = _check_backoff(reconnect_backoff)
+        self._backoff = check_seconds_pair("reconnect_backoff", reconnect_backoff)
         # Anything to do on checkout or checkin besides the list operations?
         self._observed = on_event is not None or self._leak_threshold is not None
         self._checkin_work = self._observed or reset.always
@@ -1300,18 +1298,3 @@ def _lost_callback(pool: Pool, entry: _Entry) -> Callable[[weakref.ref[PooledCon
 def _count(counter: itertools.count[int]) -> int:
     """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``)."""
     return int(repr(counter)[6:-1])
-
-
-def _check_backoff(value: Any) -> tuple[float, float]:
-    if (
-        not isinstance(value, tuple)
-        or len(value) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise TypeError("reconnect_backoff: expected a tuple (first delay, maximum delay)")
-    first, cap = (float(v) for v in value)
-    if not (0 < first <= cap < _INF):
-        raise ValueError(
-            f"reconnect_backoff: expected 0 < first <= maximum < inf seconds, got {value!r}"
-        )
-    return first, cap

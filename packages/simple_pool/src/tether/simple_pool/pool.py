@@ -69,6 +69,8 @@ class SimplePooledDB:
         driver: str | DriverAdapter | type[DriverAdapter] | None = None,
         **kwargs: Any,
     ) -> None:
+        # Checked before anything is opened (tether.simple_pool._checks: the
+        # same checks, with the same messages, as every layer above).
         check_int("maxconnections", maxconnections, minimum=1)
         self._timeout = check_seconds("timeout", timeout)
         self._adapter = adapter = adapter_for(creator, driver)

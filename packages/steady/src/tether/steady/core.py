@@ -38,7 +38,15 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Union
 
-from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool._checks import (
+    check_bool,
+    check_callable,
+    check_count,
+    check_failures,
+    check_logger,
+    check_seconds,
+    check_setsession,
+)
 from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
 
 from .errors import SteadyDBError
@@ -119,23 +127,18 @@ class SteadyBase:
         # `_lease` counts ended checkouts: a cursor made during one refuses to
         # work after it (see SteadyDBCursor), whoever holds the connection now.
         self._lease = 0
+        # Every argument is checked before the first connection is opened, with
+        # the checks every layer uses (tether.simple_pool._checks).
         self._adapter = adapter_for(creator, driver)
-        self._maxusage = check_int("maxusage", maxusage or 0)
-        if isinstance(setsession, str):  # a lone string would be run letter by letter
-            raise TypeError("setsession: expected a list of SQL statements, got a str")
-        self._setsession = tuple(setsession or ())
-        if failures is not None and not _is_exception_spec(failures):
-            raise TypeError("failures: expected an exception class or a tuple of them")
-        self._failures = failures
-        if isfatal is not None and not callable(isfatal):
-            raise TypeError("isfatal: expected a callable or None")
-        self._isfatal = isfatal
+        self._maxusage = check_count("maxusage", maxusage)
+        self._setsession = check_setsession(setsession)
+        self._failures = check_failures(failures)
+        self._isfatal = check_callable("isfatal", isfatal)
         self._ping_flags, self._pinger = parse_ping(ping, self._adapter)
-        self._closeable = bool(closeable)
+        self._closeable = check_bool("closeable", closeable)
         self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
-        if on_connect is not None and not callable(on_connect):
-            raise TypeError("on_connect: expected a callable or None")
-        self._on_connect = on_connect
+        self._on_connect = check_callable("on_connect", on_connect)
+        logger = check_logger(logger)
         self._log = logger if logger is not None else log
         self._args, self._kwargs = args, kwargs
         # Transaction state. `_begun`: inside begin(). `_dirty`: a statement ran
@@ -604,9 +607,3 @@ def _describe(exc: BaseException) -> str:
     frames the connection, alive.
     """
     return f"{type(exc).__name__}: {exc}"
-
-
-def _is_exception_spec(value: object) -> bool:
-    if isinstance(value, tuple):
-        return all(isinstance(v, type) and issubclass(v, BaseException) for v in value)
-    return isinstance(value, type) and issubclass(value, BaseException)
