@@ -12,7 +12,14 @@ available as ``PooledDB`` and ``PooledPg``.
 from importlib.metadata import PackageNotFoundError, version
 
 from .drivers import DriverAdapter, adapter_for
-from .errors import ConnectionReturned, NotSupportedError, PoolClosed, PoolError, PoolTimeout, TetherError
+from .errors import (
+    ConnectionReturned,
+    NotSupportedError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TetherError,
+)
 from .pool import PooledConnection, PooledCursor, SimplePooledDB, SimplePooledPg
 
 try:
