@@ -12,8 +12,15 @@ available as ``PooledDB`` and ``PooledPg``.
 from importlib.metadata import PackageNotFoundError, version
 
 from .drivers import DriverAdapter, adapter_for
-from .errors import NotSupportedError, PoolClosed, PoolError, PoolTimeout, TetherError
-from .pool import PooledConnection, SimplePooledDB, SimplePooledPg
+from .errors import (
+    ConnectionReturned,
+    NotSupportedError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TetherError,
+)
+from .pool import PooledConnection, PooledCursor, SimplePooledDB, SimplePooledPg
 
 try:
     __version__ = version("tether-simple-pool")
@@ -26,12 +33,14 @@ PooledPg = SimplePooledPg
 PooledDBError = PoolError
 
 __all__ = [
+    "ConnectionReturned",
     "DriverAdapter",
     "NotSupportedError",
     "PoolClosed",
     "PoolError",
     "PoolTimeout",
     "PooledConnection",
+    "PooledCursor",
     "PooledDB",
     "PooledDBError",
     "PooledPg",

@@ -21,6 +21,15 @@ class PoolClosed(PoolError):
     """The pool (or connection) was closed; it cannot hand out connections any more."""
 
 
+class ConnectionReturned(PoolClosed):
+    """The pooled connection was returned to its pool: the checkout is over.
+
+    Raised by the returned proxy and by every handle taken from it while it
+    was borrowed (its cursors, bound methods such as ``ex = db.execute``),
+    so they cannot run on the session of the connection's next borrower.
+    """
+
+
 class PoolTimeout(PoolError, TimeoutError):
     """No connection could be had within the timeout."""
 

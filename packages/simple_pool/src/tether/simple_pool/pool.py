@@ -20,12 +20,37 @@ Three rules make this safe with threads:
    talk over one connection at once (most drivers' connections are not
    thread-safe: DB-API ``threadsafety`` 1). DBUtils' simple pool shares
    connections between threads when the driver claims level 2; tether's does
-   not, because a shared connection also shares its transaction.
+   not, because a shared connection also shares its transaction. A borrow
+   ends with ``close()``, and so does everything taken from it: a cursor
+   (``cur = db.cursor()``) or a bound method (``ex = db.execute``) kept
+   after ``close()`` raises :class:`ConnectionReturned` instead of running
+   on the session of the connection's next borrower.
 2. A borrower that finds the pool empty waits on a condition variable, and
    only for ``timeout`` seconds: a pool that can block forever turns a slow
-   database into a hung program.
+   database into a hung program. Nothing slow happens while the pool's lock
+   is held (no connect, rollback or close: those are network round trips),
+   and every lock is taken with ``with``, which releases it in a ``finally``.
 3. A connection comes back clean: an open transaction is rolled back on
-   return, so one borrower's uncommitted work cannot leak into the next.
+   return, so one borrower's uncommitted work cannot leak into the next, and
+   the driver settings a borrower can switch on the connection object
+   (``db.autocommit = True``, psycopg's ``read_only``, PyMySQL's
+   ``autocommit(True)``...) are set back to what they were when the
+   connection was opened (:meth:`DriverAdapter.restore_settings`; it costs
+   no round trip when nothing was changed). Otherwise the next borrower's
+   ``rollback()`` could find autocommit on and undo nothing.
+
+What the pool promises besides:
+
+* A connection that cannot be cleaned (the rollback or the restore fails:
+  the server went away) is closed, and its place stays in the pool: the
+  next borrower that finds no idle connection opens a new one, outside the
+  lock and within its own timeout, and a waiting borrower is woken for it.
+  The pool never shrinks.
+* A constructor that fails half-way (the server refuses the fourth of six
+  connections) closes the ones it opened before it raises.
+* A borrower that forgets ``close()`` gets its connection returned when the
+  proxy is garbage-collected, without ever blocking the collector on the
+  pool's lock (see :meth:`PooledConnection.__del__`).
 
 What this pool deliberately does not do (the layers above add it):
 no reconnect when the database restarts (``tether.steady``), no connection
@@ -36,18 +61,21 @@ when the pool is made, as in DBUtils.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any
 
 from ._checks import check_int, check_seconds
 from .drivers import DriverAdapter, adapter_for, refine
-from .errors import NotSupportedError, PoolClosed, PoolTimeout
+from .errors import ConnectionReturned, NotSupportedError, PoolClosed, PoolTimeout
 
-__all__ = ["PooledConnection", "SimplePooledDB", "SimplePooledPg"]
+__all__ = ["PooledConnection", "PooledCursor", "SimplePooledDB", "SimplePooledPg"]
+
+log = logging.getLogger("tether.simple_pool")
 
 
 class SimplePooledDB:
@@ -81,15 +109,32 @@ class SimplePooledDB:
             )
         self._args, self._kwargs = args, kwargs
         self._maxconnections = maxconnections
-        # The idle connections. A condition variable (a lock plus a way to
-        # sleep until notified) lets a borrower wait for the next return.
-        self._idle: deque[Any] = deque()
+        # The idle connections, each with the settings it had when it was
+        # opened (rule 3). A condition variable (a lock plus a way to sleep
+        # until notified) lets a borrower wait for the next return.
+        self._idle: deque[tuple[Any, dict[str, Any]]] = deque()
+        # Connections that exist or are being opened: idle, lent out, or
+        # connecting. A slot freed by a broken connection is filled again by
+        # the next borrower that needs it.
+        self._open = 0
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
-        for _ in range(maxconnections):
-            self._idle.append(adapter.connect(*args, **kwargs))
-        # A creator tether could not place (a lambda) gets its driver's adapter now.
-        self._adapter = refine(adapter, self._idle[0])
+        opened: list[Any] = []
+        try:
+            for _ in range(maxconnections):
+                opened.append(adapter.connect(*args, **kwargs))
+            # A creator tether could not place (a lambda) gets its driver's adapter now.
+            self._adapter = adapter = refine(adapter, opened[0])
+            self._idle.extend((raw, adapter.settings(raw)) for raw in opened)
+        except BaseException:
+            # A constructor that raises leaves the caller no pool to close, and
+            # the traceback keeps this half-made one alive: without this, the
+            # sessions opened so far would stay on the server (counting against
+            # its connection limits) until the garbage collector ran.
+            for raw in opened:
+                adapter.close(raw)
+            raise
+        self._open = maxconnections
 
     def __repr__(self) -> str:
         # Never show args/kwargs: they may hold a password.
@@ -105,15 +150,23 @@ class SimplePooledDB:
         """Borrow a connection; wait up to ``timeout`` seconds (default: the pool's) for one.
 
         Raises :class:`PoolTimeout` when none came free in time and
-        :class:`PoolClosed` once the pool is closed.
+        :class:`PoolClosed` once the pool is closed. When the pool has room
+        for a connection that was discarded, it is opened here, and a failed
+        connect raises the driver's error.
         """
         wait = self._timeout if timeout is None else check_seconds("timeout", timeout)
         deadline = None if wait is None else time.monotonic() + wait
         with self._cond:
             # Loop, because a notified waiter can lose the race to another borrower.
-            while not self._idle:
+            while True:
                 if self._closed:
                     raise PoolClosed(f"{self!r} is closed")
+                if self._idle:
+                    raw, saved = self._idle.pop()  # the most recently returned: warm caches
+                    return PooledConnection(self, raw, saved)
+                if self._open < self._maxconnections:
+                    self._open += 1  # take the free slot now; connect after the lock
+                    break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise PoolTimeout(
@@ -121,42 +174,68 @@ class SimplePooledDB:
                         f" ({self._maxconnections} in use)"
                     )
                 self._cond.wait(remaining)
-            if self._closed:
-                raise PoolClosed(f"{self!r} is closed")
-            raw = self._idle.pop()  # the most recently returned: its server caches are warm
-        return PooledConnection(self, raw)
+        return self._open_connection(deadline)
 
-    def _return(self, raw: Any) -> None:
+    def _open_connection(self, deadline: float | None) -> PooledConnection:
+        """Connect for the slot :meth:`connection` reserved (outside the lock)."""
+        adapter, kwargs = self._adapter, self._kwargs
+        if deadline is not None:  # the connect must not outlast the borrower's timeout
+            kwargs = adapter.set_timeouts(dict(kwargs), max(deadline - time.monotonic(), 0.001))
+        raw = None
+        try:
+            raw = adapter.connect(*self._args, **kwargs)
+            saved = adapter.settings(raw)
+            with self._cond:
+                closed = self._closed
+            if closed:
+                raise PoolClosed(f"{self!r} is closed")
+        except BaseException:
+            if raw is not None:
+                adapter.close(raw)
+            self._free_slot()
+            raise
+        return PooledConnection(self, raw, saved)
+
+    def _free_slot(self) -> None:
+        """A connection is gone for good: make room for a new one and wake a waiter for it."""
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def _return(self, raw: Any, saved: dict[str, Any]) -> None:
         """Take a connection back, clean. Called by :meth:`PooledConnection.close`."""
         adapter = self._adapter
-        # Roll back outside the lock: it is a round trip, and other threads
-        # must not wait for our network I/O to borrow or return.
+        clean = False
+        # Clean up outside the lock: a rollback is a round trip, and other
+        # threads must not wait for our network I/O to borrow or return.
         try:
             if adapter.in_transaction(raw) is not False:
                 adapter.rollback(raw)
-        except Exception:
+            adapter.restore_settings(raw, saved)  # after the rollback: outside a transaction
+            clean = not adapter.is_closed(raw)
+        except Exception as exc:
             # The connection is broken. This pool does not reconnect on use
-            # (tether.steady does), but it must not hand out a dead
-            # connection either: replace it now, still outside the lock.
-            adapter.close(raw)
-            try:
-                raw = adapter.connect(*self._args, **self._kwargs)
-            except Exception:
-                with self._cond:  # the pool shrinks by one; wake a waiter to time out
-                    self._maxconnections -= 1
-                raise
-        with self._cond:
-            if self._closed:
-                adapter.close(raw)
-                return
-            self._idle.append(raw)
-            self._cond.notify()  # wake one waiting borrower, not all of them
+            # (tether.steady does), but it must not hand out a dead connection
+            # either: close it and let the next borrower open a new one.
+            log.debug("discarding a %s connection that could not be cleaned: %r", adapter.name, exc)
+        finally:  # even on KeyboardInterrupt the connection's slot must not be lost
+            with self._cond:
+                keep = clean and not self._closed
+                if keep:
+                    self._idle.append((raw, saved))
+                else:
+                    self._open -= 1
+                self._cond.notify()  # wake one waiting borrower, not all of them
+            if not keep:
+                adapter.close(raw)  # after the lock: closing talks to the server
 
     def close(self) -> None:
         """Close the idle connections now; borrowed ones are closed when returned."""
         with self._cond:
             self._closed = True
-            idle, self._idle = list(self._idle), deque()
+            idle = [raw for raw, _ in self._idle]
+            self._idle.clear()
+            self._open -= len(idle)
             self._cond.notify_all()  # waiters must learn the pool is closed
         for raw in idle:
             self._adapter.close(raw)
@@ -179,29 +258,53 @@ def SimplePooledPg(maxconnections: int, *args: Any, **kwargs: Any) -> SimplePool
     return SimplePooledDB(pg.DB, maxconnections, *args, **kwargs)
 
 
+_CONNECTION_SLOTS = ("_pool", "_raw", "_saved")
+_CURSOR_SLOTS = ("_checkout", "_cursor")
+_END = object()
+
+
 class PooledConnection:
     """A borrowed connection: the driver's connection, plus a ``close()`` that gives it back.
 
-    Everything but ``close()`` and the context manager goes straight to the
-    driver's connection, so the proxy behaves like the connection it wraps.
+    Everything but ``close()`` and the context manager goes to the driver's
+    connection, so the proxy behaves like the connection it wraps, with one
+    difference: what you take from it stays bound to this borrow. Methods
+    (``db.commit``, ``db.execute``) and the cursors they return are wrapped
+    so that, once the connection was returned, they raise
+    :class:`ConnectionReturned` instead of acting on a session that now
+    belongs to someone else. Plain attributes are the driver's own objects.
     """
 
-    __slots__ = ("_pool", "_raw")
+    __slots__ = _CONNECTION_SLOTS
 
-    def __init__(self, pool: SimplePooledDB, raw: Any) -> None:
+    def __init__(self, pool: SimplePooledDB, raw: Any, saved: dict[str, Any]) -> None:
         self._pool: SimplePooledDB | None = pool
         self._raw = raw
+        self._saved = saved
+
+    def _live(self) -> Any:
+        """The driver's connection, while this borrow lasts."""
+        if self._pool is None:
+            raise ConnectionReturned("this pooled connection was returned to its pool")
+        return self._raw
 
     def close(self) -> None:
         """Give the connection back to the pool. Closing twice is harmless."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool._return(self._raw)
+            pool._return(self._raw, self._saved)
 
     def __getattr__(self, name: str) -> Any:
-        if self._pool is None:
-            raise PoolClosed("this pooled connection was closed (returned to its pool)")
-        return getattr(self._raw, name)
+        if name in _CONNECTION_SLOTS:  # not set yet (a failed __init__): no recursion
+            raise AttributeError(name)
+        raw = self._live()
+        return _bound(self, self, raw, getattr(raw, name))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CONNECTION_SLOTS:
+            object.__setattr__(self, name, value)
+        else:  # db.autocommit = True: the driver's setting (put back on return)
+            setattr(self._live(), name, value)
 
     def __enter__(self) -> PooledConnection:
         return self
@@ -215,8 +318,137 @@ class PooledConnection:
         self.close()
 
     def __del__(self) -> None:
-        # A borrower that forgets close() must not shrink the pool for good.
+        """A borrower that forgot ``close()``: return the connection without blocking.
+
+        The garbage collector runs finalizers in whatever thread is
+        allocating, at any point of its code, possibly while that thread
+        holds the pool's lock (which is not reentrant): waiting for the lock
+        here would make the thread wait for itself, forever. So the lock is
+        only tried. If it is free, this thread does not hold it, and the
+        connection is returned as ``close()`` does. If it is taken, a short
+        thread does the return, waiting for the lock like any borrower.
+        """
+        pool = getattr(self, "_pool", None)
+        if pool is None:
+            return
         try:
-            self.close()
+            if pool._cond.acquire(blocking=False):
+                pool._cond.release()
+                self.close()
+            else:
+                self._pool = None
+                threading.Thread(
+                    target=pool._return, args=(self._raw, self._saved), daemon=True,
+                    name="tether-simple-pool-return",
+                ).start()  # fmt: skip
         except Exception:
-            pass
+            pass  # an exception in a finalizer is only printed; at shutdown threads may fail
+
+
+class PooledCursor:
+    """A driver cursor bound to the borrow it came from.
+
+    It runs nothing once that borrow ended (:class:`ConnectionReturned`):
+    ``execute()``, ``fetch*()``, iteration and the driver's other methods
+    check first, since a server-side cursor fetches over the session, and a
+    new statement would run in the next borrower's transaction. ``execute()``
+    returns this proxy where the driver returns its cursor (psycopg's
+    ``db.cursor().execute(...).fetchone()``). Closing it after the borrow is
+    a no-op: the session is no longer this borrower's to talk to.
+    """
+
+    __slots__ = _CURSOR_SLOTS
+
+    def __init__(self, checkout: PooledConnection, cursor: Any) -> None:
+        self._checkout = checkout
+        self._cursor = cursor
+
+    def _live(self) -> Any:
+        self._checkout._live()  # raises ConnectionReturned once the borrow is over
+        return self._cursor
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._live()
+        result = cursor.execute(*args, **kwargs)
+        return self if result is cursor else result
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._live()
+        result = cursor.executemany(*args, **kwargs)
+        return self if result is cursor else result
+
+    def fetchone(self) -> Any:
+        return self._live().fetchone()
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        return self._live().fetchmany(*args, **kwargs)
+
+    def fetchall(self) -> Any:
+        return self._live().fetchall()
+
+    def close(self) -> None:
+        if self._checkout._pool is not None:
+            self._cursor.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        rows = iter(self._live())
+        while True:
+            self._live()  # before each row: fetching may read from the session
+            row = next(rows, _END)
+            if row is _END:
+                return
+            yield row
+
+    def __enter__(self) -> PooledCursor:
+        cursor = self._live()
+        enter = getattr(type(cursor), "__enter__", None)
+        if enter is None:  # sqlite3's cursors, for one: say so as Python would
+            raise TypeError(
+                f"{type(cursor).__name__!r} object does not support the context manager protocol"
+            )
+        enter(cursor)
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        if self._checkout._pool is None:
+            return None  # returned inside the with block: leave the session alone
+        return type(self._cursor).__exit__(self._cursor, *exc)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _CURSOR_SLOTS:
+            raise AttributeError(name)
+        value = getattr(self._cursor, name)
+        if value is self._checkout._raw:  # psycopg's cur.connection: the proxy, not the raw one
+            return self._checkout
+        return _bound(self._checkout, self, self._cursor, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CURSOR_SLOTS:
+            object.__setattr__(self, name, value)
+        else:  # cur.arraysize = 100
+            setattr(self._cursor, name, value)
+
+
+def _bound(checkout: PooledConnection, proxy: Any, owner: Any, value: Any) -> Any:
+    """``value`` (an attribute of ``owner``), bound to ``checkout`` if it is a method.
+
+    A method of the driver's object keeps that object alive and usable after
+    the borrow; the wrapper checks the borrow first, and wraps a cursor it
+    returns (``db.cursor()``, psycopg's ``db.execute()``) the same way.
+    Functions and classes stored as attributes (``row_factory``) are
+    settings, not methods, and are returned as they are.
+    """
+    target = getattr(value, "__self__", None)
+    if target is None or isinstance(target, (type, ModuleType)):
+        return value
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        checkout._live()
+        result = value(*args, **kwargs)
+        if result is owner:
+            return proxy
+        if hasattr(result, "execute") and hasattr(result, "fetchone"):
+            return PooledCursor(checkout, result)
+        return result
+
+    return call

@@ -18,6 +18,7 @@ connection itself; every method takes the raw driver connection it acts on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -54,6 +55,10 @@ class DriverAdapter:
         {"description", "rowcount", "lastrowid", "arraysize", "rownumber", "messages",
          "errorhandler"}
     )  # fmt: skip
+    #: Plain attributes of the connection object that :meth:`settings` snapshots and
+    #: :meth:`restore_settings` sets back (only those the connection has; a method
+    #: of the same name, such as PyMySQL's ``autocommit()``, is left out).
+    setting_attributes: ClassVar[tuple[str, ...]] = ("autocommit",)
     #: Statement used by :meth:`ping`.
     ping_sql: ClassVar[str] = "SELECT 1"
     #: True when :func:`~tether.simple_pool.drivers.adapter_for` fell back to this generic
@@ -229,6 +234,27 @@ class DriverAdapter:
         """
         self.rollback(conn)
 
+    # -- settings a borrower can change ---------------------------------------------------
+
+    def settings(self, raw: Any) -> dict[str, Any]:
+        """The driver-level settings a borrower can change on the connection object itself
+        (not with SQL), read without a round trip: a snapshot to restore later.
+
+        The generic adapter knows one: ``autocommit``, when the connection has
+        it as a plain attribute (DB-API 2's common extension).
+        """
+        return read_attributes(raw, self.setting_attributes)
+
+    def restore_settings(self, raw: Any, saved: dict[str, Any]) -> bool:
+        """Set back every setting in `saved` whose current value differs. Called outside a
+        transaction. Returns True if anything had to be changed. Raises the driver's error when
+        it cannot (the caller then discards the connection).
+
+        Only values that differ are set, so a connection nobody changed costs
+        no round trip (and no driver call at all).
+        """
+        return restore_attributes(raw, saved)
+
     # -- errors -----------------------------------------------------------------------------
 
     def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
@@ -271,6 +297,34 @@ class DriverAdapter:
         unchanged.
         """
         return kwargs
+
+
+_MISSING: Any = object()
+
+
+def read_attributes(raw: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The attributes ``names`` of ``raw`` that it has as values (not as bound methods)."""
+    saved: dict[str, Any] = {}
+    for name in names:
+        value = getattr(raw, name, _MISSING)
+        if value is _MISSING or inspect.ismethod(value):
+            continue  # PyMySQL's autocommit is a method: not a plain attribute
+        saved[name] = value
+    return saved
+
+
+def restore_attributes(raw: Any, saved: dict[str, Any]) -> bool:
+    """``setattr`` each saved attribute whose current value differs; True if any did.
+
+    Compared with ``!=``, not ``is``: a getter may return an equal new object
+    each time (a bound method, an enum member from a property).
+    """
+    changed = False
+    for name, value in saved.items():
+        if getattr(raw, name, _MISSING) != value:
+            setattr(raw, name, value)
+            changed = True
+    return changed
 
 
 def socket_readable(fd: int) -> bool:

@@ -22,6 +22,15 @@ Measured with PyGreSQL 6.2.3 and PostgreSQL 15:
 * ``rollback()`` with no transaction open: the server logs a warning
   ("there is no transaction in progress"), so the adapter skips it.
 * Server down at connect: ``InternalError`` "Connection refused".
+
+Settings a borrower can change on the connection object
+(:meth:`PgClassicAdapter.settings`): the cast hook, the notice receiver and
+non-blocking mode (getter/setter pairs of the libpq connection), and
+``pg.DB.debug`` (where ``pg.DB`` prints or logs every query). Measured
+through a TCP proxy: setting any of them sends nothing. There is no
+autocommit switch to restore (see :meth:`PgClassicAdapter.autocommit`).
+The default cast hook is a bound method, a new object at every
+``get_cast_hook()``: settings are compared with ``==``.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from . import register
 from ._postgres import (
@@ -155,6 +164,34 @@ class PgClassicAdapter(PyGreSQLAdapter):
         answers False, the conservative choice for retry decisions.
         """
         return self.in_transaction(conn) is False
+
+    # -- settings a borrower can change ---------------------------------------------------
+
+    #: (getter, setter) pairs, by setting name (``pg.DB`` and ``pg.Connection`` both have them).
+    _ACCESSORS: ClassVar[dict[str, tuple[str, str]]] = {
+        "cast_hook": ("get_cast_hook", "set_cast_hook"),
+        "notice_receiver": ("get_notice_receiver", "set_notice_receiver"),
+        "non_blocking": ("is_non_blocking", "set_non_blocking"),
+    }
+
+    def settings(self, raw: Any) -> dict[str, Any]:
+        """The cast hook, notice receiver, non-blocking mode, and ``pg.DB.debug``."""
+        saved = {name: getattr(raw, get)() for name, (get, _) in self._ACCESSORS.items()}
+        if self._raw(raw) is not raw:  # a pg.DB, not a raw pg.Connection
+            saved["debug"] = raw.debug
+        return saved
+
+    def restore_settings(self, raw: Any, saved: dict[str, Any]) -> bool:
+        """Call each setter whose getter now answers differently; no round trip."""
+        changed = False
+        for name, (get, put) in self._ACCESSORS.items():
+            if name in saved and getattr(raw, get)() != saved[name]:
+                getattr(raw, put)(saved[name])
+                changed = True
+        if "debug" in saved and raw.debug != saved["debug"]:
+            raw.debug = saved["debug"]
+            changed = True
+        return changed
 
     # -- transactions -----------------------------------------------------------------------
 

@@ -23,6 +23,13 @@ and PostgreSQL 15:
   ``IntegrityError`` 23505; both with status 1.
 * After ``close()``: ``OperationalError("Connection has been closed")``.
 * Server down at connect: ``InternalError`` "Connection refused".
+
+Settings a borrower can change on the connection object
+(:meth:`PgdbAdapter.settings`): ``autocommit`` and ``cursor_type`` (the class
+``cursor()`` makes), both plain attributes. Measured through a TCP proxy:
+setting ``autocommit`` sends nothing; it only decides whether pgdb sends
+``BEGIN`` before the next statement. pgdb lets it be switched inside a
+transaction (its ``rollback()`` still ends that transaction).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class PgdbAdapter(PyGreSQLAdapter):
 
     name = "pgdb"
     modules = ("pgdb",)
+    setting_attributes = ("autocommit", "cursor_type")
 
     # -- state, without round trips -------------------------------------------------------
 

@@ -22,6 +22,21 @@ Measured with psycopg 3.3.9 and PostgreSQL 15:
 * Server down at connect: ``OperationalError`` "Connection refused".
 * A server that accepts TCP but never answers: ``ConnectionTimeout`` after
   ``connect_timeout`` (psycopg enforces it itself, minimum 2 s).
+
+Settings a borrower can change on the connection object (:meth:`PsycopgAdapter.settings`):
+``autocommit``, ``read_only``, ``isolation_level``, ``deferrable``,
+``row_factory``, ``cursor_factory``, ``server_cursor_factory``,
+``prepare_threshold``, ``prepared_max``. Measured by counting the bytes
+psycopg sent through a TCP proxy: setting any of them sends nothing (0
+bytes); ``read_only``, ``isolation_level`` and ``deferrable`` only shape the
+``BEGIN`` psycopg sends before the next statement (after ``read_only =
+True``, ``SHOW transaction_read_only`` in that transaction said ``on``).
+Setting ``autocommit``, ``read_only``, ``isolation_level`` or ``deferrable``
+inside a transaction raises ``ProgrammingError("can't change 'autocommit'
+now: connection in transaction status INTRANS")``; on a broken connection
+``OperationalError("the connection is lost")``. Not covered: ``adapters``
+(a mutable map of dumpers/loaders; a copy per checkout would cost more than
+the checkout) and ``add_notice_handler``/``add_notify_handler`` lists.
 """
 
 from __future__ import annotations
@@ -53,6 +68,11 @@ class PsycopgAdapter(DriverAdapter):
         {"set_autocommit", "set_isolation_level", "set_read_only", "set_deferrable"}
     )
     modules = ("psycopg",)
+    #: Client-side switches: setting one sends nothing (measured, see the module docstring).
+    setting_attributes = (
+        "autocommit", "read_only", "isolation_level", "deferrable", "row_factory",
+        "cursor_factory", "server_cursor_factory", "prepare_threshold", "prepared_max",
+    )  # fmt: skip
     cursor_result_attributes = DriverAdapter.cursor_result_attributes | {
         "statusmessage", "pgresult", "query", "params", "closed",
     }  # fmt: skip

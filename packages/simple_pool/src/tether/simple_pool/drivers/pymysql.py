@@ -29,6 +29,24 @@ Measured with PyMySQL 1.2.4 and MariaDB 10.11:
   charset: PyMySQL's connect-time settings must be sent again. An unknown
   command gives ``OperationalError(1047, 'Unknown command')`` (SQLSTATE
   08S01!) and leaves the connection usable.
+
+Settings a borrower can change on the connection object
+(:meth:`PyMySQLAdapter.settings`), measured by counting the bytes PyMySQL
+sent through a TCP proxy:
+
+* ``autocommit(v)`` sends ``SET AUTOCOMMIT = v`` (23 bytes) when ``v``
+  differs from the flag in the server's last status, nothing when it is
+  the same. ``get_autocommit()`` reads that flag (no round trip), so it also
+  sees an SQL ``SET autocommit = 0`` (measured), while PyMySQL's own
+  ``autocommit_mode`` (re-sent when it reconnects) still says what
+  ``autocommit()`` last set.
+* ``set_character_set(cs, collation)`` sends ``SET NAMES`` (a round trip)
+  and updates ``charset``, ``collation``, ``encoding``.
+* ``cursorclass`` (the class ``cursor()`` makes) is a plain attribute: free.
+
+``select_db()`` is not covered: PyMySQL does not record the database it
+switched to (``conn.db`` keeps the connect-time one), so there is nothing
+to read without a round trip.
 """
 
 from __future__ import annotations
@@ -37,7 +55,7 @@ from typing import Any
 
 from . import register
 from ._socket import socket_readable
-from .base import DriverAdapter, log
+from .base import DriverAdapter, log, restore_attributes
 
 #: ``SERVER_STATUS_IN_TRANS`` and ``SERVER_STATUS_AUTOCOMMIT`` from
 #: ``pymysql.constants.SERVER_STATUS`` (protocol constants, copied so this
@@ -180,6 +198,32 @@ class PyMySQLAdapter(DriverAdapter):
             return False
         fd = self.socket_fd(conn)
         return fd is not None and socket_readable(fd)
+
+    # -- settings a borrower can change ---------------------------------------------------
+
+    def settings(self, raw: Any) -> dict[str, Any]:
+        """``autocommit`` (the server's flag), ``autocommit_mode``, ``charset``,
+        ``collation`` and ``cursorclass``; all read from PyMySQL's state."""
+        return {
+            "autocommit": bool(raw.get_autocommit()),
+            "autocommit_mode": raw.autocommit_mode,
+            "charset": raw.charset,
+            "collation": raw.collation,
+            "cursorclass": raw.cursorclass,
+        }
+
+    def restore_settings(self, raw: Any, saved: dict[str, Any]) -> bool:
+        """``SET NAMES`` and ``SET AUTOCOMMIT`` only when they differ; attributes for the rest."""
+        changed = False
+        charset, collation = saved.get("charset"), saved.get("collation")
+        if charset is not None and (raw.charset, raw.collation) != (charset, collation):
+            raw.set_character_set(charset, collation)  # one round trip
+            changed = True
+        if "autocommit" in saved and bool(raw.get_autocommit()) != saved["autocommit"]:
+            raw.autocommit(saved["autocommit"])  # one round trip: SET AUTOCOMMIT
+            changed = True
+        rest = {k: v for k, v in saved.items() if k in ("autocommit_mode", "cursorclass")}
+        return restore_attributes(raw, rest) or changed
 
     # -- round trips ------------------------------------------------------------------------
 

@@ -20,6 +20,16 @@ Closed connections have no ``closed`` attribute: every use raises
 ``ProgrammingError('Cannot operate on a closed database.')``. Reading
 ``total_changes`` is the cheapest call that checks it (a flag test in C, and
 unlike ``execute`` it does not check the thread).
+
+Settings a borrower can change on the connection object
+(:meth:`Sqlite3Adapter.settings`): ``isolation_level``, ``row_factory``,
+``text_factory`` and, on Python 3.12+, ``autocommit``. In-process: no round
+trip exists. Setting ``isolation_level = None`` commits an open transaction;
+setting 3.12's ``autocommit = False`` opens one (PEP 249 mode keeps a
+transaction open at all times), so a restored connection in that mode is
+"in a transaction" again, as a new one would be. Not covered, for want of a
+getter: ``set_trace_callback``, ``set_authorizer``, ``set_progress_handler``,
+``create_function``.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ class Sqlite3Adapter(DriverAdapter):
 
     name = "sqlite3"
     modules = ("sqlite3",)
+    #: ``isolation_level`` before ``autocommit``: on 3.12+ the later one decides.
+    setting_attributes = ("isolation_level", "row_factory", "text_factory", "autocommit")
 
     @property
     def threadsafety(self) -> int:
