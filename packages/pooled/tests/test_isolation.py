@@ -47,14 +47,17 @@ def _autocommit(target: Any, db: Any) -> bool:
     return bool(db.autocommit)
 
 
-@pytest.mark.parametrize("reset_session", [False, True], ids=["rollback", "reset_session"])
+@pytest.mark.parametrize(
+    ("dbapi_target", "reset_session"),
+    [(name, False) for name in ("psycopg", "pgdb", "pymysql", "sqlite3")]
+    + [(name, True) for name in ("psycopg", "pgdb", "pymysql")],  # sqlite3 has no session
+    indirect=["dbapi_target"],
+)
 def test_a_borrower_does_not_inherit_autocommit(
     dbapi_target: Any, pools: Any, reset_session: bool
 ) -> None:
     """Borrower A switches autocommit on; B's rollback() must still undo B's INSERT."""
     target = dbapi_target
-    if reset_session and target.name == "sqlite3":
-        pytest.skip("reset_session needs a server")  # sqlite3 has no session to reset: never in CI
     pool = make_pool(target, maxconnections=1, blocking=True, reset_session=reset_session)
     pools.append(pool)
     table = target.unique_table("inherit")
@@ -75,21 +78,17 @@ def test_a_borrower_does_not_inherit_autocommit(
     assert stats["discarded"] == 0 and stats["opened"] == 1
 
 
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
 def test_autocommit_configured_on_stays_on(dbapi_target: Any, pools: Any) -> None:
-    """The pool's own setting (here: autocommit on, through setsession-free driver state) wins."""
-    target = dbapi_target
-    if target.name not in ("psycopg", "pgdb"):
-        pytest.skip("a connect argument for autocommit: psycopg/pgdb only")  # never in CI
-    pool = make_pool(target, maxconnections=1)
+    """The pool's configured state is what the connection was opened with, not a default."""
+    pool = make_pool(
+        dbapi_target, maxconnections=1, on_connect=lambda raw: setattr(raw, "autocommit", True)
+    )
     pools.append(pool)
     with pool.connection() as db:
-        db.autocommit = True  # A configures the driver its way...
-    pool2 = make_pool(target, maxconnections=1, on_connect=lambda raw: setattr(raw, "autocommit", True))
-    pools.append(pool2)
-    with pool2.connection() as db:
-        db.autocommit = False  # ...and B of a pool configured with autocommit on switches it off
-    with pool2.connection() as db:
-        assert db.autocommit is True  # the pool's configured state, not the last borrower's
+        db.autocommit = False  # a borrower of a pool configured with autocommit on
+    with pool.connection() as db:
+        assert db.autocommit is True
 
 
 def test_psycopg_session_characteristics_are_given_back(pg_target: Any, pools: Any) -> None:

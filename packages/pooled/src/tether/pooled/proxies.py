@@ -36,6 +36,7 @@ warns against, cannot return the connection while the cursor is in use.
 
 from __future__ import annotations
 
+from types import BuiltinMethodType, MethodType
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidConnectionError
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 _OWN = frozenset({"_con", "_entry", "_pool"})
+#: Bound methods (Python's and C's): what is guarded once fetched from a proxy.
+#: Other callables (psycopg's ``row_factory``, a class) are values, not handles.
+_METHODS = (MethodType, BuiltinMethodType)
 
 
 class PooledConnection:
@@ -111,7 +115,7 @@ class PooledConnection:
                 f"this pooled connection was closed (given back to pool {self._pool.name})"
             )
         value = getattr(con, name)
-        if callable(value) and not isinstance(value, type):
+        if isinstance(value, _METHODS):
             # A method (the driver's ``execute``, ``transaction``...) kept past
             # close() must not run on the connection's next borrower.
             return _bound_to_checkout(self, value)

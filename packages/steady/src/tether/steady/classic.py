@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 from tether.simple_pool.drivers import DriverAdapter
@@ -110,10 +111,10 @@ class SteadyPgConnection(SteadyBase):
             raise InvalidConnectionError("the steady connection is closed")
         if name in _STEADY_METHODS or name.startswith("get_"):
 
-            def steady(*args: Any, **kwargs: Any) -> Any:
+            def steady(self: SteadyPgConnection, *args: Any, **kwargs: Any) -> Any:
                 return self._run(lambda raw: getattr(raw, name)(*args, **kwargs), PING_ON_EXECUTE)
 
-            return steady
+            return MethodType(steady, self)  # a method, like pg.DB's own
         raw = self._raw if self._raw is not None else self._ready()
         self._escape()  # pg.DB's other methods can change the session unseen
         return getattr(raw, name)

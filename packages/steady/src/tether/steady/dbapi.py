@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from time import monotonic
-from types import ModuleType
+from types import MethodType, ModuleType
 from typing import Any
 
 from tether.simple_pool.drivers import DriverAdapter
@@ -184,12 +184,14 @@ class SteadyDBConnection(SteadyBase):
 def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` (a driver's session setter), remembered for replay when it is called."""
 
-    def setter(*args: Any, **kwargs: Any) -> Any:
+    def setter(con: SteadyBase, *args: Any, **kwargs: Any) -> Any:
         result = method(*args, **kwargs)
         con._remember(name, lambda new: getattr(new, name)(*args, **kwargs))
         return result
 
-    return setter
+    # A method bound to the steady connection, as the driver's was to its own:
+    # whoever wraps methods (a pool's proxy) sees one.
+    return MethodType(setter, con)
 
 
 class SteadyDBCursor:
