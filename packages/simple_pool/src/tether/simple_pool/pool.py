@@ -67,7 +67,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from ._checks import check_int, check_seconds
 from .drivers import DriverAdapter, adapter_for, refine
@@ -261,6 +261,7 @@ def SimplePooledPg(maxconnections: int, *args: Any, **kwargs: Any) -> SimplePool
 _CONNECTION_SLOTS = ("_pool", "_raw", "_saved")
 _CURSOR_SLOTS = ("_checkout", "_cursor")
 _END = object()
+_set_slot = object.__setattr__
 
 
 class PooledConnection:
@@ -278,20 +279,30 @@ class PooledConnection:
     __slots__ = _CONNECTION_SLOTS
 
     def __init__(self, pool: SimplePooledDB, raw: Any, saved: dict[str, Any]) -> None:
-        self._pool: SimplePooledDB | None = pool
-        self._raw = raw
-        self._saved = saved
+        # Past our own __setattr__ (which forwards to the driver): it is the hot path.
+        _set_slot(self, "_pool", pool)
+        _set_slot(self, "_raw", raw)
+        _set_slot(self, "_saved", saved)
+
+    _pool: SimplePooledDB | None
+    _raw: Any
+    _saved: dict[str, Any]
 
     def _live(self) -> Any:
         """The driver's connection, while this borrow lasts."""
         if self._pool is None:
-            raise ConnectionReturned("this pooled connection was returned to its pool")
+            _returned()
         return self._raw
+
+    def cursor(self, *args: Any, **kwargs: Any) -> PooledCursor:
+        """The driver's ``cursor()``, bound to this borrow (the hot path: not via __getattr__)."""
+        return PooledCursor(self, self._live().cursor(*args, **kwargs))
 
     def close(self) -> None:
         """Give the connection back to the pool. Closing twice is harmless."""
-        pool, self._pool = self._pool, None
+        pool = self._pool
         if pool is not None:
+            _set_slot(self, "_pool", None)
             pool._return(self._raw, self._saved)
 
     def __getattr__(self, name: str) -> Any:
@@ -336,7 +347,7 @@ class PooledConnection:
                 pool._cond.release()
                 self.close()
             else:
-                self._pool = None
+                _set_slot(self, "_pool", None)
                 threading.Thread(
                     target=pool._return, args=(self._raw, self._saved), daemon=True,
                     name="tether-simple-pool-return",
@@ -360,31 +371,48 @@ class PooledCursor:
     __slots__ = _CURSOR_SLOTS
 
     def __init__(self, checkout: PooledConnection, cursor: Any) -> None:
-        self._checkout = checkout
-        self._cursor = cursor
+        _set_slot(self, "_checkout", checkout)
+        _set_slot(self, "_cursor", cursor)
+
+    _checkout: PooledConnection
+    _cursor: Any
 
     def _live(self) -> Any:
-        self._checkout._live()  # raises ConnectionReturned once the borrow is over
+        if self._checkout._pool is None:  # the borrow is over
+            _returned()
         return self._cursor
 
+    # The DB-API methods are written out (each checks the borrow inline): they
+    # are the hot path, and __getattr__ plus a wrapper per call would double their cost.
+
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        cursor = self._live()
+        if self._checkout._pool is None:
+            _returned()
+        cursor = self._cursor
         result = cursor.execute(*args, **kwargs)
         return self if result is cursor else result
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        cursor = self._live()
+        if self._checkout._pool is None:
+            _returned()
+        cursor = self._cursor
         result = cursor.executemany(*args, **kwargs)
         return self if result is cursor else result
 
     def fetchone(self) -> Any:
-        return self._live().fetchone()
+        if self._checkout._pool is None:
+            _returned()
+        return self._cursor.fetchone()
 
     def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
-        return self._live().fetchmany(*args, **kwargs)
+        if self._checkout._pool is None:
+            _returned()
+        return self._cursor.fetchmany(*args, **kwargs)
 
     def fetchall(self) -> Any:
-        return self._live().fetchall()
+        if self._checkout._pool is None:
+            _returned()
+        return self._cursor.fetchall()
 
     def close(self) -> None:
         if self._checkout._pool is not None:
@@ -427,6 +455,10 @@ class PooledCursor:
             object.__setattr__(self, name, value)
         else:  # cur.arraysize = 100
             setattr(self._cursor, name, value)
+
+
+def _returned() -> NoReturn:
+    raise ConnectionReturned("this pooled connection was returned to its pool")
 
 
 def _bound(checkout: PooledConnection, proxy: Any, owner: Any, value: Any) -> Any:
