@@ -1,4 +1,4 @@
-"""Each request on a thread starts clean: the driver settings a previous request changed are given back.
+"""Each request on a thread starts clean: driver settings a previous request changed are set back.
 
 Written from the README's promise, as a user sees it: a thread-pool server
 runs request after request on one thread; a request that switched the

@@ -109,8 +109,10 @@ def test_psycopg_session_characteristics_are_given_back(pg_target: Any, pools: A
         db.rollback()
 
 
-def test_settings_restored_without_round_trip_when_nothing_changed(pg_target: Any, pools: Any) -> None:
-    """A borrower that changed nothing costs nothing extra at checkin."""
+def test_settings_restored_without_round_trip_when_nothing_changed(
+    pg_target: Any, pools: Any
+) -> None:
+    """Setting autocommit back does not replace the session."""
     pool = make_pool(pg_target, maxconnections=1)
     pools.append(pool)
     with pool.connection() as db:
@@ -166,9 +168,7 @@ def test_a_kept_cursor_never_runs_on_the_next_borrowers_session(
     other.close()
 
 
-def test_kept_methods_and_proxy_never_reach_the_next_borrower(
-    pg_target: Any, pools: Any
-) -> None:
+def test_kept_methods_and_proxy_never_reach_the_next_borrower(pg_target: Any, pools: Any) -> None:
     pool = make_pool(pg_target, maxconnections=1, blocking=True)
     pools.append(pool)
     table = pg_target.unique_table("kept")

@@ -51,6 +51,8 @@ BAD: dict[str, list[tuple[Any, type[Exception]]]] = {
     "driver": [("nosuchdriver", ValueError), (3, TypeError)],
 }
 CASES = [(param, value, error) for param, rows in BAD.items() for value, error in rows]
+
+
 def _show(value: Any) -> str:
     """A test id for ``value`` that is the same in every xdist worker (no addresses)."""
     text = repr(value)

@@ -310,7 +310,7 @@ class SteadyBase:
     # -- state ------------------------------------------------------------------------------
 
     def _unsettle(self) -> None:
-        """tether itself talks to the driver connection: its transaction state must be read again."""
+        """tether itself talks to the driver connection: its transaction state is read again."""
         _store(self, "_settled", False)
 
     def _in_transaction(self) -> bool:

@@ -277,8 +277,10 @@ class SteadyDBCursor:
                     )  # fmt: skip
                     raw_con = con._raw
                 con._answered(raw_con, now, True, True)
-                # psycopg returns its cursor: chain through this one (see _chain).
-                return self if result is raw or (result is not None and result is self._raw) else result
+                if result is raw:  # psycopg returns its cursor: chain through this one
+                    return self
+                # (after a reopen, the new driver cursor is the one returned)
+                return self if result is not None and result is self._raw else result
         # (A kept cursor of an ended checkout never takes the hot path: ending
         # a checkout bumps the connection's generation too.)
         if self._lease != con._lease:
