@@ -211,6 +211,7 @@ def test_reset_session_survives_psycopg_prepared_statements(
                 cur.execute("select %s::int", (i,))
                 assert cur.fetchone() == (i,)
                 assert execute(pg_target, db, "SHOW application_name") == [("tether-prepared",)]
+                db.commit()  # (a checkin after a rollback made psycopg forget by chance)
     stats = pool.stats()
     assert stats["opened"] == 1 and stats["discarded"] == 0, stats
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
