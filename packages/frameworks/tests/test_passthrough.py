@@ -12,6 +12,7 @@ few tether deliberately intercepts (listed here and in the README).
 from __future__ import annotations
 
 import sqlite3
+import types
 from typing import Any
 
 import pytest
@@ -52,7 +53,13 @@ PG_MADE_STEADY = {
 
 
 def _is_drivers(value: Any, raw_value: Any, raw: Any) -> bool:
-    """Whether ``value`` (read through tether) is the driver connection's own ``raw_value``."""
+    """Whether ``value`` (read through tether) is the driver connection's own ``raw_value``.
+
+    A pooled connection hands out the driver's methods guarded by its checkout
+    (they refuse to run once it has ended): the method inside is the driver's.
+    """
+    if isinstance(value, types.FunctionType):  # the guard (a bound method is left as it is)
+        value = getattr(value, "__wrapped__", value)
     if value is raw_value:
         return True
     try:

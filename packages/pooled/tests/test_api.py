@@ -85,7 +85,8 @@ def test_connection_proxies_reach_the_driver(fake_pool: Any) -> None:
         db.fake_feature()
 
 
-def test_with_block_returns_the_connection_without_committing(fake: FakeDriver) -> None:
+def test_with_block_commits_on_success_and_rolls_back_on_error(fake: FakeDriver) -> None:
+    """One `with` rule for every layer (issue 12); DBUtils' PooledDB rolled back either way."""
     pool = PooledDB(fake)
     with pool.connection() as db:
         cursor = db.cursor()
@@ -93,8 +94,14 @@ def test_with_block_returns_the_connection_without_committing(fake: FakeDriver) 
         raw = db._con._raw
         assert raw.in_transaction
     assert pool.stats()["in_use"] == 0
-    assert raw.rollbacks == 1  # rolled back on return, never committed
-    assert "COMMIT" not in fake.statements
+    assert not raw.in_transaction and raw.rollbacks == 0  # committed by the `with`
+    try:
+        with pool.connection() as db:
+            db.cursor().execute("INSERT y")
+            raise KeyError("the block failed")
+    except KeyError:
+        pass
+    assert raw.rollbacks == 1 and not raw.in_transaction
     pool.close()
 
 
@@ -260,10 +267,10 @@ def test_custom_logger_and_name(fake: FakeDriver, caplog: pytest.LogCaptureFixtu
     logger = logging.getLogger("my.app.pool")
     pool = PooledDB(fake, maxconnections=1, blocking=True, checkout_timeout=0.05, logger=logger)
     db = pool.connection()
-    with caplog.at_level(logging.WARNING, logger="my.app.pool"), pytest.raises(PoolExhausted):
-        pool.connection()
+    with caplog.at_level(logging.WARNING, logger="my.app.pool"):
+        db.cursor().execute("INSERT x")
+        db.close()  # with its transaction open: rolled back, and a warning for the program
     assert any(record.name == "my.app.pool" for record in caplog.records)
-    db.close()
     pool.close()
 
 
@@ -295,9 +302,10 @@ def test_sqlite3_pool_basics(tmp_path: Any) -> None:
         cursor.execute("INSERT INTO t VALUES (1)")
         db.commit()
         assert db.in_transaction is False  # a sqlite3 attribute, through the proxies
-    with pool.connection() as db:
-        cursor = db.cursor()
-        cursor.execute("INSERT INTO t VALUES (2)")  # not committed: rolled back on return
+    db = pool.connection()
+    cursor = db.cursor()
+    cursor.execute("INSERT INTO t VALUES (2)")
+    db.close()  # not committed (and no `with`, which would commit): rolled back on return
     with pool.connection() as db:
         cursor = db.cursor()
         cursor.execute("SELECT count(*) FROM t")

@@ -228,9 +228,10 @@ def test_open_transaction_is_rolled_back_on_return(driver_target: Any, pools: An
     with pool.connection() as db:
         execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
         _commit(db)
-    with pool.connection() as db:
-        _begin(target, db)
-        execute(target, db, f"INSERT INTO {table} VALUES (1)")  # never committed
+    db = pool.connection()
+    _begin(target, db)
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")  # never committed
+    db.close()  # given back without `with` (which would commit): rolled back
     with pool.connection() as db:
         assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
 

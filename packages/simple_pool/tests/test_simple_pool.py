@@ -143,12 +143,13 @@ def test_open_transaction_is_rolled_back_on_return(dbapi_target: Any) -> None:
     table = dbapi_target.unique_table("simple_rb")
     pool = make_pool(dbapi_target, 1)
     try:
-        with pool.connection() as db:
-            cur = db.cursor()
-            cur.execute(f"CREATE TABLE {table} (x INTEGER)")
-            db.commit()
-            cur.execute(f"INSERT INTO {table} VALUES (1)")
-            cur.close()  # returned without commit
+        db = pool.connection()
+        cur = db.cursor()
+        cur.execute(f"CREATE TABLE {table} (x INTEGER)")
+        db.commit()
+        cur.execute(f"INSERT INTO {table} VALUES (1)")
+        cur.close()
+        db.close()  # returned without commit (and without `with`, which would commit)
         with pool.connection() as db:
             assert query_one(dbapi_target, db, f"SELECT COUNT(*) FROM {table}") == 0
             cur = db.cursor()

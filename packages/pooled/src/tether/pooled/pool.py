@@ -308,6 +308,8 @@ class Pool:
         self._reconnect_attempts = 0
         self._reconnect_at = 0.0
         self._reset_counters()
+        #: Where connections came back with an open transaction (warned once each).
+        self._warned_sites: set[str] = set()
         self._closed = False
         fork.register(self)
 
@@ -682,7 +684,7 @@ class Pool:
                 pool=self.name,
                 timeout=timeout,
             )
-        self._log.warning("tether: %s", error)
+        # Not logged: the caller gets the error (a log line per timeout floods under load).
         if self._on_event is not None:
             emit(self._on_event, self._log, "timeout", self.name, None, reason)
         if unreachable:
@@ -774,6 +776,8 @@ class Pool:
                     emit(self._on_event, self._log, "unreachable", self.name, None, str(exc))
                 self._wake()
             raise
+        if self._adapter.refinable and con.adapter is not self._adapter:
+            self._refine(con.adapter)
         now = monotonic()
         entry = _Entry(con, now, self._expiry(now), self._gen)
         entry.fresh = self._fresh_on_checkin
@@ -812,6 +816,23 @@ class Pool:
                 emit(self._on_event, self._log, "reachable", self.name, con)
         return entry
 
+    def _refine(self, adapter: DriverAdapter) -> None:
+        """Use the adapter of the driver the creator's connections turned out to belong to.
+
+        A creator tether could not place (a lambda, a wrapper) starts with the
+        generic adapter; steady refines it from the first connection, and the
+        pool follows, so its transaction reads and session resets are the
+        driver's own (a generic reset_session only rolls back).
+        """
+        if not adapter.refinable:
+            self._adapter = adapter
+            self._txn_state = adapter.in_transaction
+            self._log.info(
+                "tether: pool %s: the creator's connections are %s's: using its driver adapter",
+                self.name,
+                adapter.name,
+            )
+
     def _set_unreachable(self, exc: BaseException) -> bool:
         """Enter (or stay in) the unreachable state; True when newly entered. Under the lock."""
         self._last_error = exc
@@ -837,9 +858,10 @@ class Pool:
         if not con._settled:  # else known idle since its last statement: no state read
             state = self._txn_state(raw)
             if state or (state is None and con._dirty):
-                # Every request on a non-autocommit connection ends here. The
-                # rollback is a round trip, made with no lock held; after it
-                # the connection goes back the lock-free way below.
+                # Every request on a non-autocommit connection that did not
+                # commit ends here. The rollback is a round trip, made with no
+                # lock held; after it the connection goes back the lock-free way.
+                self._warn_rollback()
                 reason = self._reset_connection(con)
                 if reason is not None:
                     self._checkin_slow(entry, clean=True, reason=reason)
@@ -901,7 +923,10 @@ class Pool:
         if self._observed:
             self._observe_checkin(entry)
         if not clean:
-            if self._reset.always or con._in_transaction():
+            if con._in_transaction():
+                self._warn_rollback()
+                reason = self._reset_connection(con)
+            elif self._reset.always:
                 reason = self._reset_connection(con)
             elif con._raw is None:
                 reason = "lost"
@@ -939,7 +964,7 @@ class Pool:
     def _reset_connection(self, con: SteadyBase) -> str | None:
         """Reset ``con`` per the policy; None if it may be reused, else why not."""
         try:
-            self._reset.run(con, self._adapter)
+            self._reset.run(con, con.adapter)  # the adapter its driver turned out to need
         except Exception as exc:
             if con._raw is None:
                 return "lost"
@@ -951,6 +976,27 @@ class Pool:
             )
             return "reset failed"
         return None
+
+    def _warn_rollback(self) -> None:
+        """Say that a connection came back with its transaction open: its work is lost.
+
+        ``with pool.connection() as db:`` commits on success, so this is a
+        connection closed (or collected) with uncommitted work: silent loss, as
+        psycopg_pool warns too. Once per place in the program that gave it back,
+        so a loop does not flood the log.
+        """
+        site = _caller_site()
+        if site in self._warned_sites:
+            return
+        if len(self._warned_sites) < 1000:
+            self._warned_sites.add(site)
+        self._log.warning(
+            "tether: pool %s: a connection was given back with its transaction open, at %s;"
+            " rolling it back (commit first, or use 'with pool.connection() as db:', which"
+            " commits). Logged once for this place.",
+            self.name,
+            site,
+        )
 
     def _restore_failed(self, con: SteadyBase, exc: Exception) -> str:
         """Why a connection whose driver settings could not be set back is not reused."""
@@ -1293,6 +1339,16 @@ def _lost_callback(pool: Pool, entry: _Entry) -> Callable[[weakref.ref[PooledCon
                 pass
 
     return lost
+
+
+def _caller_site() -> str:
+    """``file:line`` of the innermost frame outside tether: where the program gave a connection back."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if not str(frame.f_globals.get("__name__", "")).startswith("tether."):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "an unknown place"
 
 
 def _count(counter: itertools.count[int]) -> int:

@@ -22,12 +22,13 @@ gives it back (as in DBUtils) and the pool logs it as a leak; see
 reference callback the pool keeps while the proxy is checked out, not by a
 ``__del__`` method, which would cost every proxy twice as much to free.
 
-``with pool.connection() as db:`` gives the connection back on exit, as
-DBUtils does. It does **not** commit: work not committed explicitly is
-rolled back when the connection is returned, whether or not the block
-raised. (A steady or driver connection's own ``with conn:`` commits; a
-pooled connection's does not, so leaving a ``with`` block early never
-commits half of a transaction.)
+``with pool.connection() as db:`` commits when the block succeeds and rolls
+back when it raises, then gives the connection back: the one ``with`` rule of
+every tether layer, of psycopg's and sqlite3's connections and of
+psycopg_pool. (DBUtils' PooledDB rolls back either way, silently losing an
+INSERT made inside the block.) A connection given back *without* ``with``
+while a transaction is open is rolled back, and that is logged at WARNING
+once per place in the program that gave it back.
 
 A cursor made with ``db.cursor()`` keeps its
 proxy alive, so ``pool.connection().cursor().execute(...)``, which DBUtils
@@ -138,11 +139,35 @@ class PooledConnection:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        entry = self._entry  # close(), inlined: this is the hot path of `with`
-        if entry is not None:
+        # The one ``with`` rule of every tether layer (and of psycopg, sqlite3,
+        # psycopg_pool): commit when the block succeeds, roll back when it
+        # raises. Nothing open: nothing to send. Then the connection goes back.
+        entry = self._entry
+        if entry is None:
+            return
+        con = self._con
+        try:
+            if con._in_transaction():
+                if exc_type is None:
+                    con.commit()
+                else:
+                    con.rollback()
+        finally:
             _set_entry(self, None)
             _set_con(self, None)
             self._pool._checkin(entry)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105
+        """The driver connection's class, so ``isinstance(db, psycopg.Connection)`` holds.
+
+        Frameworks check the type of the connection they are given (psycopg's
+        ``TypeInfo.fetch``, SQLAlchemy's psycopg dialect); a proxy that failed
+        such checks would not be a drop-in. ``type(db)`` still tells the truth,
+        as with wrapt's ``ObjectProxy``, and no tether code path looks here.
+        """
+        con = self._con
+        return con.__class__ if con is not None else type(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._con is None else repr(self._con)
@@ -163,6 +188,7 @@ def _bound_to_checkout(proxy: PooledConnection, method: Any) -> Any:
 
     call.__name__ = getattr(method, "__name__", "method")
     call.__doc__ = getattr(method, "__doc__", None)
+    call.__wrapped__ = method  # type: ignore[attr-defined]  # as functools.wraps: inspectable
     return call
 
 

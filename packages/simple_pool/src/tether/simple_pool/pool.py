@@ -11,8 +11,8 @@ connections once and lends them out:
     ...                         # use it like the driver's own connection
     db.close()                  # give it back; the real connection stays open
 
-    with pool.connection() as db:   # the same, returned even on an exception
-        ...
+    with pool.connection() as db:   # the same; commits if the block succeeds,
+        ...                         # rolls back if it raises, and always gives it back
 
 Three rules make this safe with threads:
 
@@ -326,7 +326,18 @@ class PooledConnection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # As psycopg's and sqlite3's own ``with conn:``, and every tether layer:
+        # commit when the block succeeds, roll back when it raises; then give
+        # the connection back.
+        pool = self._pool
+        try:
+            if pool is not None and pool._adapter.in_transaction(self._raw) is not False:
+                if exc_type is None:
+                    pool._adapter.commit(self._raw)
+                else:
+                    pool._adapter.rollback(self._raw)
+        finally:
+            self.close()
 
     def __del__(self) -> None:
         """A borrower that forgot ``close()``: return the connection without blocking.

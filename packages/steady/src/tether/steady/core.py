@@ -127,6 +127,8 @@ class SteadyBase:
         # `_lease` counts ended checkouts: a cursor made during one refuses to
         # work after it (see SteadyDBCursor), whoever holds the connection now.
         self._lease = 0
+        # The class of the driver's connections (what isinstance checks see; see dbapi.py).
+        self._driver_class: type | None = None
         # Every argument is checked before the first connection is opened, with
         # the checks every layer uses (tether.simple_pool._checks).
         self._adapter = adapter_for(creator, driver)
@@ -189,6 +191,7 @@ class SteadyBase:
                 self._on_connect(raw)
             if self._baseline is None:
                 self._baseline = adapter.settings(raw)
+                self._driver_class = type(raw)
         except Exception as exc:
             adapter.close(raw)
             raise SetSessionError(

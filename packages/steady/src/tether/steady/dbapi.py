@@ -136,6 +136,16 @@ class SteadyDBConnection(SteadyBase):
         self._escape()  # what is done with it is not seen here
         return self._raw
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """The driver connection's class, so ``isinstance(con, psycopg.Connection)`` holds.
+
+        (``type(con)`` is still :class:`SteadyDBConnection`.) The class of the
+        first driver connection: stable across reopens, readable while lost.
+        """
+        driver_class = self.__dict__.get("_driver_class")
+        return driver_class if driver_class is not None else type(self)
+
     def __enter__(self) -> SteadyDBConnection:
         return self
 
@@ -150,7 +160,15 @@ class SteadyDBConnection(SteadyBase):
     def __getattr__(self, name: str) -> Any:
         # Only reached for names this class does not define: the driver's own.
         if name[0] == "_":
-            raise AttributeError(name)
+            # Private ones too, from an open driver connection only (psycopg's
+            # TypeInfo.fetch calls its connection's ``_start_query``...); never
+            # dunders (copy and pickle probe them), never while tether's own
+            # state is not set up (that would recurse).
+            raw = self.__dict__.get("_raw")
+            if raw is None or name[:2] == "__":
+                raise AttributeError(name)
+            self._escape()
+            return getattr(raw, name)
         # The driver's own methods can change the session behind tether's back
         # (psycopg's transaction(), execute()...): its state is read anew, and
         # its settings are compared with the configured ones at checkin.
@@ -400,6 +418,12 @@ class SteadyDBCursor:
             return iter(raw)
         except TypeError:
             return iter(raw.fetchone, None)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """The driver cursor's class, for ``isinstance`` checks (``type(cur)`` tells the truth)."""
+        raw = self._raw
+        return type(raw) if raw is not None else type(self)
 
     def __enter__(self) -> SteadyDBCursor:
         return self
