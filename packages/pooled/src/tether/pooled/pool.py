@@ -94,6 +94,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from tether.simple_pool._checks import check_int, check_seconds
 from tether.simple_pool.drivers import DriverAdapter
+from tether.simple_pool.errors import AuthenticationError
 from tether.steady import SteadyBase
 
 from . import fork
@@ -203,6 +204,7 @@ class Pool:
     name: str
     _adapter: DriverAdapter
     _kwargs: dict[str, Any]
+    _constructing = False  # True while the constructor opens mincached connections
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -307,18 +309,33 @@ class Pool:
         self._gen = 0  # bumped in a forked child
         self._unreachable = False
         self._last_error: BaseException | None = None
+        #: The database refused the login (AuthenticationError): no background
+        #: connects until a checkout's own connect succeeds again.
+        self._config_error: BaseException | None = None
         self._reconnect_attempts = 0
         self._reconnect_at = 0.0
+        self._reconnect_tried_at = 0.0  # when the last reconnect attempt ended
         self._reset_counters()
         self._closed = False
         fork.register(self)
 
         # As DBUtils: the first mincached connections are opened now, and a
-        # failure to do so is the constructor's.
-        for _ in range(mincached):
-            if not self._reserve_if_room():
-                break
-            self._open_reserved(self._timeout, checkout=False)
+        # failure to do so is the constructor's. A constructor that fails
+        # leaves nothing behind: what it opened is closed, and no maintenance
+        # thread was started (it would keep reconnecting for a pool nobody
+        # holds, kept alive by the error's traceback until the next gc).
+        self._constructing = True
+        try:
+            for _ in range(mincached):
+                if not self._reserve_if_room():
+                    break
+                self._open_reserved(self._timeout, checkout=False)
+        except BaseException:
+            self._constructing = False
+            self.close()
+            self._last_error = self._config_error = None  # no cycle through the traceback
+            raise
+        self._constructing = False
         if self._needs_maintenance():
             self._wake()
 
@@ -411,19 +428,21 @@ class Pool:
         lock = self._lock
         while True:
             if entry is not None:
-                entry = self._validate(entry, now)
+                entry = self._validate(entry, now, deadline)
                 if entry is not None:
                     if waited:
                         self._count_wait(now - start)
                     if self._observed:
                         self._observe_checkout(entry)
                     return entry
+                now = monotonic()  # the ping took some of the deadline
             if now >= deadline:
                 if reserved:
                     self._unreserve()
                 self._raise_timeout(failed)
             waiter: _Waiter | None = None
             connect_for: _Waiter | None = None
+            wake = False
             lock.acquire()
             try:
                 if self._closed:
@@ -459,6 +478,8 @@ class Pool:
                         self._waiters.appendleft(waiter)
                     else:
                         self._waiters.append(waiter)
+                    # The maintenance thread reconnects sooner while checkouts wait.
+                    wake = self._unreachable
                     # A checkin may have pushed a connection after we looked and
                     # before we queued, and not seen us: look again.
                     if self._idle:
@@ -470,6 +491,8 @@ class Pool:
                         self._waiters.append(waiter)  # nobody waits (checked above)
             finally:
                 lock.release()
+            if wake:
+                self._wake()
             if connect_for is not None:
                 self._connect_in_background(connect_for, deadline - now)
             if waiter is not None:
@@ -490,13 +513,76 @@ class Pool:
                 continue
             # A non-blocking checkout opens the connection in its reserved slot itself.
             try:
-                entry = self._open_reserved(deadline - now, checkout=True)
+                entry = self._open_within(deadline, now)
             except Exception as exc:
                 if not self._blocking or not self._is_connect_error(exc):
                     raise  # the driver's error, as DBUtils raises it
                 failed = exc
                 entry = None
             now = monotonic()
+
+    def _open_within(self, deadline: float, now: float) -> _Entry:
+        """A non-blocking checkout's own connect, given up at ``deadline``.
+
+        The driver's connect timeout is set from what is left, but drivers
+        count coarsely (libpq: whole seconds, at least 2), so the connect runs
+        on a short-lived thread and the checkout stops waiting at the
+        deadline (:class:`UnreachableTimeout`); a connection that arrives
+        later is put into the idle list for the next checkout. The driver's
+        own errors are raised here, as if the checkout had connected itself.
+        """
+        seconds = deadline - now
+        handoff = threading.Lock()
+        done = threading.Event()
+        box: list[Any] = []  # the entry or the exception, while the checkout still waits
+
+        def run() -> None:
+            result: Any
+            try:
+                result = self._open_reserved(seconds, checkout=True)
+            except BaseException as exc:
+                result = exc
+            with handoff:
+                if not done.is_set():  # the checkout still waits: it is its result
+                    box.append(result)
+                    done.set()
+                    return
+            if isinstance(result, _Entry):  # too late for the checkout: for the next one
+                self._undo_checkout(result)
+
+        thread = threading.Thread(target=run, name=f"tether-connect-{self.name}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no more threads (interpreter exit, a thread limit): here then
+            return self._open_reserved(seconds, checkout=True)
+        done.wait(max(deadline - monotonic(), 0.0))
+        with handoff:
+            result = box.pop() if box else None
+            done.set()  # from now on the connect's result is not ours
+        if result is None:
+            self._raise_timeout(None, connecting=True)
+        if isinstance(result, BaseException):
+            raise result
+        assert isinstance(result, _Entry)
+        return result
+
+    def _undo_checkout(self, entry: _Entry) -> None:
+        """Take back an entry counted as checked out that nobody took (a late connect)."""
+        keep = False
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._n_undone += 1
+            if not self._closed and entry.gen == self._gen and len(self._idle) < self._idle_cap:
+                entry.idle_since = monotonic()
+                entry.fresh = self._fresh_on_checkin
+                self._idle.append(entry)
+                self._serve_waiters()
+                keep = True
+        finally:
+            lock.release()
+        if not keep:
+            self._remove(entry, "pool closed" if self._closed else "maxcached")
 
     def _connect_in_background(self, waiter: _Waiter, seconds: float) -> None:
         """Open a connection in a reserved slot on a thread of its own, for the longest waiter.
@@ -541,14 +627,20 @@ class Pool:
         next(self._checkouts)
         return entry
 
-    def _validate(self, entry: _Entry, now: float) -> _Entry | None:
-        """``entry`` if it may be handed out; else it is closed and None returned."""
+    def _validate(self, entry: _Entry, now: float, deadline: float) -> _Entry | None:
+        """``entry`` if it may be handed out; else it is closed and None returned.
+
+        The ping may wait for the server until ``deadline`` at most (a
+        blackholed server never answers); one that runs out of time discards
+        the connection, and the checkout goes on with what is left.
+        """
         if now >= entry.expires_at:
             self._remove(entry, "max_lifetime", checked_out=True)
             return None
         last_seen_alive = max(entry.idle_since, entry.validated_at)
         if not entry.fresh and now - last_seen_alive >= self._ping_after:
-            if entry.con._ping_check(1, reconnect=False) is False:
+            alive = entry.con._ping_check(1, reconnect=False, timeout=max(deadline - now, 0.0))
+            if alive is False:
                 self._remove(entry, "ping failed", checked_out=True)
                 return None
             entry.validated_at = monotonic()
@@ -694,10 +786,12 @@ class Pool:
     def _count_wait(self, seconds: float) -> None:
         lock = self._lock
         lock.acquire()
-        self._n_waits += 1
-        self._wait_total += seconds
-        self._wait_max = max(self._wait_max, seconds)
-        lock.release()
+        try:
+            self._n_waits += 1
+            self._wait_total += seconds
+            self._wait_max = max(self._wait_max, seconds)
+        finally:
+            lock.release()
 
     def _observe_checkout(self, entry: _Entry) -> None:
         entry.taken_at = monotonic()
@@ -746,11 +840,19 @@ class Pool:
             try:
                 self._size -= 1
                 self._opening -= 1
-                newly = False
+                newly = refused = False
                 connect_error = isinstance(exc, Exception) and self._is_connect_error(exc)
                 if connect_error:
                     self._n_connect_errors += 1
                     newly = self._set_unreachable(exc)
+                elif isinstance(exc, AuthenticationError):
+                    # Not an outage: the server answered. Whoever waits for a
+                    # new connection tries (and is told) now, nothing retries
+                    # in the background.
+                    self._n_connect_errors += 1
+                    refused = self._config_error is None
+                    self._config_error = self._last_error = exc
+                    self._unreachable = False
                 if for_waiter is not None:
                     for_waiter.connecting = False
                     if for_waiter in self._waiters:
@@ -766,6 +868,10 @@ class Pool:
                 self._serve_waiters()
             finally:
                 lock.release()
+            if refused:
+                self._log.error(
+                    "tether: pool %s: %s; not retrying in the background", self.name, exc
+                )
             if newly:
                 self._log.warning(
                     "tether: pool %s cannot connect (%s); reconnecting in the background",
@@ -782,27 +888,30 @@ class Pool:
         entry.on_lost = _lost_callback(self, entry)
         lock = self._lock
         lock.acquire()
-        recovered = False
-        closed = self._closed or entry.gen != self._gen
-        if closed:
-            if entry.gen == self._gen:
-                self._size -= 1
-                self._opening -= 1
-        else:
-            if for_waiter is not None:
-                for_waiter.connecting = False
-            self._opening -= 1
-            self._n_opened += 1
-            self._entries[id(con)] = entry
-            recovered = self._unreachable
-            self._unreachable = False
-            self._reconnect_attempts = 0
-            if checkout:
-                next(self._checkouts)
+        try:
+            recovered = False
+            closed = self._closed or entry.gen != self._gen
+            if closed:
+                if entry.gen == self._gen:
+                    self._size -= 1
+                    self._opening -= 1
             else:
-                self._idle.append(entry)
-            self._serve_waiters()
-        lock.release()
+                if for_waiter is not None:
+                    for_waiter.connecting = False
+                self._opening -= 1
+                self._n_opened += 1
+                self._entries[id(con)] = entry
+                recovered = self._unreachable
+                self._unreachable = False
+                self._reconnect_attempts = 0
+                self._config_error = None
+                if checkout:
+                    next(self._checkouts)
+                else:
+                    self._idle.append(entry)
+                self._serve_waiters()
+        finally:
+            lock.release()
         if closed:
             con._close()
             raise PoolClosed(f"pool {self.name} was closed while connecting")
@@ -903,25 +1012,25 @@ class Pool:
         now = monotonic()
         lock = self._lock
         lock.acquire()
-        if reason is None and now < entry.expires_at and not self._closed:
-            entry.idle_since = entry.validated_at = now
-            if self._waiters:  # straight to the longest waiter: nobody can barge in
-                next(self._checkins)
-                next(self._checkouts)
-                entry.fresh = True  # just used: no ping needed
-                waiter = self._waiters.popleft()
-                waiter.entry = entry
-                waiter.lock.release()
-                lock.release()
-                return
-            if len(self._idle) < self._idle_cap:
-                next(self._checkins)
-                entry.fresh = self._fresh_on_checkin
-                self._idle.append(entry)
-                lock.release()
-                return
-            reason = "maxcached"
-        lock.release()
+        try:
+            if reason is None and now < entry.expires_at and not self._closed:
+                entry.idle_since = entry.validated_at = now
+                if self._waiters:  # straight to the longest waiter: nobody can barge in
+                    next(self._checkins)
+                    next(self._checkouts)
+                    entry.fresh = True  # just used: no ping needed
+                    waiter = self._waiters.popleft()
+                    waiter.entry = entry
+                    waiter.lock.release()
+                    return
+                if len(self._idle) < self._idle_cap:
+                    next(self._checkins)
+                    entry.fresh = self._fresh_on_checkin
+                    self._idle.append(entry)
+                    return
+                reason = "maxcached"
+        finally:
+            lock.release()
         if reason is None:
             reason = "max_lifetime" if now >= entry.expires_at else "pool closed"
         self._remove(entry, reason, checked_out=True, checkin=True)
@@ -956,27 +1065,30 @@ class Pool:
         its checkin (else a checkout being undone, which is not counted).
         """
         con = entry.con
+        broken = reason in _BROKEN
+        refill = False
         lock = self._lock
         lock.acquire()
-        if entry.gen != self._gen:  # inherited from the parent process: not ours to count
+        try:
+            ours = entry.gen == self._gen  # else inherited from the parent: not ours to count
+            if ours:
+                if checked_out:
+                    if checkin:
+                        next(self._checkins)
+                    else:
+                        self._n_undone += 1
+                self._size -= 1
+                self._entries.pop(id(con), None)
+                self._n_closed += 1
+                if broken:
+                    self._n_discarded += 1
+                self._serve_waiters()
+                refill = not self._closed and self._size < self._mincached
+        finally:
             lock.release()
-            con._close()
-            return
-        if checked_out:
-            if checkin:
-                next(self._checkins)
-            else:
-                self._n_undone += 1
-        self._size -= 1
-        self._entries.pop(id(con), None)
-        self._n_closed += 1
-        broken = reason in _BROKEN
-        if broken:
-            self._n_discarded += 1
-        self._serve_waiters()
-        refill = not self._closed and self._size < self._mincached
-        lock.release()
         con._close()
+        if not ours:
+            return
         if broken:
             self._log.info("tether: pool %s discarded a connection: %s", self.name, reason)
         if self._on_event is not None:
@@ -1039,15 +1151,17 @@ class Pool:
             return self._share(best)
         entry = self._checkout_slow(None, monotonic())
         lock.acquire()
-        share = (
-            not self._closed
-            and len(self._shared) < self._maxshared
-            and not entry.con._in_transaction()
-        )
-        if share:
-            entry.shares = 1
-            self._shared.append(entry)
-        lock.release()
+        try:
+            share = (
+                not self._closed
+                and len(self._shared) < self._maxshared
+                and not entry.con._in_transaction()
+            )
+            if share:
+                entry.shares = 1
+                self._shared.append(entry)
+        finally:
+            lock.release()
         return self._share(entry) if share else self._dedicated(entry)
 
     def _share(self, entry: _Entry) -> PooledConnection:
@@ -1061,17 +1175,18 @@ class Pool:
         """Give back one share; the last one gives the connection back to the pool."""
         lock = self._lock
         lock.acquire()
-        if entry.gen != self._gen:  # inherited from the parent process
+        try:
+            if entry.gen != self._gen:  # inherited from the parent process
+                return
+            entry.shares -= 1
+            last = entry.shares <= 0
+            if last:
+                self._shared.remove(entry)
+            else:
+                next(self._checkins)
+                self._extra_shares -= 1
+        finally:
             lock.release()
-            return
-        entry.shares -= 1
-        last = entry.shares <= 0
-        if last:
-            self._shared.remove(entry)
-        else:
-            next(self._checkins)
-            self._extra_shares -= 1
-        lock.release()
         if last:
             self._checkin(entry)
 
@@ -1129,7 +1244,7 @@ class Pool:
     def _wake(self) -> None:
         """Start the maintenance thread if need be, and make it run a round now."""
         maintenance = self._maintenance
-        if self._closed:
+        if self._closed or self._constructing:
             if maintenance is not None:
                 maintenance.wake()
             return
@@ -1249,7 +1364,7 @@ class Pool:
         self._orphans = deque()
         self._size = self._opening = self._checking = 0
         self._unreachable = False
-        self._last_error = None
+        self._last_error = self._config_error = None
         self._maintenance = None
         self._reset_counters()
         if self._needs_maintenance() and not self._closed:

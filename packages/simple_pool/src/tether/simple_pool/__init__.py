@@ -12,7 +12,14 @@ available as ``PooledDB`` and ``PooledPg``.
 from importlib.metadata import PackageNotFoundError, version
 
 from .drivers import DriverAdapter, adapter_for
-from .errors import NotSupportedError, PoolClosed, PoolError, PoolTimeout, TetherError
+from .errors import (
+    AuthenticationError,
+    NotSupportedError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TetherError,
+)
 from .pool import PooledConnection, SimplePooledDB, SimplePooledPg
 
 try:
@@ -26,6 +33,7 @@ PooledPg = SimplePooledPg
 PooledDBError = PoolError
 
 __all__ = [
+    "AuthenticationError",
     "DriverAdapter",
     "NotSupportedError",
     "PoolClosed",

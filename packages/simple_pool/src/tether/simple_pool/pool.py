@@ -85,7 +85,7 @@ class SimplePooledDB:
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         for _ in range(maxconnections):
-            self._idle.append(adapter.connect(*args, **kwargs))
+            self._idle.append(adapter.open(*args, **kwargs))
         # A creator tether could not place (a lambda) gets its driver's adapter now.
         self._adapter = refine(adapter, self._idle[0])
 
@@ -138,7 +138,7 @@ class SimplePooledDB:
             # connection either: replace it now, still outside the lock.
             adapter.close(raw)
             try:
-                raw = adapter.connect(*self._args, **self._kwargs)
+                raw = adapter.open(*self._args, **self._kwargs)
             except Exception:
                 with self._cond:  # the pool shrinks by one; wake a waiter to time out
                     self._maxconnections -= 1
