@@ -93,6 +93,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tether.simple_pool._checks import check_int, check_seconds
+from tether.simple_pool._deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
 from tether.simple_pool.errors import AuthenticationError
 from tether.steady import SteadyBase
@@ -423,6 +424,7 @@ class Pool:
         # 50 threads, 150 ms connects, 2 ms queries: the burst is over long
         # before the new connections are).
         reserved = False
+        unanswered = False
         if self._orphans:
             self._drain_orphans()
         lock = self._lock
@@ -436,10 +438,11 @@ class Pool:
                         self._observe_checkout(entry)
                     return entry
                 now = monotonic()  # the ping took some of the deadline
+                unanswered = now >= deadline  # all of it: the database did not answer
             if now >= deadline:
                 if reserved:
                     self._unreserve()
-                self._raise_timeout(failed)
+                self._raise_timeout(failed, connecting=unanswered)
             waiter: _Waiter | None = None
             connect_for: _Waiter | None = None
             wake = False
@@ -532,37 +535,14 @@ class Pool:
         own errors are raised here, as if the checkout had connected itself.
         """
         seconds = deadline - now
-        handoff = threading.Lock()
-        done = threading.Event()
-        box: list[Any] = []  # the entry or the exception, while the checkout still waits
-
-        def run() -> None:
-            result: Any
-            try:
-                result = self._open_reserved(seconds, checkout=True)
-            except BaseException as exc:
-                result = exc
-            with handoff:
-                if not done.is_set():  # the checkout still waits: it is its result
-                    box.append(result)
-                    done.set()
-                    return
-            if isinstance(result, _Entry):  # too late for the checkout: for the next one
-                self._undo_checkout(result)
-
-        thread = threading.Thread(target=run, name=f"tether-connect-{self.name}", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # no more threads (interpreter exit, a thread limit): here then
-            return self._open_reserved(seconds, checkout=True)
-        done.wait(max(deadline - monotonic(), 0.0))
-        with handoff:
-            result = box.pop() if box else None
-            done.set()  # from now on the connect's result is not ours
-        if result is None:
+        result = call_within(
+            lambda: self._open_reserved(seconds, checkout=True),
+            seconds,
+            self._undo_checkout,
+            f"tether-connect-{self.name}",
+        )
+        if result is LATE:
             self._raise_timeout(None, connecting=True)
-        if isinstance(result, BaseException):
-            raise result
         assert isinstance(result, _Entry)
         return result
 
@@ -758,7 +738,7 @@ class Pool:
         if unreachable:
             reason = "database unreachable"
             last = (
-                "a connect did not finish in time"
+                "the database did not answer in time (a connect or ping did not finish)"
                 if connecting and cause is None
                 else f"last connect error: {self._error_text(failed)}"
             )

@@ -40,6 +40,7 @@ from typing import Any, Union
 
 from tether.simple_pool._checks import check_int, check_seconds
 from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
+from tether.simple_pool.errors import AuthenticationError
 
 from .errors import SteadyDBError
 from .ping import parse_ping
@@ -331,6 +332,8 @@ class SteadyBase:
         if reconnect and not self._in_transaction():
             try:
                 self._reopen("the ping check failed")
+            except AuthenticationError:
+                raise  # configuration, not a dead connection: the caller must know
             except Exception as exc:
                 self._log.warning(
                     "tether: reopening %s connection failed: %s", self._adapter.name, _describe(exc)

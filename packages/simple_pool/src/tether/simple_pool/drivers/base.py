@@ -351,9 +351,9 @@ def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
                         found.setdefault(role, value.strip("'"))
     for name, role in _TARGET_KEYS:
         value = kwargs.get(name)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            if not (name == "dbname" and "=" in str(value)):  # a conninfo, read above
-                found[role] = str(value)
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if text and not (name == "dbname" and "=" in text):  # a conninfo was read above
+            found[role] = text
     parts = [f"user {found.get('user', '(default)')!r}"]
     host = found.get("host", "(default)")
     parts.append(f"at host {host}:{found['port']}" if "port" in found else f"at host {host}")
