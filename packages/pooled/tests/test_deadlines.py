@@ -53,9 +53,21 @@ def proxied(server_target: Any, toxiproxy: ToxiproxyServer) -> Iterator[tuple[An
             proxy.delete()
 
 
-def _blackhole(proxy: Proxy) -> contextlib.AbstractContextManager[Any]:
-    """Every byte from the database dropped, no connection closed (toxiproxy's timeout 0)."""
-    return proxy.toxic("timeout", {"timeout": 0})
+@contextlib.contextmanager
+def _blackhole(proxy: Proxy, lift_after: float = 8.0) -> Iterator[None]:
+    """Every byte from the database dropped, no connection closed (toxiproxy's timeout 0).
+
+    Lifted after ``lift_after`` seconds at the latest, so a wait the deadline
+    does not bound makes the test fail instead of hanging it.
+    """
+    toxic = proxy.add_toxic("timeout", {"timeout": 0})
+    timer = threading.Timer(lift_after, proxy.remove_toxic, (toxic.name,))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        proxy.remove_toxic(toxic.name)
 
 
 # -- 1. checkout_timeout bounds every wait ------------------------------------------------------
