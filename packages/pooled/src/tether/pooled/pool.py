@@ -738,7 +738,7 @@ class Pool:
         if unreachable:
             reason = "database unreachable"
             last = (
-                "the database did not answer in time (a connect or ping did not finish)"
+                "the database did not answer in time (a connect or ping did not finish in time)"
                 if connecting and cause is None
                 else f"last connect error: {self._error_text(failed)}"
             )
