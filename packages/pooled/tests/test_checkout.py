@@ -85,7 +85,9 @@ def test_dead_idle_connection_is_replaced_at_checkout(fake: FakeDriver, fake_poo
     assert db._con._raw.alive
     db.close()
     stats = pool.stats()
-    assert stats["discarded"] == 2 and stats["opened"] == 3
+    # 3 or 4: one for the checkout, and the maintenance thread may already have
+    # refilled towards mincached=2 (a non-blocking connect runs on a thread now).
+    assert stats["discarded"] == 2 and stats["opened"] in (3, 4)
     assert stats["opened"] - stats["closed"] == stats["size"]
 
 

@@ -42,11 +42,10 @@ def test_with_commits_when_the_block_succeeds(driver_target: Any, pools: Any) ->
     with pool.connection() as db:
         _begin(target, db)
         execute(target, db, f"INSERT INTO {table} VALUES (1)")  # no commit(): `with` does it
-    with pytest.raises(ZeroDivisionError):
-        with pool.connection() as db:
-            _begin(target, db)
-            execute(target, db, f"INSERT INTO {table} VALUES (2)")
-            1 / 0  # noqa: B018
+    with pytest.raises(ZeroDivisionError), pool.connection() as db:
+        _begin(target, db)
+        execute(target, db, f"INSERT INTO {table} VALUES (2)")
+        1 / 0  # noqa: B018
     with pool.connection() as db:
         assert execute(target, db, f"SELECT x FROM {table}") == [(1,)]
 

@@ -90,8 +90,15 @@ from tether.simple_pool._checks import (
     check_seconds,
     check_setsession,
 )
+from tether.simple_pool._deadline import LATE, call_within, remaining
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
-from tether.simple_pool.errors import NotSupportedError, PoolClosed, PoolError, PoolTimeout
+from tether.simple_pool.errors import (
+    AuthenticationError,
+    NotSupportedError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+)
 from tether.steady import SteadyDBConnection, SteadyPgConnection
 from tether.steady.core import (
     PING_ON_REQUEST,
@@ -381,8 +388,8 @@ class _Persistent(Generic[C]):
         self._shared = _Shared(limit)
         _generators.add(self)
 
-    def _create(self) -> C:
-        """A new steady connection of the right kind (an :class:`_Owned` one)."""
+    def _create(self, kwargs: dict[str, Any]) -> C:
+        """A new steady connection of the right kind (an :class:`_Owned` one), with ``kwargs``."""
         raise NotImplementedError
 
     def steady_connection(self) -> C:
@@ -417,7 +424,7 @@ class _Persistent(Generic[C]):
                         # a statement by steady's look at the socket.
                         now = time.monotonic()
                         if now - slot.seen_at >= self._ping_after:
-                            con._ping_check(PING_ON_REQUEST)
+                            self._check(con, now + self._checkout_timeout)
                         slot.seen_at = now
                     return con
         return self._new_connection(slot)
@@ -447,6 +454,35 @@ class _Persistent(Generic[C]):
             )
             con._reopen("its driver settings could not be set back")
 
+    def _check(self, con: C, deadline: float) -> None:
+        """The ping at ``connection()``, and the reopen after a failed one, within ``deadline``.
+
+        The ping waits for the server at most until the deadline (a
+        blackholed server never answers); a reopen gets the driver's connect
+        timeout from what is left (libpq: whole seconds, at least 2). A
+        failed reopen leaves the connection to be reopened by its next
+        statement, as steady connections do; a refused login is raised.
+        """
+        if con._ping_check(PING_ON_REQUEST, reconnect=False, timeout=remaining(deadline)):
+            return
+        if con._in_transaction():
+            return  # never replaced inside a transaction; its next statement fails
+        user_kwargs = con._kwargs
+        con._kwargs = self._adapter.set_timeouts(dict(user_kwargs), remaining(deadline))
+        try:
+            con._reopen("the ping check failed")
+        except AuthenticationError:
+            raise
+        except Exception as exc:
+            self._log.warning(
+                "tether: reopening %s connection failed: %s: %s",
+                self._adapter.name,
+                type(exc).__name__,
+                exc,
+            )
+        finally:
+            con._kwargs = user_kwargs
+
     def _roll_back_leftover(self, con: C) -> None:
         self._log.warning(
             "tether: rolling back a transaction the previous request on this thread left open"
@@ -467,9 +503,11 @@ class _Persistent(Generic[C]):
             if slot is not None:
                 _discard(slot)
             raise PoolClosed(f"{self!r} is closed")
-        self._reserve()
+        # One deadline for the wait for the cap and the connect.
+        deadline = time.monotonic() + self._checkout_timeout
+        self._reserve(deadline)
         try:
-            con = self._create()
+            con = self._connect_within(deadline)
         except BaseException:
             shared.released()
             raise
@@ -489,7 +527,41 @@ class _Persistent(Generic[C]):
             raise PoolClosed(f"{self!r} is closed")
         return con
 
-    def _reserve(self) -> None:
+    def _connect_within(self, deadline: float) -> C:
+        """A new connection, or :class:`PoolTimeout` when it is not open by ``deadline``.
+
+        The driver's connect timeout is set from what is left, but drivers
+        count coarsely (libpq: whole seconds, at least 2), so the connect
+        runs on a short-lived thread and this thread stops waiting at the
+        deadline; a connection that is made after it is closed at once.
+        """
+        seconds = remaining(deadline)
+        kwargs = self._adapter.set_timeouts(self._connect_kwargs(), seconds)
+        result = call_within(
+            lambda: self._create(kwargs), seconds, self._close_late, "tether-persistent-connect"
+        )
+        if result is LATE:
+            wait = self._checkout_timeout
+            raise PoolTimeout(
+                f"{self!r}: no connection within {wait:g} s (checkout_timeout): the database"
+                f" did not answer the {self._adapter.name} connect in time"
+            )
+        con = cast(C, result)
+        con._kwargs = self._connect_kwargs()  # later reopens: the user's own arguments
+        return con
+
+    def _close_late(self, con: C) -> None:
+        """A connect that finished after its caller gave up: close it, free its count."""
+        try:
+            con._close()
+        finally:
+            self._shared.released()
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """The connect keyword arguments (the front knows them)."""
+        raise NotImplementedError
+
+    def _reserve(self, deadline: float) -> None:
         """Count one more open connection, within ``maxconnections``."""
         shared = self._shared
         with shared.cond:
@@ -500,7 +572,6 @@ class _Persistent(Generic[C]):
                         " by other threads; a connection is freed when its thread ends"
                     )
                 wait = self._checkout_timeout
-                deadline = time.monotonic() + wait
                 while shared.count >= shared.limit:
                     if shared.closed:
                         raise PoolClosed(f"{self!r} is closed")
@@ -645,7 +716,9 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
         self._isfatal = isfatal
         self._args, self._kwargs = args, kwargs
 
-    def _steady(self, cls: type[SteadyDBConnection]) -> SteadyDBConnection:
+    def _steady(
+        self, cls: type[SteadyDBConnection], kwargs: dict[str, Any] | None = None
+    ) -> SteadyDBConnection:
         return cls(
             self._creator,
             self._maxusage,
@@ -659,11 +732,14 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
             max_lifetime=self._max_lifetime,
             on_connect=self._on_connect,
             logger=self._logger,
-            **self._kwargs,
+            **(self._kwargs if kwargs is None else kwargs),
         )
 
-    def _create(self) -> SteadyDBConnection:
-        return self._steady(_PersistentDBConnection)
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return self._kwargs
+
+    def _create(self, kwargs: dict[str, Any]) -> SteadyDBConnection:
+        return self._steady(_PersistentDBConnection, kwargs)
 
     def steady_connection(self) -> SteadyDBConnection:
         """A new steady DB-API 2 connection, not persistent: tied to no thread, not counted."""
@@ -717,7 +793,9 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
         )
         self._args, self._kwargs = args, kwargs
 
-    def _steady(self, cls: type[SteadyPgConnection]) -> SteadyPgConnection:
+    def _steady(
+        self, cls: type[SteadyPgConnection], kwargs: dict[str, Any] | None = None
+    ) -> SteadyPgConnection:
         return cls(
             self._maxusage,
             self._setsession,
@@ -727,11 +805,14 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
             max_lifetime=self._max_lifetime,
             on_connect=self._on_connect,
             logger=self._logger,
-            **self._kwargs,
+            **(self._kwargs if kwargs is None else kwargs),
         )
 
-    def _create(self) -> SteadyPgConnection:
-        return self._steady(_PersistentPgConnection)
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return self._kwargs
+
+    def _create(self, kwargs: dict[str, Any]) -> SteadyPgConnection:
+        return self._steady(_PersistentPgConnection, kwargs)
 
     def steady_connection(self) -> SteadyPgConnection:
         """A new steady PyGreSQL connection, not persistent: tied to no thread, not counted."""

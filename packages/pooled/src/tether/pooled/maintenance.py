@@ -13,8 +13,13 @@ the first failed connect or leaked proxy -- and each round it:
    a time, with capped exponential backoff and jitter
    (``reconnect_backoff=(first, maximum)`` seconds; each delay is drawn
    between half and all of ``first * 2**attempt``, capped at ``maximum``).
-   The first success clears the unreachable state, so waiters are served
-   and checkouts connect again;
+   While checkouts wait, an attempt follows the last one after at most
+   ``WAITING_RETRY`` (0.25 s) whatever the backoff says, so a database that
+   comes back serves them at once. The first success clears the unreachable
+   state, so waiters are served and checkouts connect again. A refused login
+   (:class:`~tether.simple_pool.errors.AuthenticationError`) is no outage:
+   it is never retried here (nor by step 4); the next checkout's own connect
+   tries again and raises it;
 2. **retires** idle connections past their lifetime (``max_lifetime``, with
    up to 10 % jitter so connections opened together do not all expire
    together) or idle for longer than ``max_idle`` (the latter only while
@@ -57,6 +62,11 @@ log = logging.getLogger("tether.pooled")
 _INF = float("inf")
 _MIN_TICK = 0.005
 _MAX_TICK = 1.0
+#: While checkouts wait for an unreachable database, reconnect at least this
+#: often (seconds between the end of one attempt and the next), whatever the
+#: backoff has grown to: a checkout waiting when the database comes back is
+#: then served within about this long, not after a backoff of seconds.
+WAITING_RETRY = 0.25
 
 
 class Maintenance:
@@ -144,26 +154,36 @@ def _tick(pool: Pool) -> float:
 def _reconnect(pool: Pool) -> float:
     """Try to connect if an attempt is due; the seconds until the next attempt."""
     now = monotonic()
-    if now < pool._reconnect_at:
-        return pool._reconnect_at - now
+    due = pool._reconnect_at
+    if pool._waiters:  # a checkout waits: do not let it wait out the backoff
+        due = min(due, pool._reconnect_tried_at + WAITING_RETRY)
+    if now < due:
+        return min(due - now, WAITING_RETRY) if pool._waiters else due - now
     first, maximum = pool._backoff
+    if pool._config_error is not None:
+        return maximum  # the login was refused: retrying cannot help (a checkout may)
     if not pool._reserve_if_room(reconnecting=True):
         return maximum  # every slot is in use: a discard will wake us
     try:
         pool._open_reserved(pool._timeout, checkout=False)
     except Exception:
+        pool._reconnect_tried_at = monotonic()
+        if not pool._unreachable:  # AuthenticationError: no outage, no more attempts
+            return maximum
         attempt = pool._reconnect_attempts
         pool._reconnect_attempts = attempt + 1
         delay = backoff_delay(attempt, first, maximum)
         pool._reconnect_at = monotonic() + delay
         pool._log.info(
-            "tether: pool %s: reconnect attempt %d failed (%s); next in %.3g s",
+            "tether: pool %s: reconnect attempt %d failed (%s); next in %.3g s"
+            " (every %g s while checkouts wait)",
             pool.name,
             attempt + 1,
             pool._error_text(None),
             delay,
+            WAITING_RETRY,
         )
-        return delay
+        return min(delay, WAITING_RETRY) if pool._waiters else delay
     return 0.0  # connected: run the rest of the round right away
 
 
@@ -227,15 +247,22 @@ def _validate_idle(pool: Pool, now: float, interval: float) -> None:
         return
     lock = pool._lock
     lock.acquire()
-    pool._checking += len(due)
-    lock.release()
+    try:
+        pool._checking += len(due)
+    finally:
+        lock.release()
     alive: list[_Entry] = []
     removed: list[tuple[_Entry, str]] = []
     for entry in due:
         con = entry.con
         raw = con._raw
         try:
-            ok = raw is not None and not con._adapter.is_closed(raw) and bool(con._pinger(raw))
+            if raw is None or con._adapter.is_closed(raw):
+                ok = False
+            elif con._pinger_bounded:  # bounded: a blackholed server never answers
+                ok = con._adapter.ping(raw, pool._timeout)
+            else:
+                ok = bool(con._pinger(raw))
         except Exception:
             ok = False
         if ok:
@@ -262,6 +289,8 @@ def _validate_idle(pool: Pool, now: float, interval: float) -> None:
 
 def _refill(pool: Pool) -> None:
     """Open connections until the pool has ``mincached`` (idle, in use or opening)."""
+    if pool._config_error is not None:
+        return  # the login was refused: a background connect would only repeat that
     while pool._mincached and pool._reserve_if_room(below_mincached=True):
         try:
             pool._open_reserved(pool._timeout, checkout=False)

@@ -102,7 +102,9 @@ from tether.simple_pool._checks import (
     check_seconds_pair,
     check_str,
 )
+from tether.simple_pool._deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
+from tether.simple_pool.errors import AuthenticationError
 from tether.steady import SteadyBase
 
 from . import fork
@@ -212,6 +214,7 @@ class Pool:
     name: str
     _adapter: DriverAdapter
     _kwargs: dict[str, Any]
+    _constructing = False  # True while the constructor opens mincached connections
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -305,8 +308,12 @@ class Pool:
         self._gen = 0  # bumped in a forked child
         self._unreachable = False
         self._last_error: BaseException | None = None
+        #: The database refused the login (AuthenticationError): no background
+        #: connects until a checkout's own connect succeeds again.
+        self._config_error: BaseException | None = None
         self._reconnect_attempts = 0
         self._reconnect_at = 0.0
+        self._reconnect_tried_at = 0.0  # when the last reconnect attempt ended
         self._reset_counters()
         #: Where connections came back with an open transaction (warned once each).
         self._warned_sites: set[str] = set()
@@ -314,11 +321,22 @@ class Pool:
         fork.register(self)
 
         # As DBUtils: the first mincached connections are opened now, and a
-        # failure to do so is the constructor's.
-        for _ in range(mincached):
-            if not self._reserve_if_room():
-                break
-            self._open_reserved(self._timeout, checkout=False)
+        # failure to do so is the constructor's. A constructor that fails
+        # leaves nothing behind: what it opened is closed, and no maintenance
+        # thread was started (it would keep reconnecting for a pool nobody
+        # holds, kept alive by the error's traceback until the next gc).
+        self._constructing = True
+        try:
+            for _ in range(mincached):
+                if not self._reserve_if_room():
+                    break
+                self._open_reserved(self._timeout, checkout=False)
+        except BaseException:
+            self._constructing = False
+            self.close()
+            self._last_error = self._config_error = None  # no cycle through the traceback
+            raise
+        self._constructing = False
         if self._needs_maintenance():
             self._wake()
 
@@ -406,24 +424,28 @@ class Pool:
         # 50 threads, 150 ms connects, 2 ms queries: the burst is over long
         # before the new connections are).
         reserved = False
+        unanswered = False
         if self._orphans:
             self._drain_orphans()
         lock = self._lock
         while True:
             if entry is not None:
-                entry = self._validate(entry, now)
+                entry = self._validate(entry, now, deadline)
                 if entry is not None:
                     if waited:
                         self._count_wait(now - start)
                     if self._observed:
                         self._observe_checkout(entry)
                     return entry
+                now = monotonic()  # the ping took some of the deadline
+                unanswered = now >= deadline  # all of it: the database did not answer
             if now >= deadline:
                 if reserved:
                     self._unreserve()
-                self._raise_timeout(failed)
+                self._raise_timeout(failed, connecting=unanswered)
             waiter: _Waiter | None = None
             connect_for: _Waiter | None = None
+            wake = False
             lock.acquire()
             try:
                 if self._closed:
@@ -459,6 +481,8 @@ class Pool:
                         self._waiters.appendleft(waiter)
                     else:
                         self._waiters.append(waiter)
+                    # The maintenance thread reconnects sooner while checkouts wait.
+                    wake = self._unreachable
                     # A checkin may have pushed a connection after we looked and
                     # before we queued, and not seen us: look again.
                     if self._idle:
@@ -470,6 +494,8 @@ class Pool:
                         self._waiters.append(waiter)  # nobody waits (checked above)
             finally:
                 lock.release()
+            if wake:
+                self._wake()
             if connect_for is not None:
                 self._connect_in_background(connect_for, deadline - now)
             if waiter is not None:
@@ -490,13 +516,53 @@ class Pool:
                 continue
             # A non-blocking checkout opens the connection in its reserved slot itself.
             try:
-                entry = self._open_reserved(deadline - now, checkout=True)
+                entry = self._open_within(deadline, now)
             except Exception as exc:
                 if not self._blocking or not self._is_connect_error(exc):
                     raise  # the driver's error, as DBUtils raises it
                 failed = exc
                 entry = None
             now = monotonic()
+
+    def _open_within(self, deadline: float, now: float) -> _Entry:
+        """A non-blocking checkout's own connect, given up at ``deadline``.
+
+        The driver's connect timeout is set from what is left, but drivers
+        count coarsely (libpq: whole seconds, at least 2), so the connect runs
+        on a short-lived thread and the checkout stops waiting at the
+        deadline (:class:`UnreachableTimeout`); a connection that arrives
+        later is put into the idle list for the next checkout. The driver's
+        own errors are raised here, as if the checkout had connected itself.
+        """
+        seconds = deadline - now
+        result = call_within(
+            lambda: self._open_reserved(seconds, checkout=True),
+            seconds,
+            self._undo_checkout,
+            f"tether-connect-{self.name}",
+        )
+        if result is LATE:
+            self._raise_timeout(None, connecting=True)
+        assert isinstance(result, _Entry)
+        return result
+
+    def _undo_checkout(self, entry: _Entry) -> None:
+        """Take back an entry counted as checked out that nobody took (a late connect)."""
+        keep = False
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._n_undone += 1
+            if not self._closed and entry.gen == self._gen and len(self._idle) < self._idle_cap:
+                entry.idle_since = monotonic()
+                entry.fresh = self._fresh_on_checkin
+                self._idle.append(entry)
+                self._serve_waiters()
+                keep = True
+        finally:
+            lock.release()
+        if not keep:
+            self._remove(entry, "pool closed" if self._closed else "maxcached")
 
     def _connect_in_background(self, waiter: _Waiter, seconds: float) -> None:
         """Open a connection in a reserved slot on a thread of its own, for the longest waiter.
@@ -541,14 +607,20 @@ class Pool:
         next(self._checkouts)
         return entry
 
-    def _validate(self, entry: _Entry, now: float) -> _Entry | None:
-        """``entry`` if it may be handed out; else it is closed and None returned."""
+    def _validate(self, entry: _Entry, now: float, deadline: float) -> _Entry | None:
+        """``entry`` if it may be handed out; else it is closed and None returned.
+
+        The ping may wait for the server until ``deadline`` at most (a
+        blackholed server never answers); one that runs out of time discards
+        the connection, and the checkout goes on with what is left.
+        """
         if now >= entry.expires_at:
             self._remove(entry, "max_lifetime", checked_out=True)
             return None
         last_seen_alive = max(entry.idle_since, entry.validated_at)
         if not entry.fresh and now - last_seen_alive >= self._ping_after:
-            if entry.con._ping_check(1, reconnect=False) is False:
+            alive = entry.con._ping_check(1, reconnect=False, timeout=max(deadline - now, 0.0))
+            if alive is False:
                 self._remove(entry, "ping failed", checked_out=True)
                 return None
             entry.validated_at = monotonic()
@@ -666,7 +738,7 @@ class Pool:
         if unreachable:
             reason = "database unreachable"
             last = (
-                "a connect did not finish in time"
+                "the database did not answer in time (a connect or ping did not finish in time)"
                 if connecting and cause is None
                 else f"last connect error: {self._error_text(failed)}"
             )
@@ -694,10 +766,12 @@ class Pool:
     def _count_wait(self, seconds: float) -> None:
         lock = self._lock
         lock.acquire()
-        self._n_waits += 1
-        self._wait_total += seconds
-        self._wait_max = max(self._wait_max, seconds)
-        lock.release()
+        try:
+            self._n_waits += 1
+            self._wait_total += seconds
+            self._wait_max = max(self._wait_max, seconds)
+        finally:
+            lock.release()
 
     def _observe_checkout(self, entry: _Entry) -> None:
         entry.taken_at = monotonic()
@@ -746,11 +820,19 @@ class Pool:
             try:
                 self._size -= 1
                 self._opening -= 1
-                newly = False
+                newly = refused = False
                 connect_error = isinstance(exc, Exception) and self._is_connect_error(exc)
                 if connect_error:
                     self._n_connect_errors += 1
                     newly = self._set_unreachable(exc)
+                elif isinstance(exc, AuthenticationError):
+                    # Not an outage: the server answered. Whoever waits for a
+                    # new connection tries (and is told) now, nothing retries
+                    # in the background.
+                    self._n_connect_errors += 1
+                    refused = self._config_error is None
+                    self._config_error = self._last_error = exc
+                    self._unreachable = False
                 if for_waiter is not None:
                     for_waiter.connecting = False
                     if for_waiter in self._waiters:
@@ -766,6 +848,10 @@ class Pool:
                 self._serve_waiters()
             finally:
                 lock.release()
+            if refused:
+                self._log.error(
+                    "tether: pool %s: %s; not retrying in the background", self.name, exc
+                )
             if newly:
                 self._log.warning(
                     "tether: pool %s cannot connect (%s); reconnecting in the background",
@@ -784,27 +870,30 @@ class Pool:
         entry.on_lost = _lost_callback(self, entry)
         lock = self._lock
         lock.acquire()
-        recovered = False
-        closed = self._closed or entry.gen != self._gen
-        if closed:
-            if entry.gen == self._gen:
-                self._size -= 1
-                self._opening -= 1
-        else:
-            if for_waiter is not None:
-                for_waiter.connecting = False
-            self._opening -= 1
-            self._n_opened += 1
-            self._entries[id(con)] = entry
-            recovered = self._unreachable
-            self._unreachable = False
-            self._reconnect_attempts = 0
-            if checkout:
-                next(self._checkouts)
+        try:
+            recovered = False
+            closed = self._closed or entry.gen != self._gen
+            if closed:
+                if entry.gen == self._gen:
+                    self._size -= 1
+                    self._opening -= 1
             else:
-                self._idle.append(entry)
-            self._serve_waiters()
-        lock.release()
+                if for_waiter is not None:
+                    for_waiter.connecting = False
+                self._opening -= 1
+                self._n_opened += 1
+                self._entries[id(con)] = entry
+                recovered = self._unreachable
+                self._unreachable = False
+                self._reconnect_attempts = 0
+                self._config_error = None
+                if checkout:
+                    next(self._checkouts)
+                else:
+                    self._idle.append(entry)
+                self._serve_waiters()
+        finally:
+            lock.release()
         if closed:
             con._close()
             raise PoolClosed(f"pool {self.name} was closed while connecting")
@@ -938,25 +1027,25 @@ class Pool:
         now = monotonic()
         lock = self._lock
         lock.acquire()
-        if reason is None and now < entry.expires_at and not self._closed:
-            entry.idle_since = entry.validated_at = now
-            if self._waiters:  # straight to the longest waiter: nobody can barge in
-                next(self._checkins)
-                next(self._checkouts)
-                entry.fresh = True  # just used: no ping needed
-                waiter = self._waiters.popleft()
-                waiter.entry = entry
-                waiter.lock.release()
-                lock.release()
-                return
-            if len(self._idle) < self._idle_cap:
-                next(self._checkins)
-                entry.fresh = self._fresh_on_checkin
-                self._idle.append(entry)
-                lock.release()
-                return
-            reason = "maxcached"
-        lock.release()
+        try:
+            if reason is None and now < entry.expires_at and not self._closed:
+                entry.idle_since = entry.validated_at = now
+                if self._waiters:  # straight to the longest waiter: nobody can barge in
+                    next(self._checkins)
+                    next(self._checkouts)
+                    entry.fresh = True  # just used: no ping needed
+                    waiter = self._waiters.popleft()
+                    waiter.entry = entry
+                    waiter.lock.release()
+                    return
+                if len(self._idle) < self._idle_cap:
+                    next(self._checkins)
+                    entry.fresh = self._fresh_on_checkin
+                    self._idle.append(entry)
+                    return
+                reason = "maxcached"
+        finally:
+            lock.release()
         if reason is None:
             reason = "max_lifetime" if now >= entry.expires_at else "pool closed"
         self._remove(entry, reason, checked_out=True, checkin=True)
@@ -1025,27 +1114,30 @@ class Pool:
         its checkin (else a checkout being undone, which is not counted).
         """
         con = entry.con
+        broken = reason in _BROKEN
+        refill = False
         lock = self._lock
         lock.acquire()
-        if entry.gen != self._gen:  # inherited from the parent process: not ours to count
+        try:
+            ours = entry.gen == self._gen  # else inherited from the parent: not ours to count
+            if ours:
+                if checked_out:
+                    if checkin:
+                        next(self._checkins)
+                    else:
+                        self._n_undone += 1
+                self._size -= 1
+                self._entries.pop(id(con), None)
+                self._n_closed += 1
+                if broken:
+                    self._n_discarded += 1
+                self._serve_waiters()
+                refill = not self._closed and self._size < self._mincached
+        finally:
             lock.release()
-            con._close()
-            return
-        if checked_out:
-            if checkin:
-                next(self._checkins)
-            else:
-                self._n_undone += 1
-        self._size -= 1
-        self._entries.pop(id(con), None)
-        self._n_closed += 1
-        broken = reason in _BROKEN
-        if broken:
-            self._n_discarded += 1
-        self._serve_waiters()
-        refill = not self._closed and self._size < self._mincached
-        lock.release()
         con._close()
+        if not ours:
+            return
         if broken:
             self._log.info("tether: pool %s discarded a connection: %s", self.name, reason)
         if self._on_event is not None:
@@ -1108,15 +1200,17 @@ class Pool:
             return self._share(best)
         entry = self._checkout_slow(None, monotonic())
         lock.acquire()
-        share = (
-            not self._closed
-            and len(self._shared) < self._maxshared
-            and not entry.con._in_transaction()
-        )
-        if share:
-            entry.shares = 1
-            self._shared.append(entry)
-        lock.release()
+        try:
+            share = (
+                not self._closed
+                and len(self._shared) < self._maxshared
+                and not entry.con._in_transaction()
+            )
+            if share:
+                entry.shares = 1
+                self._shared.append(entry)
+        finally:
+            lock.release()
         return self._share(entry) if share else self._dedicated(entry)
 
     def _share(self, entry: _Entry) -> PooledConnection:
@@ -1130,17 +1224,18 @@ class Pool:
         """Give back one share; the last one gives the connection back to the pool."""
         lock = self._lock
         lock.acquire()
-        if entry.gen != self._gen:  # inherited from the parent process
+        try:
+            if entry.gen != self._gen:  # inherited from the parent process
+                return
+            entry.shares -= 1
+            last = entry.shares <= 0
+            if last:
+                self._shared.remove(entry)
+            else:
+                next(self._checkins)
+                self._extra_shares -= 1
+        finally:
             lock.release()
-            return
-        entry.shares -= 1
-        last = entry.shares <= 0
-        if last:
-            self._shared.remove(entry)
-        else:
-            next(self._checkins)
-            self._extra_shares -= 1
-        lock.release()
         if last:
             self._checkin(entry)
 
@@ -1198,7 +1293,7 @@ class Pool:
     def _wake(self) -> None:
         """Start the maintenance thread if need be, and make it run a round now."""
         maintenance = self._maintenance
-        if self._closed:
+        if self._closed or self._constructing:
             if maintenance is not None:
                 maintenance.wake()
             return
@@ -1318,7 +1413,7 @@ class Pool:
         self._orphans = deque()
         self._size = self._opening = self._checking = 0
         self._unreachable = False
-        self._last_error = None
+        self._last_error = self._config_error = None
         self._maintenance = None
         self._reset_counters()
         if self._needs_maintenance() and not self._closed:
@@ -1342,12 +1437,12 @@ def _lost_callback(pool: Pool, entry: _Entry) -> Callable[[weakref.ref[PooledCon
 
 
 def _caller_site() -> str:
-    """``file:line`` of the innermost frame outside tether: where the program gave a connection back."""
-    frame = sys._getframe(1)
+    """``file:line`` of the innermost frame outside tether: where a connection was given back."""
+    frame: Any = sys._getframe(1)
     while frame is not None:
         if not str(frame.f_globals.get("__name__", "")).startswith("tether."):
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return "an unknown place"
 
 

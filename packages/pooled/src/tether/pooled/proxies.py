@@ -158,7 +158,7 @@ class PooledConnection:
             self._pool._checkin(entry)
 
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # noqa: D105
+    def __class__(self) -> type:
         """The driver connection's class, so ``isinstance(db, psycopg.Connection)`` holds.
 
         Frameworks check the type of the connection they are given (psycopg's

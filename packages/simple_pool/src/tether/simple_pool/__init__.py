@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .drivers import DriverAdapter, adapter_for
 from .errors import (
+    AuthenticationError,
     ConnectionReturned,
     NotSupportedError,
     PoolClosed,
@@ -33,6 +34,7 @@ PooledPg = SimplePooledPg
 PooledDBError = PoolError
 
 __all__ = [
+    "AuthenticationError",
     "ConnectionReturned",
     "DriverAdapter",
     "NotSupportedError",

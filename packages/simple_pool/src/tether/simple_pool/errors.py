@@ -36,3 +36,14 @@ class PoolTimeout(PoolError, TimeoutError):
 
 class NotSupportedError(PoolError):
     """The driver cannot be used this way (for example its threadsafety is 0)."""
+
+
+class AuthenticationError(TetherError):
+    """The database refused the credentials or the database name: a configuration error.
+
+    A wrong password, an unknown user or database, a user that may not log
+    in or not from this host. Retrying cannot help, so no tether layer
+    retries it or calls the database unreachable: it is raised at once, with
+    the driver's error as its ``__cause__``. The message names the user, the
+    host and the database, never the password.
+    """

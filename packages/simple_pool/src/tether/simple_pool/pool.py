@@ -122,7 +122,7 @@ class SimplePooledDB:
         opened: list[Any] = []
         try:
             for _ in range(maxconnections):
-                opened.append(adapter.connect(*args, **kwargs))
+                opened.append(adapter.open(*args, **kwargs))
             # A creator tether could not place (a lambda) gets its driver's adapter now.
             self._adapter = adapter = refine(adapter, opened[0])
             self._idle.extend((raw, adapter.settings(raw)) for raw in opened)
@@ -183,7 +183,7 @@ class SimplePooledDB:
             kwargs = adapter.set_timeouts(dict(kwargs), max(deadline - time.monotonic(), 0.001))
         raw = None
         try:
-            raw = adapter.connect(*self._args, **kwargs)
+            raw = adapter.open(*self._args, **kwargs)
             saved = adapter.settings(raw)
             with self._cond:
                 closed = self._closed

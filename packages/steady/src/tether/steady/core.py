@@ -48,6 +48,7 @@ from tether.simple_pool._checks import (
     check_setsession,
 )
 from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
+from tether.simple_pool.errors import AuthenticationError
 
 from .errors import SteadyDBError
 from .ping import parse_ping
@@ -137,6 +138,8 @@ class SteadyBase:
         self._failures = check_failures(failures)
         self._isfatal = check_callable("isfatal", isfatal)
         self._ping_flags, self._pinger = parse_ping(ping, self._adapter)
+        # The adapter's own check can be bounded in time (ping(raw, timeout)); a user's cannot.
+        self._pinger_bounded = self._pinger == self._adapter.ping
         self._closeable = check_bool("closeable", closeable)
         self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
         self._on_connect = check_callable("on_connect", on_connect)
@@ -173,7 +176,8 @@ class SteadyBase:
 
     def _open(self) -> Any:
         """A new, fully prepared driver connection (setsession and on_connect done)."""
-        raw = self._adapter.connect(*self._args, **self._kwargs)
+        # open(): a refused login raises AuthenticationError, on the first open and on a reopen.
+        raw = self._adapter.open(*self._args, **self._kwargs)
         # A creator tether could not place (a lambda, a wrapper) gets its
         # driver's adapter once the connection shows which driver it is.
         self._adapter = adapter = refine(self._adapter, raw)
@@ -367,21 +371,37 @@ class SteadyBase:
             return False
         return self._isfatal(exc) if self._isfatal is not None else True
 
-    def _ping_check(self, flag: int = PING_ON_REQUEST, reconnect: bool = True) -> bool | None:
+    def _ping_check(
+        self, flag: int = PING_ON_REQUEST, reconnect: bool = True, timeout: float | None = None
+    ) -> bool | None:
         """Check liveness if the ``ping`` setting asks for it at this moment (``flag``).
 
         Returns None when no check was made, else whether the connection is
         alive (after reopening it, when it was dead and that was allowed).
+        ``timeout``: the most seconds the check may wait for the server (a
+        pool's deadline); the driver adapter's check honours it, a ``ping``
+        statement or callable of the user's does not. A check that ran out of
+        time leaves the connection closed: its answer may still be on the way.
         """
         if not flag & self._ping_flags:
             return None
         raw = self._raw
-        alive = raw is not None and self._pinger(raw)
+        if raw is None:
+            alive = False
+        elif timeout is not None and self._pinger_bounded:
+            alive = self._adapter.ping(raw, timeout)
+            if not alive and not self._in_transaction():
+                self._raw, self._dead = None, raw  # possibly half-read: never used again
+                self._adapter.close(raw)
+        else:
+            alive = self._pinger(raw)
         if alive:
             return True
         if reconnect and not self._in_transaction():
             try:
                 self._reopen("the ping check failed")
+            except AuthenticationError:
+                raise  # configuration, not a dead connection: the caller must know
             except Exception as exc:
                 self._log.warning(
                     "tether: reopening %s connection failed: %s", self._adapter.name, _describe(exc)

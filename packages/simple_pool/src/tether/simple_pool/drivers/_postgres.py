@@ -40,6 +40,45 @@ LIBPQ_MIN_CONNECT_TIMEOUT = 2
 DISCARD_ALL = "DISCARD ALL"
 
 
+#: What libpq reports when the server refused the login, measured on PostgreSQL 15:
+#: libpq's connection errors carry no SQLSTATE (psycopg's ``sqlstate`` and
+#: PyGreSQL's are None), only the server's FATAL message. English messages
+#: (the server's ``lc_messages``); a translated server is classified by SQLSTATE
+#: only, where the driver has one.
+_AUTH_MESSAGES = (
+    "password authentication failed",  # 28P01
+    "authentication failed for user",  # ident, peer, SCRAM, GSSAPI, SSPI, LDAP, cert: 28000
+    "no pg_hba.conf entry",  # 28000
+    "pg_hba.conf rejects connection",  # 28000
+    "is not permitted to log in",  # 28000
+    "does not exist",  # role (28000) or database (3D000) "... does not exist"
+    "permission denied for database",  # 42501 at login: no CONNECT privilege
+    "no password supplied",  # libpq itself: the server asked for a password
+    "password is required",
+)
+
+
+def libpq_auth_failure(exc: BaseException) -> bool:
+    """True when a libpq connect error means the login was refused (SQLSTATE 28xxx, 3D000).
+
+    Without a SQLSTATE (libpq's connection errors have none) the server's
+    FATAL message decides; only a FATAL at connect counts, so "relation ...
+    does not exist" from a statement never does.
+    """
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate.startswith("28") or sqlstate == "3D000"
+    text = str(exc)
+    if "no password supplied" in text:
+        return True
+    if "FATAL:" not in text:
+        return False
+    fatal = text.split("FATAL:", 1)[1]
+    if "does not exist" in fatal:
+        return fatal.lstrip().startswith(("role ", "database "))
+    return any(message in fatal for message in _AUTH_MESSAGES)
+
+
 def sqlstate_means_lost(sqlstate: object) -> bool:
     """True for a SQLSTATE that means the server ended the session (class 08 or 57P0x...)."""
     return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in LOST_SQLSTATES)

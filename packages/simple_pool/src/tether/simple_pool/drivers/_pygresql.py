@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._postgres import connect_timeout, pygresql_presend_error, sqlstate_means_lost
-from .base import DriverAdapter
+from ._postgres import (
+    TRANS_INERROR,
+    connect_timeout,
+    libpq_auth_failure,
+    pygresql_presend_error,
+    sqlstate_means_lost,
+)
+from .base import DriverAdapter, wait_readable
 
 
 class PyGreSQLAdapter(DriverAdapter):
@@ -26,6 +32,11 @@ class PyGreSQLAdapter(DriverAdapter):
         if conn is not None and self.is_closed(conn):
             return True
         return sqlstate_means_lost(getattr(exc, "sqlstate", None))
+
+    def is_auth_failure(self, exc: BaseException) -> bool:
+        """libpq's FATAL message for a refused login (measured with PyGreSQL 6.2.3: a wrong
+        password or an unknown database raises ``InternalError`` without a SQLSTATE)."""
+        return libpq_auth_failure(exc)
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for PyGreSQL's own refusal to use a closed or bad connection."""
@@ -44,3 +55,28 @@ class PyGreSQLAdapter(DriverAdapter):
         if self.creator_is_driver:
             kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
         return kwargs
+
+
+def ping_cnx(cnx: Any, timeout: float | None) -> None:
+    """One round trip on PyGreSQL's libpq connection ``cnx``; raises when it fails.
+
+    ``SELECT 1``, or in a failed transaction (where that fails) the empty
+    statement: PyGreSQL answers the server's EmptyQueryResponse with
+    ``ValueError('Empty query')``, which proves the round trip. With
+    ``timeout`` the statement is sent with ``send_query()`` and the answer is
+    awaited with ``poll()`` for at most that long (``TimeoutError`` if it does
+    not come; the caller closes the connection) before PyGreSQL reads it.
+    """
+    sql = "" if int(cnx.transaction()) == TRANS_INERROR else "SELECT 1"
+    try:
+        if timeout is None:
+            cnx.query(sql)
+            return
+        query = cnx.send_query(sql)
+        if not wait_readable(int(cnx.fileno()), timeout):
+            raise TimeoutError(f"no answer to the ping within {timeout:g} s")
+        while query.getresult() is not None:  # up to the end of the answer
+            pass
+    except ValueError:
+        if sql:
+            raise  # "Empty query" only proves the round trip for the empty statement

@@ -21,6 +21,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
+import urllib.parse
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar
@@ -133,6 +135,30 @@ class DriverAdapter:
         """Open a new raw connection with the user's arguments."""
         return self._connect(*args, **kwargs)
 
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`connect`, with a refused login raised as ``AuthenticationError``.
+
+        Every tether layer opens its connections through here, so a wrong
+        password or database name is reported the same way everywhere: at
+        once, as a configuration error naming the user, host and database
+        (never the password), with the driver's error as ``__cause__``;
+        never as "database unreachable", and never retried.
+        """
+        try:
+            return self.connect(*args, **kwargs)
+        except Exception as exc:
+            if not self.is_auth_failure(exc):
+                raise
+            from ..errors import AuthenticationError
+
+            text = str(exc).strip()
+            for secret in _secrets(args, kwargs):
+                text = text.replace(secret, "***")
+            raise AuthenticationError(
+                f"{self.name}: the database refused the login of {describe_target(args, kwargs)}"
+                f" ({type(exc).__name__}: {text}); check the user, password and database name"
+            ) from exc
+
     def close(self, conn: Any) -> None:
         """Close ``conn``, never raising: closing a dead connection is not an error."""
         try:
@@ -182,8 +208,15 @@ class DriverAdapter:
         """
         return False
 
-    def ping(self, conn: Any) -> bool:
-        """A real liveness check (one round trip). False when the connection is dead."""
+    def ping(self, conn: Any, timeout: float | None = None) -> bool:
+        """A real liveness check (one round trip). False when the connection is dead.
+
+        ``timeout``: the most seconds the check may take (None: the driver's
+        own limits). A check that runs out of time answers False, and the
+        caller must close the connection: the answer may still be on its way.
+        The generic adapter cannot bound a round trip and ignores it; the
+        driver adapters override this to honour it.
+        """
         if self.is_closed(conn):
             return False
         try:
@@ -265,6 +298,21 @@ class DriverAdapter:
         """
         return self.is_closed(conn)
 
+    def is_auth_failure(self, exc: BaseException) -> bool:
+        """True when ``exc``, raised by :meth:`connect`, means the login itself was refused.
+
+        A wrong password, an unknown user or database, a user not allowed to
+        log in: configuration errors that no retry can fix. The generic
+        adapter asks the adapter of the driver the exception comes from (a
+        user's own connect function still raises its driver's errors).
+        """
+        from . import _REGISTRY
+
+        adapter_class = _REGISTRY.get(top_module_name(type(exc)))
+        if adapter_class is None or adapter_class.is_auth_failure is DriverAdapter.is_auth_failure:
+            return False
+        return adapter_class.is_auth_failure(self, exc)
+
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True when ``exc`` proves the failed statement never reached the server.
 
@@ -327,6 +375,62 @@ def restore_attributes(raw: Any, saved: dict[str, Any]) -> bool:
     return changed
 
 
+#: Connect keywords that name whom a connection is for (never the password).
+_TARGET_KEYS = (("user", "user"), ("username", "user"), ("host", "host"), ("port", "port"),
+                ("dbname", "database"), ("database", "database"), ("db", "database"))  # fmt: skip
+_PASSWORD_KEYS = ("password", "passwd", "pass")
+_CONNINFO_PAIR = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Whom connect arguments log in as, where: ``user 'u' at host h:p, database 'd'``.
+
+    Read from the keywords and from a conninfo string or URL given as the
+    first argument (or as ``dbname``/``dsn``/``conninfo``). Never the password.
+    """
+    found: dict[str, str] = {}
+    texts = [a for a in args[:1] if isinstance(a, str)]
+    texts += [kwargs[k] for k in ("dsn", "conninfo", "dbname") if isinstance(kwargs.get(k), str)]
+    for text in texts:
+        if "://" in text:
+            url = urllib.parse.urlsplit(text)
+            for key, value in (("user", url.username), ("host", url.hostname),
+                               ("port", url.port), ("database", url.path.lstrip("/"))):  # fmt: skip
+                if value:
+                    found.setdefault(key, urllib.parse.unquote(str(value)))
+        elif "=" in text:
+            for key, value in _CONNINFO_PAIR.findall(text):
+                for name, role in _TARGET_KEYS:
+                    if key == name and value:
+                        found.setdefault(role, value.strip("'"))
+    for name, role in _TARGET_KEYS:
+        value = kwargs.get(name)
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if text and not (name == "dbname" and "=" in text):  # a conninfo was read above
+            found[role] = text
+    parts = [f"user {found.get('user', '(default)')!r}"]
+    host = found.get("host", "(default)")
+    parts.append(f"at host {host}:{found['port']}" if "port" in found else f"at host {host}")
+    parts.append(f"database {found.get('database', '(default)')!r}")
+    return " ".join(parts[:2]) + ", " + parts[2]
+
+
+def _secrets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """The passwords in connect arguments, to keep them out of error messages."""
+    found = [str(kwargs[k]) for k in _PASSWORD_KEYS if kwargs.get(k)]
+    for text in [a for a in args[:1] if isinstance(a, str)] + [
+        v for k, v in kwargs.items() if k in ("dsn", "conninfo", "dbname") and isinstance(v, str)
+    ]:
+        if "://" in text:
+            password = urllib.parse.urlsplit(text).password
+            if password:
+                found += [password, urllib.parse.quote(password, safe="")]
+        for key, value in _CONNINFO_PAIR.findall(text):
+            if key in _PASSWORD_KEYS and value:
+                found.append(value.strip("'"))
+    return [secret for secret in found if len(secret) >= 1]
+
+
 def socket_readable(fd: int) -> bool:
     """Whether ``fd`` has data or EOF waiting, without blocking (a zero-timeout poll).
 
@@ -340,6 +444,15 @@ def socket_readable(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLPRI)
     return bool(poller.poll(0))  # POLLHUP, POLLERR and POLLNVAL are always reported
+
+
+def wait_readable(fd: int, seconds: float) -> bool:
+    """Wait at most ``seconds`` for ``fd`` to have data or EOF; False when time ran out."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(max(0, int(seconds * 1000 + 0.999))))
 
 
 def top_module_name(obj: object) -> str:

@@ -43,12 +43,11 @@ from typing import Any, ClassVar
 from . import register
 from ._postgres import (
     DISCARD_ALL,
-    TRANS_INERROR,
     peer_closed,
     transaction_state,
     with_conninfo_timeout,
 )
-from ._pygresql import PyGreSQLAdapter
+from ._pygresql import PyGreSQLAdapter, ping_cnx
 from .base import top_module_name
 
 _STATUS_OK = 1
@@ -228,23 +227,17 @@ class PgClassicAdapter(PyGreSQLAdapter):
         """``db.query(sql)``."""
         conn.query(sql)
 
-    def ping(self, conn: Any) -> bool:
+    def ping(self, conn: Any, timeout: float | None = None) -> bool:
         """``SELECT 1`` on the raw connection; the empty statement in a failed transaction.
 
         PyGreSQL answers the server's EmptyQueryResponse with ``ValueError('Empty
-        query')``, which proves the round trip.
+        query')``, which proves the round trip. ``timeout`` bounds the wait for
+        the answer (see ``ping_cnx``).
         """
         if conn is None or self.is_closed(conn):
             return False
-        raw = self._raw(conn)
         try:
-            if int(raw.transaction()) == TRANS_INERROR:
-                try:
-                    raw.query("")
-                except ValueError:
-                    pass  # "Empty query": the server answered
-            else:
-                raw.query(self.ping_sql)
+            ping_cnx(self._raw(conn), timeout)
         except Exception:
             return False
         return not self.is_closed(conn)

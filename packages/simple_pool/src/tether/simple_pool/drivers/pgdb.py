@@ -39,11 +39,10 @@ from typing import Any
 from . import register
 from ._postgres import (
     DISCARD_ALL,
-    TRANS_INERROR,
     peer_closed,
     transaction_state,
 )
-from ._pygresql import PyGreSQLAdapter
+from ._pygresql import PyGreSQLAdapter, ping_cnx
 from .base import log
 
 #: ``pg.Connection.status`` of a usable connection (libpq CONNECTION_OK is 0,
@@ -135,8 +134,10 @@ class PgdbAdapter(PyGreSQLAdapter):
 
     # -- round trips ------------------------------------------------------------------------
 
-    def ping(self, conn: Any) -> bool:
+    def ping(self, conn: Any, timeout: float | None = None) -> bool:
         """One round trip on the libpq connection, bypassing pgdb's implicit BEGIN.
+
+        ``timeout`` bounds the wait for the answer (see ``ping_cnx``).
 
         Through a cursor, pgdb would open a transaction outside autocommit
         mode. In a failed transaction, where ``SELECT 1`` fails, the empty
@@ -150,13 +151,7 @@ class PgdbAdapter(PyGreSQLAdapter):
         if cnx is None:
             return super().ping(conn)
         try:
-            if _transaction_status(cnx) == TRANS_INERROR:
-                try:
-                    cnx.query("")
-                except ValueError:
-                    pass  # "Empty query": the server's answer to the empty statement
-            else:
-                cnx.query(self.ping_sql)
+            ping_cnx(cnx, timeout)
         except Exception:
             return False
         return not self.is_closed(conn)

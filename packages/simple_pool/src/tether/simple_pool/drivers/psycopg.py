@@ -48,11 +48,12 @@ from ._postgres import (
     DISCARD_ALL,
     TRANS_IDLE,
     connect_timeout,
+    libpq_auth_failure,
     peer_closed,
     sqlstate_means_lost,
     transaction_state,
 )
-from .base import DriverAdapter
+from .base import DriverAdapter, wait_readable
 
 #: psycopg's own messages for a call refused because the connection is already
 #: closed or broken: raised before anything is sent.
@@ -147,8 +148,15 @@ class PsycopgAdapter(DriverAdapter):
 
     # -- round trips ------------------------------------------------------------------------
 
-    def ping(self, conn: Any) -> bool:
+    def ping(self, conn: Any, timeout: float | None = None) -> bool:
         """One round trip that leaves the transaction state as it was.
+
+        With ``timeout`` the empty statement is sent on libpq directly and its
+        answer awaited with ``poll()`` for at most that long (libpq has no
+        timeout of its own for a statement, and a server behind a blackhole
+        never answers); False when it did not come, and the connection must
+        then be closed (the answer may still arrive). libpq's own empty
+        statement opens no transaction in any state, so no autocommit switch.
 
         Outside autocommit, psycopg would open a transaction before the ping
         statement and leave the connection INTRANS (the user could then not
@@ -158,6 +166,8 @@ class PsycopgAdapter(DriverAdapter):
         """
         if conn is None or self.is_closed(conn):
             return False
+        if timeout is not None:
+            return _ping_within(conn, timeout)
         try:
             switch = not conn.autocommit and self.in_transaction(conn) is False
             if switch:
@@ -225,6 +235,11 @@ class PsycopgAdapter(DriverAdapter):
             return True
         return sqlstate_means_lost(getattr(exc, "sqlstate", None))
 
+    def is_auth_failure(self, exc: BaseException) -> bool:
+        """SQLSTATE class 28 or 3D000, or libpq's FATAL message for them (connects have no
+        SQLSTATE: measured with psycopg 3.3.9, ``sqlstate`` is None)."""
+        return libpq_auth_failure(exc)
+
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for psycopg's refusal to use an already closed connection (nothing was sent)."""
         if getattr(exc, "sqlstate", None) is not None:
@@ -285,3 +300,29 @@ def _positive_int(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return number if number > 0 else None
+
+
+def _ping_within(conn: Any, timeout: float) -> bool:
+    """The empty statement on psycopg's libpq connection, answered within ``timeout`` seconds."""
+    import time
+
+    from psycopg import pq
+
+    deadline = time.monotonic() + timeout
+    try:
+        pgconn = conn.pgconn
+        pgconn.send_query(b"")  # a few bytes: the socket buffer takes them at once
+        fd = pgconn.socket
+        while True:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:  # the whole answer is in: idle again
+                    return not (pgconn.status or conn.broken)
+                if result.status not in (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK):
+                    return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not wait_readable(fd, remaining):
+                return False  # no answer in time: the caller closes it
+    except Exception:
+        return False

@@ -82,6 +82,22 @@ LOST_ERRNOS = frozenset(
         4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8.0.24+: wait_timeout expired)
     }
 )
+#: Server errors at connect that mean the login was refused: configuration errors,
+#: never an outage (measured on MariaDB 10.11: a wrong password gives 1045, an
+#: unknown database 1049).
+AUTH_ERRNOS = frozenset(
+    {
+        1044,  # ER_DBACCESS_DENIED_ERROR: no access to that database
+        1045,  # ER_ACCESS_DENIED_ERROR: wrong user or password
+        1049,  # ER_BAD_DB_ERROR: unknown database
+        1130,  # ER_HOST_NOT_PRIVILEGED: this host may not connect
+        1251,  # ER_NOT_SUPPORTED_AUTH_MODE: the client cannot do the server's auth method
+        1698,  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR: e.g. unix_socket-only root
+        1820,  # ER_MUST_CHANGE_PASSWORD
+        1862,  # ER_MUST_CHANGE_PASSWORD_LOGIN: the password expired
+        4151,  # ER_ACCOUNT_HAS_BEEN_LOCKED (MariaDB)
+    }
+)
 #: PyMySQL's default ``connect_timeout``.
 _DEFAULT_CONNECT_TIMEOUT = 10.0
 #: The smallest connect timeout :meth:`PyMySQLAdapter.set_timeouts` passes; PyMySQL
@@ -227,18 +243,34 @@ class PyMySQLAdapter(DriverAdapter):
 
     # -- round trips ------------------------------------------------------------------------
 
-    def ping(self, conn: Any) -> bool:
+    def ping(self, conn: Any, timeout: float | None = None) -> bool:
         """``COM_PING`` (``conn.ping(reconnect=False)``): works in any transaction state.
 
         ``reconnect`` is passed explicitly: old PyMySQL versions defaulted to
         reconnecting, which would swap the session behind the pool's back.
+        ``timeout``: PyMySQL's read/write timeouts are lowered to it for the
+        ping (it applies them to the socket before each read and write) and
+        put back after; a ping that runs out of time raises 2013 and PyMySQL
+        closes the connection.
         """
         if conn is None or self.is_closed(conn):
             return False
+        attributes = vars(conn) if hasattr(conn, "__dict__") else {}
+        bounded = (
+            timeout is not None and "_read_timeout" in attributes and "_write_timeout" in attributes
+        )
+        if bounded:
+            read, write = conn._read_timeout, conn._write_timeout
+            seconds = max(float(timeout or 0), _MIN_TIMEOUT)
+            conn._read_timeout = seconds if read is None else min(read, seconds)
+            conn._write_timeout = seconds if write is None else min(write, seconds)
         try:
             conn.ping(reconnect=False)
         except Exception:
             return False
+        finally:
+            if bounded:
+                conn._read_timeout, conn._write_timeout = read, write
         return True
 
     def reset_session(self, conn: Any) -> None:
@@ -294,6 +326,10 @@ class PyMySQLAdapter(DriverAdapter):
             return True
         interface_error = self.error_class("InterfaceError")
         return code == 0 and interface_error is not None and isinstance(exc, interface_error)
+
+    def is_auth_failure(self, exc: BaseException) -> bool:
+        """The server refused the login: its error number says so (``AUTH_ERRNOS``)."""
+        return _errno(exc) in AUTH_ERRNOS
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for ``InterfaceError(0, '')`` / ``Error('Already closed')``: PyMySQL had no
