@@ -537,9 +537,18 @@ class _Persistent(Generic[C]):
         """
         seconds = remaining(deadline)
         kwargs = self._adapter.set_timeouts(self._connect_kwargs(), seconds)
-        result = call_within(
-            lambda: self._create(kwargs), seconds, self._close_late, "tether-persistent-connect"
-        )
+        adapter = self._adapter
+        if adapter.local or adapter.refinable:
+            # Made by the thread that will use it, as the rule of this module
+            # says: an embedded database has no network to wait for, and a
+            # creator tether does not know may make thread-bound connections
+            # (sqlite3's refuse other threads by default). Bounded then by the
+            # driver's own connect timeout, where the adapter could set one.
+            result: Any = self._create(kwargs)
+        else:
+            result = call_within(
+                lambda: self._create(kwargs), seconds, self._close_late, "tether-persistent-connect"
+            )
         if result is LATE:
             wait = self._checkout_timeout
             raise PoolTimeout(
@@ -775,8 +784,12 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
         import pg  # PyGreSQL, imported only by those who use the classic API
 
         adapter = adapter_for(pg.DB, driver if driver is not None else "pg")
-        if "ping" in kwargs:
-            parse_ping(kwargs["ping"], adapter)
+        # SteadyPgConnection's own keyword (DBUtils' PersistentPg passes it on
+        # in **kwargs): kept apart from the connect arguments, which later
+        # reopens are given again.
+        self._steady_options = {"ping": kwargs.pop("ping")} if "ping" in kwargs else {}
+        if self._steady_options:
+            parse_ping(self._steady_options["ping"], adapter)
         super().__init__(
             adapter,
             maxusage,
@@ -805,6 +818,7 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
             max_lifetime=self._max_lifetime,
             on_connect=self._on_connect,
             logger=self._logger,
+            **self._steady_options,
             **(self._kwargs if kwargs is None else kwargs),
         )
 

@@ -61,6 +61,10 @@ class DriverAdapter:
     #: :meth:`restore_settings` sets back (only those the connection has; a method
     #: of the same name, such as PyMySQL's ``autocommit()``, is left out).
     setting_attributes: ClassVar[tuple[str, ...]] = ("autocommit",)
+    #: True for an embedded database (sqlite3): a connect does no network I/O, so
+    #: it needs no deadline of its own and runs in the caller's thread (sqlite3's
+    #: connections refuse, by default, to be used by another thread than their maker's).
+    local: ClassVar[bool] = False
     #: Statement used by :meth:`ping`.
     ping_sql: ClassVar[str] = "SELECT 1"
     #: True when :func:`~tether.simple_pool.drivers.adapter_for` fell back to this generic

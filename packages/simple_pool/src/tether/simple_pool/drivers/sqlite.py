@@ -47,6 +47,7 @@ _THREAD_MESSAGE = "SQLite objects created in a thread can only be used in that s
 class Sqlite3Adapter(DriverAdapter):
     """sqlite3: closed-ness probed through ``total_changes``; thread use made explicit."""
 
+    local = True  # an embedded database: connecting is opening a file
     name = "sqlite3"
     modules = ("sqlite3",)
     #: ``isolation_level`` before ``autocommit``: on 3.12+ the later one decides.
