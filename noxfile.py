@@ -180,7 +180,17 @@ def tests(session: nox.Session, package: str) -> None:
 
 @nox.session
 def chaos(session: nox.Session) -> None:
-    """The chaos suite: faults through toxiproxy and server restarts under load."""
+    """The chaos suite: faults through toxiproxy and server restarts under load.
+
+    Provisions first, as ``nox -s ci`` does: on a fresh checkout (a user's CI) it
+    installs the database servers and libpq-dev with apt when they are missing
+    (as root) and builds the pinned toxiproxy server into ``.tether/bin``.
+    Against external servers (``TETHER_PG_DSN`` and ``TETHER_MARIADB_DSN``) and
+    toxiproxy (``TETHER_TOXIPROXY_URL``) nothing is provisioned.
+    """
+    external = ("TETHER_PG_DSN", "TETHER_MARIADB_DSN", "TETHER_TOXIPROXY_URL")
+    if not all(os.environ.get(name) for name in external):
+        provision_machine(session)  # before the installs: PyGreSQL builds against libpq-dev
     session.install(
         *_package_specs(["simple_pool", "steady", "persistent", "pooled"]),
         f"{ROOT / 'harness'}[chaos]",

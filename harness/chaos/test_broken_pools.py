@@ -141,3 +141,23 @@ def test_leaking_pool_is_caught(
     assert leaks, f"the leaked connections were not caught: {result.violations}"
     assert any("still open after the pool was closed" in v.message for v in leaks)
     assert any("after the run" in v.message for v in leaks)
+
+
+@pytest.mark.restart
+@pytest.mark.parametrize("chaos_driver", ["pymysql"])
+def test_pool_that_keeps_a_dead_connection_is_caught(
+    chaos_driver: str, chaos_env: ChaosEnvironment, chaos_results: Path
+) -> None:
+    # A pool that commits again soon after a restart (recovery holds) but keeps lending
+    # one dead connection: its transactions fail until the end of the run.
+    scenario = Scenario(
+        "restart_fast", chaos_driver, "sticky_dead", label="broken", expect=("sustained",)
+    )
+    result = run_scenario(scenario, chaos_env)
+    write_scenario(result, chaos_results)
+    assert not result.violated("recovery"), result.violations
+    sustained = result.violated("sustained")
+    assert sustained, f"the failures after recovery were not caught: {result.violations}"
+    assert "failed from 3 s after the database was reachable again" in sustained[0].message
+    assert sustained[0].examples, "the message must name the offending keys"
+    assert result.sustained.errors > 0

@@ -19,6 +19,7 @@ from tether.harness.chaos.invariants import (
     check_ledger,
     check_recovery,
     check_sessions,
+    check_sustained,
     check_timeouts,
 )
 from tether.harness.chaos.ledger import LedgerRow, TxnRecord, WorkerState
@@ -141,6 +142,61 @@ def test_slow_recovery_and_no_recovery() -> None:
 # -- timeouts and hangs ------------------------------------------------------------------
 
 
+def _load(start: float, end: float, per_second: int, outcome: str = "ok") -> list[TxnRecord]:
+    n = int((end - start) * per_second)
+    return [rec(1000 + i, outcome, ended=start + i / per_second) for i in range(n)]
+
+
+def test_sustained_recovery_passes_when_load_is_back() -> None:
+    # 100/s before the fault (0-1 s), nothing while it lasts, 80/s after it (3-8 s).
+    records = _load(0.0, 1.0, 100) + _load(3.1, 8.0, 80)
+    check = check_sustained(
+        records, started=0.0, applied_at=1.0, reachable_at=3.0, bound=3.0, run_end=8.0
+    )
+    assert check.checked and check.violations == []
+    assert check.rate_before == pytest.approx(100, rel=0.05)
+    assert check.rate_after == pytest.approx(80, rel=0.05)
+
+
+def test_failures_after_the_recovery_bound_break_sustained() -> None:
+    records = _load(0.0, 1.0, 100) + _load(3.1, 8.0, 80) + [rec(7, "failed", ended=7.5)]
+    check = check_sustained(
+        records, started=0.0, applied_at=1.0, reachable_at=3.0, bound=3.0, run_end=8.0
+    )
+    [v] = check.violations
+    assert v.invariant == "sustained"
+    assert v.message.startswith("1 transaction failed from 3 s after the database was")
+    assert "stmt1: OperationalError x1" in v.message
+    assert v.examples == ("abcw0s7 at +4.50s",)
+    # A failure before the bound is recovery's business, not sustained's.
+    early = _load(0.0, 1.0, 100) + _load(3.1, 8.0, 80) + [rec(7, "failed", ended=5.9)]
+    assert (
+        check_sustained(
+            early, started=0.0, applied_at=1.0, reachable_at=3.0, bound=3.0, run_end=8.0
+        ).violations
+        == []
+    )
+
+
+def test_low_commit_rate_after_recovery_breaks_sustained() -> None:
+    records = _load(0.0, 1.0, 100) + _load(3.1, 8.0, 40)
+    check = check_sustained(
+        records, started=0.0, applied_at=1.0, reachable_at=3.0, bound=3.0, run_end=8.0
+    )
+    [v] = check.violations
+    assert "40 commits/s from 3 s after the database was reachable again" in v.message
+    assert "at least 50% required" in v.message
+
+
+def test_short_run_is_not_judged() -> None:
+    check = check_sustained(
+        _load(0.0, 1.0, 100), started=0.0, applied_at=1.0, reachable_at=3.0, bound=3.0,
+        run_end=4.5,
+    )  # fmt: skip
+    assert not check.checked and check.violations == []
+    assert "at least 1 s needed" in check.reason
+
+
 def test_overshoot_within_slack_is_reported_not_failed() -> None:
     records = [rec(1, "failed", phase="stmt1", elapsed=2.3), rec(2, "ok")]
     check = check_timeouts(records, lambda phase: 2.0, slack=0.5)
@@ -249,6 +305,9 @@ def fake_result(passed: bool) -> dict[str, object]:
                          "rows": 22},
         "errors": {"stmt1: OperationalError": 1},
         "recovery": {"seconds": 0.12, "bound": 3.0},
+        "sustained": {"checked": True, "reason": "", "window": [3.3, 5.3],
+                      "before_window": [0.2, 1.0], "errors": 0, "rate_before": 300.0,
+                      "rate_after": 280.0, "ratio": 0.933, "min_ratio": 0.5, "passed": passed},
         "timeouts_check": {"worst_overshoot": -1.5, "worst": "stmt1 ...", "slowest_failure": 0.5,
                            "slack": 1.0, "hung": []},
         "sessions": {"before": 0, "after_run": 3, "after_close": 0, "client_after_run": 3,
@@ -271,9 +330,12 @@ def test_markdown_report_has_a_table_per_scenario() -> None:
     text = render_markdown([fake_result(True), {**fake_result(False), "id": "other"}])
     assert "2 scenarios: 1 passed, 1 failed." in text
     assert (
-        "| latency-psycopg-pooled | 10 | 1 | 1 | 0.12 s (3.0 s) | -1.50 s | 0/3/0 (3) | pass |"
-        in text
+        "| latency-psycopg-pooled | 10 | 1 | 1 | 0.12 s (3.0 s) | 0 err, 280/300 per s (93%) |"
+        " -1.50 s | 0/3/0 (3) | pass |" in text
     )
+    assert "| sustained recovery (3.30-5.30 s) | 0 failed; 280 commits/s vs 300 before" in text
+    old = {k: v for k, v in fake_result(True).items() if k != "sustained"}  # an older report
+    assert "| 0.12 s (3.0 s) | - | -1.50 s |" in render_markdown([old])
     assert "## other" in text
     assert "- [leaks] m" in text
     assert "unknown-outcome keys | k1" in text

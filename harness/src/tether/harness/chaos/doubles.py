@@ -25,14 +25,22 @@ scenario with them reports exactly that violation:
 ``leaky`` (breaks *leaks*)
     A simple pool that forgets one connection in ten when it is given back:
     never reused, never closed, not even when the pool is closed.
+``sticky_dead`` (breaks *sustained*)
+    A simple pool that replaces connections found dead when given back,
+    except the first one: that one it keeps and lends out again for ever
+    (what tether did with PyGreSQL's ``pgdb`` before issue 11). The pool
+    commits again soon after the fault (*recovery* holds), but one checkout
+    in three keeps failing until the end of the run.
 
 They are registered in :data:`tether.harness.chaos.pools.POOLS` by name.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
+import time
 from typing import Any
 
 from ..targets import DriverTarget
@@ -42,10 +50,12 @@ __all__ = [
     "DBUtilsPoolHandle",
     "LeakyPoolHandle",
     "SlotLeakPoolHandle",
+    "StickyDeadPoolHandle",
     "dbutils_implicit_tx",
     "leaky",
     "never_timeout",
     "slot_leak",
+    "sticky_dead",
 ]
 
 _TIMEOUT_KEYS = ("connect_timeout", "read_timeout", "write_timeout")
@@ -298,7 +308,110 @@ def slot_leak(target: DriverTarget, settings: PoolSettings) -> PoolHandle:
     return SlotLeakPoolHandle(target, target_kwargs(target, settings), settings.cap)
 
 
+class StickyDeadPoolHandle(PoolHandle):
+    """Lends connections in turn (FIFO, after opening up to ``cap``); replaces those found
+    dead when given back, except the first one."""
+
+    name = "sticky_dead"
+
+    def __init__(
+        self, target: DriverTarget, kwargs: dict[str, Any], cap: int, checkout_timeout: float
+    ) -> None:
+        from tether.simple_pool.drivers import adapter_for
+
+        super().__init__(None, max_sessions=cap, checkout_timeout=checkout_timeout)
+        self._target = target
+        self._kwargs = kwargs
+        self._cap = cap
+        self._adapter = adapter_for(target.creator)
+        self._cond = threading.Condition()
+        self._idle: collections.deque[Any] = collections.deque()
+        self._count = 0  # connections that exist: idle or lent
+        self._closed = False
+        self.kept: Any = None  # the dead connection it keeps lending (the bug)
+
+    def connection(self) -> Any:
+        deadline = time.monotonic() + float(self.checkout_timeout or 0)
+        with self._cond:
+            while not self._idle and self._count >= self._cap:
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    raise TimeoutError("no free connection")
+                self._cond.wait(remaining)
+            if self._closed:
+                raise _PoolClosedError("the pool is closed")
+            # It opens connections up to its cap before it reuses one.
+            raw = self._idle.popleft() if self._count >= self._cap else None
+            if raw is None:
+                self._count += 1
+        if raw is None:
+            target = self._target
+            factory = target.module.DB if target.name == "pg" else target.module.connect
+            try:
+                raw = factory(*target.args, **self._kwargs)
+            except BaseException:
+                with self._cond:
+                    self._count -= 1
+                    self._cond.notify()
+                raise
+        return _StickyLease(self, raw)
+
+    def give_back(self, raw: Any) -> None:
+        with contextlib.suppress(Exception):
+            raw.rollback()
+        dead = self._adapter.is_closed(raw)
+        with self._cond:
+            if dead and self.kept is None:
+                self.kept = raw  # the bug: this one is never replaced
+            keep = not self._closed and (not dead or raw is self.kept)
+            if keep:
+                self._idle.append(raw)
+            else:
+                self._count -= 1
+            self._cond.notify()
+        if not keep:
+            with contextlib.suppress(Exception):
+                raw.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = list(self._idle), collections.deque()
+            self._count -= len(idle)
+            self._cond.notify_all()
+        for raw in idle:
+            with contextlib.suppress(Exception):
+                raw.close()
+
+
+class _StickyLease:
+    def __init__(self, pool: StickyDeadPoolHandle, raw: Any) -> None:
+        self._pool = pool
+        self._raw = raw
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        begin = getattr(self._raw, "begin", None)
+        if callable(begin):
+            begin(*args, **kwargs)
+
+    def close(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            self._pool.give_back(raw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def sticky_dead(target: DriverTarget, settings: PoolSettings) -> PoolHandle:
+    """A pool that keeps lending the first connection it found dead."""
+    return StickyDeadPoolHandle(
+        target, target_kwargs(target, settings), settings.cap, settings.timeouts.checkout
+    )
+
+
 register_pool("dbutils_implicit_tx", dbutils_implicit_tx)
 register_pool("slot_leak", slot_leak)
 register_pool("never_timeout", never_timeout)
 register_pool("leaky", leaky)
+register_pool("sticky_dead", sticky_dead)

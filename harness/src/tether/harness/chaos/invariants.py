@@ -13,6 +13,10 @@
    primary one.)
 3. ``recovery``: after the database is reachable again, the first transaction
    is acknowledged within the stated bound.
+3b. ``sustained``: from that bound until the end of the run, no transaction
+   fails and the commit rate is at least half the rate before the fault: a
+   pool that commits once and then keeps failing (connections it never
+   reopens) has not recovered.
 4. ``timeouts``/``hang``: a failing checkout or statement fails within its
    configured timeouts (the worst overshoot is reported; beyond ``slack`` it
    is a violation), and every worker thread finishes before the run's
@@ -42,16 +46,27 @@ __all__ = [
     "LedgerCheck",
     "RecoveryCheck",
     "SessionCheck",
+    "SustainedCheck",
     "TimeoutCheck",
     "Violation",
     "check_ledger",
     "check_recovery",
     "check_sessions",
+    "check_sustained",
     "check_timeouts",
 ]
 
 #: The invariants by name, in report order.
-INVARIANTS = ("durability", "atomicity", "recovery", "timeouts", "hang", "leaks", "proxy")
+INVARIANTS = (
+    "durability",
+    "atomicity",
+    "recovery",
+    "sustained",
+    "timeouts",
+    "hang",
+    "leaks",
+    "proxy",
+)
 _EXAMPLES = 8
 _PAIR_KEY = re.compile(r"^(?P<base>.*s\d+)(?P<b>b?)$")
 
@@ -250,6 +265,108 @@ def check_recovery(
                 "recovery",
                 f"first acknowledged commit {recovery:.2f} s after the database was reachable"
                 f" again; bound {bound:g} s",
+            )
+        )
+    return result
+
+
+# -- 3b: sustained recovery ---------------------------------------------------------------
+
+#: The commit rate after recovery must be at least this share of the rate before the fault.
+SUSTAINED_RATIO = 0.5
+#: Seconds of load at the start left out of the rate before the fault (first connects).
+RATE_SKIP = 0.2
+#: The shortest window after the recovery bound worth judging, in seconds.
+MIN_SUSTAINED_WINDOW = 1.0
+
+
+@dataclass
+class SustainedCheck:
+    """The load from ``start`` (reachable again + the recovery bound) to ``end`` (the run's end)
+    compared with the load before the fault (``before_start`` to ``before_end``)."""
+
+    start: float
+    end: float
+    before_start: float
+    before_end: float
+    #: Commits per second before the fault, and in the window (None: not measured).
+    rate_before: float | None = None
+    rate_after: float | None = None
+    #: Transactions that failed (or whose commit raised) in the window.
+    errors: int = 0
+    min_ratio: float = SUSTAINED_RATIO
+    #: False when the window was too short (or there was no load before) to judge.
+    checked: bool = False
+    reason: str = ""
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.rate_before is None or self.rate_after is None or self.rate_before <= 0:
+            return None
+        return self.rate_after / self.rate_before
+
+
+def check_sustained(
+    records: Sequence[TxnRecord],
+    *,
+    started: float,
+    applied_at: float,
+    reachable_at: float,
+    bound: float,
+    run_end: float,
+    min_ratio: float = SUSTAINED_RATIO,
+    min_window: float = MIN_SUSTAINED_WINDOW,
+) -> SustainedCheck:
+    """Invariant 3b: from ``reachable_at + bound`` to ``run_end`` (when workers stopped
+    starting transactions) no transaction failed, and commits per second were at least
+    ``min_ratio`` times those from ``started`` (+ a short skip) to ``applied_at``.
+
+    A transaction counts in the window when it ended in it (or later: a transaction
+    that was still finishing when the run ended).
+    """
+    start = reachable_at + bound
+    before_start = started + RATE_SKIP
+    result = SustainedCheck(start, run_end, before_start, applied_at, min_ratio=min_ratio)
+    window = run_end - start
+    if window < min_window:
+        result.reason = (
+            f"the run ended {window:.2f} s after the recovery bound (at least {min_window:g} s"
+            " needed)"
+        )
+        return result
+    ended = [(r.ended, r) for r in records if r.ended is not None]
+    late = [(t, r) for t, r in ended if t >= start and r.outcome != "ok"]
+    commits = sum(1 for t, r in ended if r.outcome == "ok" and start <= t < run_end)
+    result.errors = len(late)
+    result.rate_after = commits / window
+    result.checked = True
+    if applied_at - before_start > 0:
+        before = sum(1 for t, r in ended if r.outcome == "ok" and before_start <= t < applied_at)
+        result.rate_before = before / (applied_at - before_start)
+    v = result.violations
+    if late:
+        kinds: dict[str, int] = defaultdict(int)
+        for _, r in late:
+            kinds[f"{r.phase}: {r.error_type}"] += 1
+        worst = sorted(kinds.items(), key=lambda kv: -kv[1])[:3]
+        v.append(
+            Violation(
+                "sustained",
+                f"{_count(len(late), 'transaction')} failed from {bound:g} s after the database"
+                f" was reachable again to the end of the run ({window:.1f} s): "
+                + ", ".join(f"{k} x{n}" for k, n in worst),
+                _examples(f"{r.key} at +{t - reachable_at:.2f}s" for t, r in late),
+            )
+        )
+    ratio = result.ratio
+    if result.rate_before and ratio is not None and ratio < min_ratio:
+        v.append(
+            Violation(
+                "sustained",
+                f"{result.rate_after:.0f} commits/s from {bound:g} s after the database was"
+                f" reachable again, {ratio:.0%} of the {result.rate_before:.0f}/s before the"
+                f" fault (at least {min_ratio:.0%} required)",
             )
         )
     return result

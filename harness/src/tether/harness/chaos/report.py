@@ -4,7 +4,8 @@ Layout under the results folder (``<repo>/results/chaos`` by default,
 ``TETHER_CHAOS_RESULTS`` to change it)::
 
     scenarios/<scenario id>.json   everything measured (ScenarioResult.to_json())
-    scenarios/<scenario id>.png    throughput and errors per 100 ms, fault window shaded
+    scenarios/<scenario id>.png    throughput and errors per 100 ms, fault window shaded,
+                                   the sustained-recovery window and its commit-rate floor
     chaos.json                     all scenarios of the run, one list
     report.md                      a table per scenario, links to the PNGs
 
@@ -107,6 +108,28 @@ def write_timeline_png(data: Mapping[str, Any], path: str | os.PathLike[str]) ->
             ax.axvline(
                 end + recovery, color="tab:green", linestyle="--", linewidth=1, label="recovered"
             )
+        sustained = data.get("sustained")
+        if sustained and sustained.get("checked"):
+            w0, w1 = sustained["window"]
+            ok = sustained["passed"]
+            ax.axvspan(
+                w0,
+                w1,
+                color="tab:green" if ok else "tab:orange",
+                alpha=0.08,
+                label="sustained " + ("ok" if ok else "BROKEN"),
+            )
+            if sustained.get("rate_before"):
+                floor = sustained["rate_before"] * sustained["min_ratio"]
+                b0, b1 = sustained["before_window"]
+                ax.hlines(
+                    sustained["rate_before"], b0, b1, colors="tab:blue", linestyles=":",
+                    linewidth=1, label="rate before",
+                )  # fmt: skip
+                ax.hlines(
+                    floor, w0, w1, colors="tab:purple", linestyles="--", linewidth=1,
+                    label=f"floor ({sustained['min_ratio']:.0%})",
+                )  # fmt: skip
         ax.axvline(data["schedule"]["stopped_at"], color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("seconds since the workload started (100 ms bins)")
         ax.set_ylabel("per second")
@@ -138,11 +161,27 @@ def _verdict(s: Mapping[str, Any]) -> str:
     return "pass" if s["passed"] else "**FAIL**"
 
 
+def _sustained_cell(s: Mapping[str, Any]) -> str:
+    """``errors, rate after/before (ratio)`` of the sustained window, or why it was not judged."""
+    su = s.get("sustained")
+    if not su:
+        return "-"
+    if not su["checked"]:
+        return "not judged"
+    ratio = "-" if su["ratio"] is None else f"{su['ratio']:.0%}"
+    mark = "" if su["passed"] else " **broken**"
+    return (
+        f"{su['errors']} err, {_fmt(su['rate_after'], '', 0)}/{_fmt(su['rate_before'], '', 0)}"
+        f" per s ({ratio}){mark}"
+    )
+
+
 def _row(s: Mapping[str, Any]) -> str:
     tx, rec, to, se = s["transactions"], s["recovery"], s["timeouts_check"], s["sessions"]
     return (
         f"| {s['id']} | {tx['ok']} | {tx['failed']} | {tx['unknown'] + tx['in_flight']} |"
         f" {_fmt(rec['seconds'], ' s')} ({_fmt(rec['bound'], ' s', 1)}) |"
+        f" {_sustained_cell(s)} |"
         f" {_fmt(to['worst_overshoot'], ' s')} |"
         f" {se['before']}/{se['after_run']}/{se['after_close']} ({se['max']}) |"
         f" {_verdict(s)} |"
@@ -150,9 +189,10 @@ def _row(s: Mapping[str, Any]) -> str:
 
 
 _HEADER = [
-    "| scenario | ok | failed | unknown | recovery (bound) | worst overshoot |"
+    "| scenario | ok | failed | unknown | recovery (bound) |"
+    " after recovery: errors, commits/s after/before | worst overshoot |"
     " sessions before/after/closed (max) | result |",
-    "|---|---:|---:|---:|---:|---:|---:|---|",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|",
 ]
 
 
@@ -161,7 +201,9 @@ def render_markdown(scenarios: Sequence[Mapping[str, Any]], *, title: str = "Cha
     section per run.
 
     Columns: acknowledged / failed / unknown-outcome transactions, seconds from
-    "reachable again" to the first acknowledged commit (and its bound), the worst
+    "reachable again" to the first acknowledged commit (and its bound), from that
+    bound to the end of the run the failed transactions and the commit rate
+    against the rate before the fault (the *sustained* invariant), the worst
     (failure time - timeout bound) (negative: within), and the test user's server
     sessions before the run, after it, after closing the pool (and the pool's maximum).
     """
@@ -220,6 +262,18 @@ def _section(s: Mapping[str, Any]) -> list[str]:
     out.append(
         f"| recovery after reachable | {_fmt(rec['seconds'], ' s')} (bound {rec['bound']:g} s) |"
     )
+    su = s.get("sustained")
+    if su:
+        if su["checked"]:
+            w0, w1 = su["window"]
+            ratio = "-" if su["ratio"] is None else f"{su['ratio']:.0%}"
+            out.append(
+                f"| sustained recovery ({w0:.2f}-{w1:.2f} s) | {su['errors']} failed;"
+                f" {_fmt(su['rate_after'], '', 0)} commits/s vs {_fmt(su['rate_before'], '', 0)}"
+                f" before the fault ({ratio}; at least {su['min_ratio']:.0%}) |"
+            )
+        else:
+            out.append(f"| sustained recovery | not judged: {su['reason']} |")
     out.append(
         f"| worst timeout overshoot | {_fmt(to['worst_overshoot'], ' s')} {to['worst']}"
         f" (slack {to['slack']:g} s) |"

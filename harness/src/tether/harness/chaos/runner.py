@@ -8,9 +8,14 @@ turns broken invariants into an :class:`~.invariants.InvariantViolation`.
 
 The schedule, in seconds from the start of the workload::
 
-    0 ........ warmup ........ apply ..window.. lift ....... after ....... stop
-               (load, no fault)       (fault)   (reachable)  (recovery)     |
+    0 ........ warmup ........ apply ..window.. lift ........ after ......... stop
+               (load, no fault)       (fault)   (reachable)  |recovery_bound|
+                                                             |   (recovery) | sustain ..|
                                                        deadline = stop + bound + slack
+
+``after`` defaults to ``recovery_bound + sustain``: the *sustained* window,
+from the recovery bound to the end of the run, must see no failed
+transaction and at least half the commit rate of the warmup.
 
 1. Prove the workload's address is the proxy: disable the proxy and check a
    connect is refused, enable it again (and afterwards, if the server has
@@ -50,11 +55,13 @@ from .invariants import (
     LedgerCheck,
     RecoveryCheck,
     SessionCheck,
+    SustainedCheck,
     TimeoutCheck,
     Violation,
     check_ledger,
     check_recovery,
     check_sessions,
+    check_sustained,
     check_timeouts,
 )
 from .ledger import LedgerOps, LedgerTable, LedgerWorkload, TxnRecord, outcome_counts
@@ -86,12 +93,17 @@ class Scenario:
     driver: str
     pool: str | PoolFactory = "pooled"
     workers: int = 4
-    #: Seconds of load before the fault, and after it is lifted.
+    #: Seconds of load before the fault, and after it is lifted (None: ``recovery_bound
+    #: + sustain``).
     warmup: float = 1.0
-    after: float = 3.5
+    after: float | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     #: The first commit after the database is reachable again must come within this.
     recovery_bound: float = 3.0
+    #: Seconds of load after the recovery bound in which nothing may fail and the commit
+    #: rate must be at least ``sustained_ratio`` of the rate before the fault.
+    sustain: float = 2.0
+    sustained_ratio: float = 0.5
     #: Seconds tolerated beyond a timeout bound (scheduling on a busy machine).
     slack: float = 1.0
     #: Pause between the two INSERTs of a transaction (faults then hit open transactions).
@@ -111,6 +123,11 @@ class Scenario:
     def __post_init__(self) -> None:
         if isinstance(self.fault, str):
             self.fault = make_fault(self.fault)
+
+    @property
+    def after_lift(self) -> float:
+        """Seconds the load goes on after the fault is lifted."""
+        return self.recovery_bound + self.sustain if self.after is None else self.after
 
     @property
     def fault_obj(self) -> Fault:
@@ -165,6 +182,7 @@ class ScenarioResult:
     records: list[TxnRecord]
     ledger: LedgerCheck
     recovery: RecoveryCheck
+    sustained: SustainedCheck
     timeouts: TimeoutCheck
     sessions: SessionCheck
     pool_stats: dict[str, Any] | None
@@ -246,6 +264,7 @@ class ScenarioResult:
                 else round(self.recovery.recovery_time, 3),
                 "bound": self.recovery.bound,
             },
+            "sustained": _sustained_json(self),
             "timeouts_check": {
                 "worst_overshoot": None
                 if self.timeouts.worst_overshoot is None
@@ -279,6 +298,26 @@ class ScenarioResult:
             "wall_time": round(self.wall_time, 2),
             "timeline": timeline(self),
         }
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _sustained_json(result: ScenarioResult) -> dict[str, Any]:
+    check = result.sustained
+    return {
+        "checked": check.checked,
+        "reason": check.reason,
+        "window": [result.rel(check.start), result.rel(check.end)],
+        "before_window": [result.rel(check.before_start), result.rel(check.before_end)],
+        "errors": check.errors,
+        "rate_before": _round(check.rate_before, 1),
+        "rate_after": _round(check.rate_after, 1),
+        "ratio": _round(check.ratio),
+        "min_ratio": check.min_ratio,
+        "passed": check.checked and not check.violations,
+    }
 
 
 def _error_summary(records: list[TxnRecord]) -> dict[str, int]:
@@ -411,7 +450,7 @@ def run_scenario(scenario: Scenario, env: ChaosEnvironment) -> ScenarioResult:
                 applied_at - t0,
                 lifted_at - t0,
             )
-            _sleep_until(lifted_at + scenario.after)
+            _sleep_until(lifted_at + scenario.after_lift)
         finally:
             stopped_at = time.monotonic()
             workload.stop()
@@ -462,6 +501,15 @@ def run_scenario(scenario: Scenario, env: ChaosEnvironment) -> ScenarioResult:
     records = list(workload.records)
     ledger = check_ledger(records, rows)
     recovery = check_recovery(records, lifted_at, scenario.recovery_bound, stopped_at)
+    sustained = check_sustained(
+        records,
+        started=t0,
+        applied_at=applied_at,
+        reachable_at=lifted_at,
+        bound=scenario.recovery_bound,
+        run_end=stopped_at,
+        min_ratio=scenario.sustained_ratio,
+    )
     timeouts = check_timeouts(
         records,
         bound,
@@ -483,6 +531,7 @@ def run_scenario(scenario: Scenario, env: ChaosEnvironment) -> ScenarioResult:
     violations = [
         *ledger.violations,
         *recovery.violations,
+        *sustained.violations,
         *timeouts.violations,
         *sessions.violations,
     ]
@@ -507,6 +556,7 @@ def run_scenario(scenario: Scenario, env: ChaosEnvironment) -> ScenarioResult:
         records=records,
         ledger=ledger,
         recovery=recovery,
+        sustained=sustained,
         timeouts=timeouts,
         sessions=sessions,
         pool_stats=stats,
@@ -517,10 +567,14 @@ def run_scenario(scenario: Scenario, env: ChaosEnvironment) -> ScenarioResult:
         wall_time=time.monotonic() - started_wall,
     )
     log.info(
-        "chaos %s: %s; recovery %s s; %d violation(s)",
+        "chaos %s: %s; recovery %s s; after it %s commits/s (%s before), %d errors;"
+        " %d violation(s)",
         scenario.id,
         result.counts(),
         None if recovery.recovery_time is None else round(recovery.recovery_time, 2),
+        _round(sustained.rate_after, 0),
+        _round(sustained.rate_before, 0),
+        sustained.errors,
         len(violations),
     )
     return result

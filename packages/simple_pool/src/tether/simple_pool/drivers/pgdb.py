@@ -23,6 +23,17 @@ and PostgreSQL 15:
   ``IntegrityError`` 23505; both with status 1.
 * After ``close()``: ``OperationalError("Connection has been closed")``.
 * Server down at connect: ``InternalError`` "Connection refused".
+* pgdb sends its BEGIN lazily, with the first statement (``begin()`` is
+  tether's alone). When the server ended the session before that statement
+  (``-m fast`` or ``immediate`` while the connection was idle), the BEGIN
+  fails: ``ProgrammingError`` as above, ``_tnx`` stays False, ``_cnx.status``
+  0, ``_cnx.transaction()`` 4 (UNKNOWN). Every later statement raises
+  ``OperationalError("Can't start transaction")`` from ``LookupError('unknown
+  encoding: ')``, and ``rollback()`` and ``commit()`` *return* without doing
+  anything (with ``_tnx`` True, ``rollback()`` raises ``OperationalError("Can't
+  rollback transaction")``). :meth:`PgdbAdapter.rollback` raises there, so
+  the connection is known lost and reopened; before, tether kept it and every
+  transaction of that connection failed until the process ended (issue 11).
 
 Settings a borrower can change on the connection object
 (:meth:`PgdbAdapter.settings`): ``autocommit`` and ``cursor_type`` (the class
@@ -121,13 +132,27 @@ class PgdbAdapter(PyGreSQLAdapter):
     # -- transactions -----------------------------------------------------------------------
 
     def rollback(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``conn.rollback()``, plus a ROLLBACK for a transaction pgdb does not know about.
+        """``conn.rollback()``, plus a ROLLBACK for a transaction pgdb does not know about;
+        an error, never silence, on a lost connection.
 
         pgdb only rolls back a transaction it began itself; after a ``BEGIN``
         the user ran by hand in autocommit mode, ``rollback()`` does nothing
         and the transaction would stay open in the pool.
+
+        On a connection libpq marked bad, pgdb's ``rollback()`` returns
+        without a word when its own ``_tnx`` flag is False: the server
+        closed the session before pgdb's implicit BEGIN went through (the
+        BEGIN is what failed). A caller that takes a returning rollback for a
+        usable connection would keep the dead one for ever, so this raises
+        the driver's ``OperationalError`` there, as pgdb does itself when
+        ``_tnx`` is True ("Can't rollback transaction"). Either way the
+        server has ended the transaction.
         """
         result = conn.rollback(*args, **kwargs)
+        cnx = getattr(conn, "_cnx", None)
+        if cnx is not None and self.is_closed(conn):
+            error = self.error_class("OperationalError") or ConnectionError
+            raise error("Can't rollback transaction: the connection to the server was lost")
         if not args and not kwargs and self.in_transaction(conn):
             conn._cnx.query("ROLLBACK")
         return result
