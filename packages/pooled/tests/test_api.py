@@ -212,9 +212,7 @@ def test_lifo_reuse(fake_pool: Any) -> None:
     d.close()
 
 
-def test_discard_closes_the_connection_and_frees_its_slot(
-    fake: FakeDriver, fake_pool: Any
-) -> None:
+def test_discard_closes_the_connection_and_frees_its_slot(fake: FakeDriver, fake_pool: Any) -> None:
     pool = fake_pool(maxconnections=1, name="one")
     db = pool.dedicated_connection()
     raw = db._con._raw

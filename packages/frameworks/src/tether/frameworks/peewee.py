@@ -156,6 +156,9 @@ class PooledDatabase(peewee.Database):
     _state: Any
     #: peewee's driver-level connect: the tether pool's creator.
     _connect: Callable[[], Any]
+    #: peewee's hooks: the server version once, the session per checkout.
+    _set_server_version: Callable[[Any], None]
+    _initialize_connection: Callable[[Any], None]
 
     def __init__(
         self,
@@ -180,7 +183,7 @@ class PooledDatabase(peewee.Database):
         self._checked_out: dict[int, _Checkout] = {}
         super().__init__(database, *args, **kwargs)
 
-    def init(  # type: ignore[override]
+    def init(
         self,
         database: str | None,
         max_connections: Number = None,
@@ -216,10 +219,10 @@ class PooledDatabase(peewee.Database):
             raise InterfaceError(_NOT_INITIALIZED)
         new = PooledDB(self._connect, **self._pool_options())  # may connect: no lock held
         with self._pool_guard:
-            if self._pool is None:
-                self._pool, new = new, None
             pool = self._pool
-        if new is not None:  # another thread was quicker
+            if pool is None:
+                self._pool = pool = new
+        if pool is not new:  # another thread was quicker
             new.close()
         return pool
 
@@ -404,7 +407,7 @@ class PooledDatabase(peewee.Database):
         self.close_idle()
 
 
-class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):  # type: ignore[misc]
+class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
     """peewee's ``PooledPostgresqlDatabase`` on tether, with psycopg 3."""
 
     def init(self, database: str | None, *args: Any, **kwargs: Any) -> None:
@@ -438,7 +441,7 @@ class PooledMySQLDatabase(PooledDatabase, peewee.MySQLDatabase):  # type: ignore
         return PyMySQLAdapter(self._connect, module=mysql)
 
 
-class PooledSqliteDatabase(PooledDatabase, peewee.SqliteDatabase):  # type: ignore[misc]
+class PooledSqliteDatabase(PooledDatabase, peewee.SqliteDatabase):
     """peewee's ``PooledSqliteDatabase`` on tether (``check_same_thread=False`` by default)."""
 
     def init(self, database: str | None, *args: Any, **kwargs: Any) -> None:
