@@ -35,7 +35,7 @@ PACKAGES = {
     "frameworks": ["simple_pool", "steady", "persistent", "pooled", "frameworks"],
 }
 #: Extras beyond the drivers, per package.
-EXTRAS = {"frameworks": "sqlalchemy,django"}
+EXTRAS = {"frameworks": "sqlalchemy,django,peewee"}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
 APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc"]

@@ -219,6 +219,48 @@ def test_lifo_reuse(fake_pool: Any) -> None:
     d.close()
 
 
+def test_discard_closes_the_connection_and_frees_its_slot(fake: FakeDriver, fake_pool: Any) -> None:
+    pool = fake_pool(maxconnections=1, name="one")
+    db = pool.dedicated_connection()
+    raw = db._con._raw
+    db.discard()
+    assert fake.closed == 1
+    with pytest.raises(InvalidConnectionError):
+        db.cursor()
+    db.discard()  # idempotent
+    db.close()
+    stats = pool.stats()
+    assert stats["size"] == 0 and stats["in_use"] == 0 and stats["closed"] == 1
+    assert stats["checkouts"] == stats["checkins"] == 1
+    again = pool.dedicated_connection()  # the slot is free: no TooManyConnectionsError
+    assert again._con._raw is not raw
+    again.close()
+
+
+def test_a_share_cannot_be_discarded(fake_pool: Any) -> None:
+    pool = fake_pool(maxshared=2)
+    share = pool.connection()
+    assert isinstance(share, PooledSharedDBConnection)
+    with pytest.raises(NotSupportedError, match="discard"):
+        share.discard()
+    share.close()
+
+
+def test_close_idle_closes_only_idle_connections(fake: FakeDriver, fake_pool: Any) -> None:
+    pool = fake_pool()
+    held = pool.connection()
+    for db in [pool.connection(), pool.connection()]:
+        db.close()
+    assert pool.close_idle() == 2
+    assert fake.closed == 2
+    stats = pool.stats()
+    assert stats["idle"] == 0 and stats["in_use"] == 1 and stats["size"] == 1
+    held.cursor().execute("SELECT 1")  # the one in use still works
+    held.close()
+    assert pool.stats()["idle"] == 1  # and is kept: the pool stays open
+    assert pool.close_idle() == 1 and pool.close_idle() == 0
+
+
 def test_closed_pool(fake: FakeDriver) -> None:
     pool = PooledDB(fake, 2)
     db = pool.connection()

@@ -1050,6 +1050,17 @@ class Pool:
             reason = "max_lifetime" if now >= entry.expires_at else "pool closed"
         self._remove(entry, reason, checked_out=True, checkin=True)
 
+    def _discard(self, entry: _Entry) -> None:
+        """Take back a checked-out connection and close it (``PooledConnection.discard``).
+
+        Its slot is freed at once (the longest waiter may open a new
+        connection in it); the driver connection is never handed out again.
+        """
+        entry.ref = None  # given back properly: its proxy's death means nothing now
+        if self._observed:
+            self._observe_checkin(entry)
+        self._remove(entry, "discarded", checked_out=True, checkin=True)
+
     def _reset_connection(self, con: SteadyBase) -> str | None:
         """Reset ``con`` per the policy; None if it may be reused, else why not."""
         try:
@@ -1329,6 +1340,20 @@ class Pool:
         for entry in idle:
             self._remove(entry, "pool closed")
         self._wake()  # the maintenance thread sees the pool closed and ends
+
+    def close_idle(self) -> int:
+        """Close every idle connection now and return how many; those in use are untouched.
+
+        For an application that knows its idle sessions are no longer wanted
+        (after a burst, before the database is taken down for maintenance).
+        The pool stays open: the next checkout opens a new connection, and
+        the maintenance thread refills ``mincached``. Each connection is
+        closed outside the lock, like every close.
+        """
+        idle = self._drain_idle()
+        for entry in idle:
+            self._remove(entry, "close_idle")
+        return len(idle)
 
     def __del__(self) -> None:
         try:

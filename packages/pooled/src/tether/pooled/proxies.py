@@ -40,7 +40,7 @@ from __future__ import annotations
 from types import BuiltinMethodType, MethodType
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidConnectionError
+from .errors import InvalidConnectionError, NotSupportedError
 
 if TYPE_CHECKING:
     from .pool import Pool, _Entry
@@ -79,6 +79,20 @@ class PooledConnection:
             _set_entry(self, None)
             _set_con(self, None)
             self._pool._checkin(entry)
+
+    def discard(self) -> None:
+        """Give the connection back *closed*: its session is never lent again; idempotent.
+
+        For a session left in a state nobody should inherit (``SET ROLE``, a
+        temporary table, a driver setting tether does not track). The pool
+        closes the driver connection (an open transaction ends with it) and
+        frees the slot for a new one.
+        """
+        entry = self._entry
+        if entry is not None:
+            _set_entry(self, None)
+            _set_con(self, None)
+            self._pool._discard(entry)
 
     # The transaction methods, spelled out: a bound method fetched from the
     # proxy (``commit = db.commit``) checks at every call that this checkout
@@ -239,6 +253,13 @@ class PooledSharedDBConnection(PooledDedicatedDBConnection):
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close()
+
+    def discard(self) -> None:
+        """Refused: other threads share this connection, so one of them cannot close it."""
+        raise NotSupportedError(
+            "discard: a shared connection cannot be discarded by one of its sharers;"
+            " use a dedicated connection (pool.dedicated_connection())"
+        )
 
     def __del__(self) -> None:
         try:
