@@ -394,7 +394,7 @@ class PersistentModel(RuleBasedStateMachine):
     def one_session_for_the_thread(self) -> None:
         if self.persist is None:
             return
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 0.3
         while len(pids := self.admin.session_pids()) > 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(pids) <= 1, f"{len(pids)} sessions for one thread"

@@ -688,7 +688,7 @@ class PooledModel(RuleBasedStateMachine):
     def sessions_within_maxconnections(self) -> None:
         if self.pool is None:
             return
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 0.3
         while True:
             pids = self.side.session_pids()
             if len(pids) <= self.maxconnections or time.monotonic() > deadline:
@@ -702,7 +702,7 @@ class PooledModel(RuleBasedStateMachine):
     def stats_balance(self) -> None:
         if self.pool is None:
             return
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 0.3
         while True:
             s = self.pool.stats()
             ok = (
@@ -770,11 +770,11 @@ def _case(machine: type[PooledModel], examples: int, steps: int) -> Any:
     return case
 
 
-TestPooledCore = _case(CoreModel, 15, 25)
-TestPooledKeptHandles = _case(KeptHandlesModel, 10, 25)
-TestPooledDriverSettings = _case(DriverSettingsModel, 10, 25)
-TestPooledResetSession = _case(ResetSessionModel, 10, 30)
-TestPooledCursorChain = _case(CursorChainModel, 5, 10)
-TestPooledRestart = _case(RestartModel, 4, 20)
-TestPooledPyMySQL = _case(PyMySQLModel, 10, 25)
-TestPooledPyMySQLResetSession = _case(PyMySQLResetSessionModel, 10, 25)
+TestPooledCore = _case(CoreModel, 10, 20)
+TestPooledKeptHandles = _case(KeptHandlesModel, 8, 20)
+TestPooledDriverSettings = _case(DriverSettingsModel, 8, 20)
+TestPooledResetSession = _case(ResetSessionModel, 8, 25)
+TestPooledCursorChain = _case(CursorChainModel, 4, 10)
+TestPooledRestart = _case(RestartModel, 3, 15)
+TestPooledPyMySQL = _case(PyMySQLModel, 8, 20)
+TestPooledPyMySQLResetSession = _case(PyMySQLResetSessionModel, 8, 20)

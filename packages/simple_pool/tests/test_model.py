@@ -298,7 +298,7 @@ class SimpleModel(RuleBasedStateMachine):
     def exactly_maxconnections_sessions(self) -> None:
         if self.pool is None:
             return
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 0.3
         while (n := self.admin.session_count()) != self.maxconnections and time.monotonic() < deadline:
             time.sleep(0.01)
         assert n == self.maxconnections, f"{n} sessions, maxconnections={self.maxconnections}"
