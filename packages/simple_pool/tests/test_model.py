@@ -322,6 +322,6 @@ def _case(machine: type[SimpleModel], examples: int, steps: int) -> Any:
     return case
 
 
-TestSimpleCore = _case(CoreModel, 15, 30)
-TestSimpleKeptProxy = _case(KeptProxyModel, 10, 25)
+TestSimpleCore = _case(CoreModel, 40, 30)
+TestSimpleKeptProxy = _case(KeptProxyModel, 30, 25)
 TestSimpleDriverSettings = _case(DriverSettingsModel, 10, 25)
