@@ -421,6 +421,6 @@ def _case(machine: type[PersistentModel], examples: int, steps: int) -> Any:
     return case
 
 
-TestPersistentCore = _case(CoreModel, 15, 30)
-TestPersistentDriverSettings = _case(DriverSettingsModel, 10, 25)
-TestPersistentRestart = _case(RestartModel, 4, 20)
+TestPersistentCore = _case(CoreModel, 60, 30)
+TestPersistentDriverSettings = _case(DriverSettingsModel, 40, 25)
+TestPersistentRestart = _case(RestartModel, 10, 20)
