@@ -89,7 +89,8 @@ class Admin:
 
     def session_pids(self) -> list[int]:
         rows = self.rows(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = %s AND backend_type = 'client backend'"
             " AND usename = %s AND pid <> pg_backend_pid()",
             (DATABASE, self.server.user),
         )
@@ -121,7 +122,9 @@ class PersistentModel(RuleBasedStateMachine):
             _ADMIN.append(Admin(_SERVERS["postgresql"]))
         self.admin = _ADMIN[0]
         self.persist: Any = None
-        self.holders: list[Any] = []  # what keeps the request going: the connection, cursors, methods
+        self.holders: list[
+            Any
+        ] = []  # what keeps the request going: the connection, cursors, methods
         self.conn_id: int | None = None
         self.prefix = f"{uuid.uuid4().hex[:8]}-"
         self.committed: set[str] = set()
@@ -169,13 +172,17 @@ class PersistentModel(RuleBasedStateMachine):
         finally:
             cur.close()
 
-    def statement(self, db: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
+    def statement(
+        self, db: Any, sql: str, params: tuple[Any, ...] = ()
+    ) -> list[tuple[Any, ...]] | None:
         if self.broken:
             try:
                 self.run(db, sql, params)
             except TetherError as exc:
                 if self.lost_unseen:
-                    raise AssertionError(f"a lost transaction must give the driver's error: {exc!r}")
+                    raise AssertionError(
+                        f"a lost transaction must give the driver's error: {exc!r}"
+                    ) from exc
                 return None
             except Exception:
                 self.lost_unseen = False
@@ -259,7 +266,9 @@ class PersistentModel(RuleBasedStateMachine):
             return
         seen = {r[0] for r in rows}
         assert set(self.pending) <= seen, "the connection does not see its own uncommitted rows"
-        assert not seen & self.rolled_back, f"rolled-back rows are visible: {seen & self.rolled_back}"
+        assert not seen & self.rolled_back, (
+            f"rolled-back rows are visible: {seen & self.rolled_back}"
+        )
 
     @rule()
     def begin(self) -> None:
@@ -277,7 +286,9 @@ class PersistentModel(RuleBasedStateMachine):
                 db.commit()
             except TetherError as exc:
                 if self.lost_unseen:
-                    raise AssertionError(f"a lost transaction's commit must give the driver's error: {exc!r}")
+                    raise AssertionError(
+                        f"a lost transaction's commit must give the driver's error: {exc!r}"
+                    ) from exc
                 return
             except Exception:
                 self.lost_unseen = False
@@ -376,7 +387,10 @@ class PersistentModel(RuleBasedStateMachine):
     # -- invariants -----------------------------------------------------------------------------
 
     def check_ledger(self) -> None:
-        rows = [r[0] for r in self.admin.rows("SELECT id FROM ledger WHERE id LIKE %s", (self.prefix + "%",))]
+        rows = [
+            r[0]
+            for r in self.admin.rows("SELECT id FROM ledger WHERE id LIKE %s", (self.prefix + "%",))
+        ]
         present = set(rows)
         twice = {x for x in present if rows.count(x) > 1}
         assert not twice, f"rows committed more than once: {twice}"

@@ -107,7 +107,9 @@ class PgSide:
         self.database = database
         server.create_database(database)
         self.admin = Admin(server, database)
-        self.admin.rows("CREATE TABLE IF NOT EXISTS ledger (id text NOT NULL, at timestamptz DEFAULT now())")
+        self.admin.rows(
+            "CREATE TABLE IF NOT EXISTS ledger (id text NOT NULL, at timestamptz DEFAULT now())"
+        )
         self.admin.rows(f"GRANT ALL ON ledger TO {server.user}")
 
     def connect_kwargs(self, autocommit: bool) -> dict[str, Any]:
@@ -123,11 +125,14 @@ class PgSide:
         }
 
     def ledger(self, prefix: str) -> list[str]:
-        return [r[0] for r in self.admin.rows("SELECT id FROM ledger WHERE id LIKE %s", (prefix + "%",))]
+        return [
+            r[0] for r in self.admin.rows("SELECT id FROM ledger WHERE id LIKE %s", (prefix + "%",))
+        ]
 
     def session_pids(self) -> list[int]:
         rows = self.admin.rows(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = %s AND backend_type = 'client backend'"
             " AND usename = %s AND pid <> pg_backend_pid()",
             (self.database, self.server.user),
         )
@@ -216,8 +221,10 @@ _SIDES: dict[str, PgSide] = {}
 def _side(kind: str) -> PgSide:
     if kind not in _SIDES:
         server = _SERVERS[kind]
-        _SIDES[kind] = PgSide(server, "tether_model_pooled") if kind == "postgresql" else MariaSide(
-            server, "tether_model_pooled"
+        _SIDES[kind] = (
+            PgSide(server, "tether_model_pooled")
+            if kind == "postgresql"
+            else MariaSide(server, "tether_model_pooled")
         )
     return _SIDES[kind]
 
@@ -302,14 +309,18 @@ class PooledModel(RuleBasedStateMachine):
         finally:
             cur.close()
 
-    def statement(self, b: Borrower, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def statement(
+        self, b: Borrower, sql: str, params: tuple[Any, ...] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run a statement through the model's rules on lost sessions."""
         if b.broken:
             try:
                 self.run(b, sql, params)
             except TetherError as exc:
                 if b.lost_unseen:
-                    raise AssertionError(f"a lost transaction must give the driver's error: {exc!r}")
+                    raise AssertionError(
+                        f"a lost transaction must give the driver's error: {exc!r}"
+                    ) from exc
                 return []
             except Exception:
                 b.lost_unseen = False
@@ -329,15 +340,19 @@ class PooledModel(RuleBasedStateMachine):
         if self.server_kind == "postgresql":
             assert db.autocommit is configured_autocommit, (
                 f"new checkout has autocommit={db.autocommit}, the pool's connections are"
-                f" configured with autocommit={configured_autocommit} (an earlier borrower's setting)"
+                f" configured with autocommit={configured_autocommit}"
+                " (an earlier borrower's setting)"
             )
-            assert db.read_only is None, f"new checkout has read_only={db.read_only} of an earlier borrower"
+            assert db.read_only is None, (
+                f"new checkout has read_only={db.read_only} of an earlier borrower"
+            )
             assert db.isolation_level is None, (
                 f"new checkout has isolation_level={db.isolation_level} of an earlier borrower"
             )
         else:
             assert bool(db.get_autocommit()) is configured_autocommit, (
-                f"new checkout has autocommit={db.get_autocommit()}, configured {configured_autocommit}"
+                f"new checkout has autocommit={db.get_autocommit()},"
+                f" configured {configured_autocommit}"
             )
         row = self.run(b, self.side.session_sql)[0]
         pid = self.run(b, self.side.backend_pid_sql)[0][0]
@@ -358,7 +373,9 @@ class PooledModel(RuleBasedStateMachine):
         autocommit=st.booleans(),
         mincached=st.integers(0, 1),
     )
-    def make_pool(self, maxconnections: int, blocking: bool, autocommit: bool, mincached: int) -> None:
+    def make_pool(
+        self, maxconnections: int, blocking: bool, autocommit: bool, mincached: int
+    ) -> None:
         self.maxconnections = maxconnections
         self.autocommit = autocommit
         self.pool = PooledDB(
@@ -409,8 +426,11 @@ class PooledModel(RuleBasedStateMachine):
         raise AssertionError(f"a checkout beyond maxconnections={self.maxconnections} succeeded")
 
     @precondition(lambda self: self.borrowers)
-    @rule(i=st.integers(0, 7), how=st.sampled_from(["close", "with"]), keep=st.sampled_from(
-        ["nothing", "cursor", "proxy", "commit", "cursor_method", "execute"]))
+    @rule(
+        i=st.integers(0, 7),
+        how=st.sampled_from(["close", "with"]),
+        keep=st.sampled_from(["nothing", "cursor", "proxy", "commit", "cursor_method", "execute"]),
+    )
     def checkin(self, i: int, how: str, keep: str) -> None:
         b = self.pick(i)
         if keep != "nothing" and self.handles and not b.broken:
@@ -425,13 +445,23 @@ class PooledModel(RuleBasedStateMachine):
             else:
                 self.kept.append(Kept(keep, b.db.cursor().execute))
         self.borrowers.remove(b)
-        if how == "close":
-            b.db.close()
+        if how == "close" or b.broken or b.lost_unseen:
+            try:
+                if how == "close":
+                    b.db.close()
+                else:
+                    with b.db:  # commits on exit: fails, the session was lost
+                        pass
+            except Exception:
+                if how == "close":
+                    raise
+            # README: what you did not commit is rolled back when the connection goes back.
+            self.end_tx(b, self.rolled_back)
         else:
             with b.db:
                 pass
-        # README: what you did not commit is rolled back when the connection goes back.
-        self.end_tx(b, self.rolled_back)
+            # README: `with pool.connection() as db:` commits when the block succeeds.
+            self.end_tx(b, self.committed)
 
     @precondition(lambda self: len(self.borrowers) < self.maxconnections)
     @rule(commit=st.booleans(), fail=st.booleans())
@@ -455,8 +485,12 @@ class PooledModel(RuleBasedStateMachine):
                     raise KeyError("the block fails")
         except KeyError:
             pass
-        # README: `with pool.connection()` does not commit; what was not committed is rolled back.
-        self.rolled_back.update(b.pending)
+        # README: `with pool.connection()` commits when the block succeeds, rolls back
+        # when it raises.
+        if fail:
+            self.rolled_back.update(b.pending)
+        else:
+            self.committed.update(b.pending)
 
     # -- statements and transactions -----------------------------------------------------------
 
@@ -488,8 +522,12 @@ class PooledModel(RuleBasedStateMachine):
             return
         seen = {r[0] for r in rows}
         others = {x for o in self.borrowers if o is not b for x in o.pending}
-        assert set(b.pending) <= seen, f"a borrower does not see its own uncommitted rows {b.pending}"
-        assert not seen & others, f"a borrower sees another borrower's uncommitted rows {seen & others}"
+        assert set(b.pending) <= seen, (
+            f"a borrower does not see its own uncommitted rows {b.pending}"
+        )
+        assert not seen & others, (
+            f"a borrower sees another borrower's uncommitted rows {seen & others}"
+        )
         assert not seen & (self.rolled_back | self.forbidden), "a borrower sees rolled-back rows"
 
     @precondition(lambda self: self.chain and self.borrowers)
@@ -522,7 +560,9 @@ class PooledModel(RuleBasedStateMachine):
                 b.db.commit()
             except TetherError as exc:
                 if b.lost_unseen:
-                    raise AssertionError(f"a lost transaction's commit must give the driver's error: {exc!r}")
+                    raise AssertionError(
+                        f"a lost transaction's commit must give the driver's error: {exc!r}"
+                    ) from exc
                 return
             except Exception:
                 b.lost_unseen = False  # still broken: the transaction ends with rollback()
@@ -546,8 +586,11 @@ class PooledModel(RuleBasedStateMachine):
     # -- driver settings and session SQL ---------------------------------------------------------
 
     @precondition(lambda self: self.driver_settings and self.borrowers)
-    @rule(i=st.integers(0, 7), what=st.sampled_from(["autocommit", "read_only", "isolation"]),
-          on=st.booleans())
+    @rule(
+        i=st.integers(0, 7),
+        what=st.sampled_from(["autocommit", "read_only", "isolation"]),
+        on=st.booleans(),
+    )
     def change_driver_setting(self, i: int, what: str, on: bool) -> None:
         b = self.pick(i)
         if b.in_tx or b.broken:
@@ -566,8 +609,10 @@ class PooledModel(RuleBasedStateMachine):
             b.read_only = on
             assert b.db.read_only is on
         else:
-            level = self.side.driver.IsolationLevel.SERIALIZABLE if on else (
-                self.side.driver.IsolationLevel.REPEATABLE_READ
+            level = (
+                self.side.driver.IsolationLevel.SERIALIZABLE
+                if on
+                else (self.side.driver.IsolationLevel.REPEATABLE_READ)
             )
             b.db.isolation_level = level
             assert b.db.isolation_level == level
@@ -716,7 +761,9 @@ class PooledModel(RuleBasedStateMachine):
             if ok or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
-        assert s["in_use"] == len(self.borrowers), f"in_use {s['in_use']}, held {len(self.borrowers)}: {s}"
+        assert s["in_use"] == len(self.borrowers), (
+            f"in_use {s['in_use']}, held {len(self.borrowers)}: {s}"
+        )
         assert s["checkouts"] - s["checkins"] == s["in_use"], f"checkouts - checkins != in_use: {s}"
         assert s["checkouts"] == self.checkouts, f"{self.checkouts} checkouts made: {s}"
         assert s["opened"] - s["closed"] == s["size"], f"opened - closed != size: {s}"
@@ -764,7 +811,6 @@ class PyMySQLResetSessionModel(PooledModel):
     reset_session = True
     session_sql = True
     driver_settings = True
-
 
 
 def _case(machine: type[PooledModel], examples: int, steps: int) -> Any:

@@ -74,11 +74,14 @@ class Admin:
         return list(cur.fetchall()) if cur.description else []
 
     def session_count(self) -> int:
-        return int(self.rows(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
-            " AND usename = %s AND pid <> pg_backend_pid()",
-            (DATABASE, self.server.user),
-        )[0][0])
+        return int(
+            self.rows(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = %s AND backend_type = 'client backend'"
+                " AND usename = %s AND pid <> pg_backend_pid()",
+                (DATABASE, self.server.user),
+            )[0][0]
+        )
 
 
 _ADMIN: list[Admin] = []
@@ -182,8 +185,11 @@ class SimpleModel(RuleBasedStateMachine):
         raise AssertionError(f"a checkout beyond maxconnections={self.maxconnections} succeeded")
 
     @precondition(lambda self: self.borrowers)
-    @rule(i=st.integers(0, 7), how=st.sampled_from(["close", "with"]),
-          keep=st.sampled_from(["nothing", "proxy", "proxy_commit"]))
+    @rule(
+        i=st.integers(0, 7),
+        how=st.sampled_from(["close", "with"]),
+        keep=st.sampled_from(["nothing", "proxy", "proxy_commit"]),
+    )
     def checkin(self, i: int, how: str, keep: str) -> None:
         b = self.pick(i)
         if self.handles and keep != "nothing":
@@ -191,10 +197,11 @@ class SimpleModel(RuleBasedStateMachine):
         self.borrowers.remove(b)
         if how == "close":
             b.db.close()
+            self.end(b, self.rolled_back)  # README: rolled back when it comes back
         else:
             with b.db:
                 pass
-        self.end(b, self.rolled_back)  # README: a connection is rolled back when it comes back
+            self.end(b, self.committed)  # README: `with` commits when the block succeeds
 
     @precondition(lambda self: len(self.borrowers) < self.maxconnections)
     @rule(commit=st.booleans())
@@ -203,12 +210,9 @@ class SimpleModel(RuleBasedStateMachine):
         with self.pool.connection() as db:
             assert db.autocommit is self.autocommit, f"new checkout has autocommit={db.autocommit}"
             self.run(db, INSERT, (new,))
-            if commit or self.autocommit:
-                if commit:
-                    db.commit()
-                self.committed.add(new)
-            else:
-                self.rolled_back.add(new)
+            if commit:
+                db.commit()
+            self.committed.add(new)  # committed, or by the `with` on success
 
     @precondition(lambda self: self.borrowers)
     @rule(i=st.integers(0, 7))
@@ -226,12 +230,17 @@ class SimpleModel(RuleBasedStateMachine):
     @rule(i=st.integers(0, 7))
     def select(self, i: int) -> None:
         b = self.pick(i)
-        seen = {r[0] for r in self.run(b.db, "SELECT id FROM ledger WHERE id LIKE %s", (self.prefix + "%",))}
+        seen = {
+            r[0]
+            for r in self.run(b.db, "SELECT id FROM ledger WHERE id LIKE %s", (self.prefix + "%",))
+        }
         if not b.autocommit:
             b.implicit = True
         others = {x for o in self.borrowers if o is not b for x in o.pending}
         assert set(b.pending) <= seen, "a borrower does not see its own uncommitted rows"
-        assert not seen & others, f"a borrower sees another borrower's uncommitted rows {seen & others}"
+        assert not seen & others, (
+            f"a borrower sees another borrower's uncommitted rows {seen & others}"
+        )
 
     @precondition(lambda self: self.borrowers)
     @rule(i=st.integers(0, 7))
@@ -276,7 +285,10 @@ class SimpleModel(RuleBasedStateMachine):
         )
 
     def check_ledger(self) -> None:
-        rows = [r[0] for r in self.admin.rows("SELECT id FROM ledger WHERE id LIKE %s", (self.prefix + "%",))]
+        rows = [
+            r[0]
+            for r in self.admin.rows("SELECT id FROM ledger WHERE id LIKE %s", (self.prefix + "%",))
+        ]
         present = set(rows)
         twice = {x for x in present if rows.count(x) > 1}
         assert not twice, f"rows committed more than once: {twice}"
@@ -299,7 +311,9 @@ class SimpleModel(RuleBasedStateMachine):
         if self.pool is None:
             return
         deadline = time.monotonic() + 0.3
-        while (n := self.admin.session_count()) != self.maxconnections and time.monotonic() < deadline:
+        while (
+            n := self.admin.session_count()
+        ) != self.maxconnections and time.monotonic() < deadline:
             time.sleep(0.01)
         assert n == self.maxconnections, f"{n} sessions, maxconnections={self.maxconnections}"
 

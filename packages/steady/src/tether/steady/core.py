@@ -540,12 +540,17 @@ class SteadyBase:
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
         """Commit. A commit that fails is never retried: its outcome is unknown."""
-        raw, lost = self._raw, self._lost
+        raw, lost, begun = self._raw, self._lost, self._begun
         _store(self, "_begun", False)  # (_store: see _answered)
         _store(self, "_dirty", False)
         _store(self, "_settled", False)
         if raw is None:
             raise SteadyDBError("the steady connection is closed")
+        if not (lost or begun or args or kwargs) and self._adapter.in_transaction(raw) is False:
+            # Nothing to commit, by the driver's own state: nothing is sent (PyMySQL
+            # would send COMMIT, and fail on a session the server ended meanwhile,
+            # though no work of the caller's was lost; the next statement reopens).
+            return None
         try:
             result = self._adapter.commit(raw, *args, **kwargs)
         except Exception as exc:

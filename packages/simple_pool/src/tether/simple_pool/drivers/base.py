@@ -253,10 +253,19 @@ class DriverAdapter:
         return value if isinstance(value, bool) else None
 
     def begin(self, conn: Any, *args: Any, **kwargs: Any) -> None:
-        """Start an explicit transaction (DB-API drivers start them implicitly)."""
+        """Start an explicit transaction, also in autocommit mode.
+
+        The driver's own ``begin()`` where it has one (PyMySQL). Otherwise a
+        DB-API driver starts transactions by itself before the first statement
+        -- unless it is in autocommit mode, where ``begin()`` must send
+        ``BEGIN`` or the "transaction" would commit statement by statement
+        (psycopg, sqlite3 with ``isolation_level=None``).
+        """
         begin = getattr(conn, "begin", None)
         if callable(begin):
             begin(*args, **kwargs)
+        elif self.autocommit(conn):
+            self.execute(conn, "BEGIN")
 
     def commit(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
         return conn.commit(*args, **kwargs)

@@ -113,6 +113,18 @@ class PgdbAdapter(PyGreSQLAdapter):
         """pgdb's ``autocommit`` attribute: when False, pgdb sends BEGIN before a statement."""
         return bool(getattr(conn, "autocommit", False))
 
+    def begin(self, conn: Any, *args: Any, **kwargs: Any) -> None:
+        """In autocommit mode, ``BEGIN`` now, and tell pgdb a transaction is open.
+
+        pgdb's ``commit()``/``rollback()`` send COMMIT/ROLLBACK only when its
+        own ``_tnx`` flag says it began the transaction; without it, the
+        explicit transaction would never be committed. Outside autocommit
+        pgdb begins one itself with the next statement.
+        """
+        if self.autocommit(conn):
+            self.execute(conn, "BEGIN")
+            conn._tnx = True
+
     def socket_fd(self, conn: Any) -> int | None:
         try:
             return int(conn._cnx.fileno())
