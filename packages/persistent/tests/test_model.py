@@ -16,7 +16,9 @@ tether-persistent and tether-steady promise:
   lost committed, nothing of an open transaction visible;
 - one session for the thread; after a kill or a restart the next statement
   outside a transaction works, a transaction that was open fails until rollback;
-- a driver setting assigned through the connection reaches the driver.
+- a driver setting assigned through the connection reaches the driver, for
+  the request that made it: the next request starts with the settings the
+  connection was opened with.
 """
 
 from __future__ import annotations
@@ -162,6 +164,10 @@ class PersistentModel(RuleBasedStateMachine):
             # README: nothing refers to the connection any more: a forgotten transaction,
             # rolled back at this connection() call.
             self.end_tx(self.rolled_back)
+        if not held:
+            # README: a new request starts with the driver settings the connection was
+            # opened with; what the previous request switched is set back.
+            self.autocommit = self.configured_autocommit
         return db
 
     def run(self, db: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -383,7 +383,9 @@ class PooledModel(RuleBasedStateMachine):
             mincached=mincached,
             maxconnections=maxconnections,
             blocking=blocking,
-            checkout_timeout=0.5,
+            # Blocking: the probe over the limit waits it out. Else it only bounds connects,
+            # which a busy machine makes slow.
+            checkout_timeout=1.5 if blocking else 5.0,
             reset_session=self.reset_session,
             name="model",
             **self.side.connect_kwargs(autocommit),
