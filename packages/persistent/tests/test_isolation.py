@@ -82,3 +82,24 @@ def test_a_request_does_not_inherit_the_previous_requests_autocommit(
 def test_chained_execute_on_a_persistent_connection(persist: PersistentDB) -> None:
     db = persist.connection()
     assert db.cursor().execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_wrapper_creator_gets_its_drivers_adapter(
+    server_target: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lambda creator: the first connection shows the driver, said once at INFO."""
+    import logging
+
+    target = server_target
+    generator = PersistentDB(lambda: target.connect(), ping=0)
+    try:
+        with caplog.at_level(logging.INFO, logger="tether"):
+            db = generator.connection()
+            cur = db.cursor()
+            cur.execute("SELECT 1")
+            assert cur.fetchone()[0] == 1
+        chosen = [r.getMessage() for r in caplog.records if "driver adapter" in r.getMessage()]
+        assert len(chosen) == 1 and target.name in chosen[0], chosen
+    finally:
+        generator.close()

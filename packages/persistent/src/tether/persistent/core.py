@@ -557,6 +557,15 @@ class _Persistent(Generic[C]):
             )
         con = cast(C, result)
         con._kwargs = self._connect_kwargs()  # later reopens: the user's own arguments
+        if adapter.refinable and not con.adapter.refinable:
+            # A creator tether could not place: its connections showed the driver.
+            # The threads' next connections start with that driver's adapter.
+            self._adapter = con.adapter
+            self._log.info(
+                "tether: %r: the creator's connections are %s's: using its driver adapter",
+                self,
+                con.adapter.name,
+            )
         return con
 
     def _close_late(self, con: C) -> None:
