@@ -540,16 +540,20 @@ class SteadyBase:
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
         """Commit. A commit that fails is never retried: its outcome is unknown."""
-        raw, lost, begun = self._raw, self._lost, self._begun
+        raw, lost = self._raw, self._lost
+        # Nothing to commit -- by the driver's state, or where it cannot tell (PyMySQL
+        # outside autocommit) because no statement ran since the last commit or
+        # rollback and nothing reached the driver connection past tether: then
+        # nothing is sent. (PyMySQL would send COMMIT and fail on a session the
+        # server ended meanwhile, though no work of the caller's was lost.)
+        idle = not (args or kwargs or self._touched) and raw is not None
+        idle = idle and not self._in_transaction()
         _store(self, "_begun", False)  # (_store: see _answered)
         _store(self, "_dirty", False)
         _store(self, "_settled", False)
         if raw is None:
             raise SteadyDBError("the steady connection is closed")
-        if not (lost or begun or args or kwargs) and self._adapter.in_transaction(raw) is False:
-            # Nothing to commit, by the driver's own state: nothing is sent (PyMySQL
-            # would send COMMIT, and fail on a session the server ended meanwhile,
-            # though no work of the caller's was lost; the next statement reopens).
+        if idle:
             return None
         try:
             result = self._adapter.commit(raw, *args, **kwargs)
