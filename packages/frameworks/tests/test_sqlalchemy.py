@@ -419,13 +419,15 @@ def test_persistent_nested_checkouts_get_their_own_session(
         assert again.execute(sql).scalar() == first  # the thread's connection, kept
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
-@pytest.mark.parametrize("how", ["pooled", "persistent"])
-def test_autocommit_isolation_level(kind: str, how: str, request: pytest.FixtureRequest) -> None:
-    server = request.getfixturevalue("pg_server" if kind == "postgresql" else "mariadb_server")
+@pytest.mark.parametrize("how", HOWS)
+def test_autocommit_isolation_level(
+    make_engine: EngineFactory, server: DatabaseServer, how: str
+) -> None:
+    """``execution_options(isolation_level=...)``: the psycopg dialect assigns the driver's
+    ``autocommit``/``isolation_level`` on tether's connection; the next checkout is reset."""
     metadata = sa.MetaData()
     table = _table(metadata)
-    engine = sa.create_engine(sqlalchemy_url(server), poolclass=TetherPool, tether={"pool": how})
+    engine = make_engine(how)
     try:
         metadata.create_all(engine)
         with engine.connect() as conn:
@@ -440,7 +442,11 @@ def test_autocommit_isolation_level(kind: str, how: str, request: pytest.Fixture
         with engine.connect() as conn:  # the isolation level was reset on return
             conn.execute(sa.insert(table).values(worker=1, label="rolled back"))
             conn.rollback()
+        with engine.connect() as conn:
+            serializable = conn.execution_options(isolation_level="SERIALIZABLE")
+            assert serializable.get_isolation_level() == "SERIALIZABLE"
+        with engine.connect() as conn:
+            assert conn.get_isolation_level() != "SERIALIZABLE"
         assert _count(engine, table) == 1
     finally:
         metadata.drop_all(engine)
-        engine.dispose()
