@@ -192,12 +192,12 @@ def test_orm_session_and_core_across_a_restart(
             session.add(Note(text="rolled back"))
             session.flush()
             assert session.scalars(sa.select(Note.text).order_by(Note.id)).all() == [
-                "core", "orm", "rolled back"
+                "core",
+                "orm",
+                "rolled back",
             ]
             session.rollback()
-            assert session.scalars(sa.select(Note.text).order_by(Note.id)).all() == [
-                "core", "orm"
-            ]
+            assert session.scalars(sa.select(Note.text).order_by(Note.id)).all() == ["core", "orm"]
         server.restart("fast")  # between two requests: transparent
         with Session(engine) as session, session.begin():
             session.add(Note(text="after the restart"))
@@ -261,7 +261,9 @@ def _hstore_engine(pg_server: DatabaseServer, url: str, how: str, owners: list[A
         else:
             owner = PersistentDB(target.creator, **kwargs)
         owners.append(owner)
-        return sa.create_engine("postgresql+psycopg://", creator=owner.connection, poolclass=NullPool)
+        return sa.create_engine(
+            "postgresql+psycopg://", creator=owner.connection, poolclass=NullPool
+        )
     return sa.create_engine(url, poolclass=TetherPool, tether={"pool": how})
 
 
