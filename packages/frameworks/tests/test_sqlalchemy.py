@@ -183,9 +183,9 @@ def test_orm_session_and_core_across_a_restart(
     Base.metadata.create_all(engine)
     try:
         with engine.begin() as conn:  # Core
-            conn.execute(sa.insert(Note.__table__), [{"text": "core"}])
+            conn.execute(sa.insert(Note), [{"text": "core"}])
         with engine.connect() as conn:
-            assert conn.execute(sa.select(Note.__table__.c.text)).scalars().all() == ["core"]
+            assert conn.execute(sa.select(Note.text)).scalars().all() == ["core"]
         with Session(engine) as session:  # ORM: add, commit, query, rollback
             session.add(Note(text="orm"))
             session.commit()
@@ -240,7 +240,7 @@ def test_psycopg_dialect_default_options_use_hstore(
             conn.execute(sa.insert(table).values(data={"a": "1", "b": "2"}))
         assert engine.dialect._has_native_hstore  # type: ignore[attr-defined]
         with engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
+            raw: Any = conn.connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)  # tether's, passing for the driver's
             assert type(raw).__module__.startswith("tether.")
             # psycopg's own hstore loader, registered by the dialect: a dict, not a string.
