@@ -214,6 +214,44 @@ def test_reopen_at_the_start_of_atomic_keeps_the_block_atomic(
     assert _items(alias).count() == 2
 
 
+@pytest.mark.parametrize("alias", ["default", "pg_persistent"], indirect=True)
+def test_psycopg_type_info_paths(alias: str, django_project: dict[str, Any]) -> None:
+    """What django.contrib.postgres (and PostGIS) do with ``connection.connection``.
+
+    Their ``connection_created`` receivers register hstore/citext with
+    ``psycopg.types.TypeInfo(...).register(connection.connection)`` and PostGIS
+    calls ``TypeInfo.fetch(connection.connection, ...)``, which takes only a
+    ``psycopg.Connection``: tether's connection must pass for one and carry
+    the registration to the driver connection the queries run on.
+    """
+    import psycopg
+    from django.contrib.postgres.signals import get_hstore_oids, register_type_handlers
+    from django.db import connections
+    from psycopg.types import TypeInfo
+
+    connection = connections[alias]
+    server = django_project["postgresql"]
+    server.admin_execute(
+        "CREATE EXTENSION IF NOT EXISTS hstore", database=connection.settings_dict["NAME"]
+    )
+    get_hstore_oids.cache_clear()
+    connection.ensure_connection()
+    con = connection.connection
+    assert isinstance(con, psycopg.Connection)
+    assert type(con).__module__.startswith("tether.")
+    info = TypeInfo.fetch(con, "hstore")
+    assert info is not None and info.oid == get_hstore_oids(alias)[0][0]
+    register_type_handlers(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'a=>1'::hstore")
+        assert cursor.fetchone()[0] == {"a": "1"}
+    connection.close()  # the next request: a new checkout (connection_created runs again)
+    register_type_handlers(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'b=>2'::hstore")
+        assert cursor.fetchone()[0] == {"b": "2"}
+
+
 # -- the threaded server ---------------------------------------------------------------------------
 
 

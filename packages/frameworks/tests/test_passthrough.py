@@ -105,6 +105,14 @@ def test_driver_methods_work_through_tether(driver_target: Any, layer: str) -> N
             assert notices == ["hello from the server"]
             assert con.info.server_version >= 100000
             assert con.pgconn is raw_of(con).pgconn
+            # What psycopg.types.TypeInfo.fetch (SQLAlchemy's hstore lookup) insists on.
+            import psycopg
+            from psycopg.types import TypeInfo
+
+            assert isinstance(con, psycopg.Connection)
+            info = TypeInfo.fetch(con, "text")
+            assert info is not None and info.oid == 25
+            con.rollback()
         elif name == "pymysql":
             assert con.get_server_info()
             assert con.thread_id() == raw_of(con).thread_id()

@@ -7,9 +7,6 @@ a server restart between requests, and playhouse.pool's closing methods.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +29,6 @@ from tether.harness.servers import DatabaseServer
 
 from .conftest import unique_name
 
-README = Path(__file__).parents[1] / "README.md"
 BACKENDS = ["postgresql", "mariadb", "sqlite"]
 SERVERS = ["postgresql", "mariadb"]
 PID_SQL = {
@@ -366,22 +362,3 @@ def test_ext_database_and_init_of_a_deferred_database(make_db: MakeDb, pg_server
         assert db.tether_pool.stats()["maxconnections"] == 2
     finally:
         db.tether_pool.close()
-
-
-def test_readme_example_prints_what_the_readme_says(tmp_path: Path) -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## peewee") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    printed = re.search(r"It prints:\n\n```text\n(.*?)```", section, re.S)
-    assert code is not None and printed is not None
-    assert "tether.frameworks.peewee" in code.group(1)
-    result = subprocess.run(
-        [sys.executable, "-c", code.group(1)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,  # the example writes its database file where it runs
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == printed.group(1)
