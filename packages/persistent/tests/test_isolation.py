@@ -103,3 +103,29 @@ def test_a_wrapper_creator_gets_its_drivers_adapter(
         assert len(chosen) == 1 and target.name in chosen[0], chosen
     finally:
         generator.close()
+
+
+@pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
+def test_close_ends_the_request_even_while_a_variable_still_refers_to_it(
+    server_target: Any, persist: PersistentDB
+) -> None:
+    """Found from the outside: a request loop that rebinds its variable after close()."""
+    table = server_target.unique_table("loop")
+    db = persist.connection()
+    db.cursor().execute(f"CREATE TABLE {table} (x INTEGER)")
+    db.commit()
+    db.close()
+    counts = []
+    for i in range(2):
+        db = persist.connection()  # i=1: the old `db` is still bound while this runs
+        if i == 0:
+            db.autocommit = True
+        else:
+            assert db.autocommit is False  # the request starts with the configured settings
+            cur = db.cursor()
+            cur.execute(f"INSERT INTO {table} VALUES (1)")
+            db.rollback()
+            cur.execute(f"SELECT count(*) FROM {table}")
+            counts.append(cur.fetchone()[0])
+        db.close()
+    assert counts == [0]

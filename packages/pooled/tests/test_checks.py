@@ -57,6 +57,7 @@ SETSESSION_BAD: list[tuple[Any, type[Exception]]] = [
     (123, TypeError),
     ([1], TypeError),
     (["PRAGMA foreign_keys = ON", None], TypeError),
+    ({"PRAGMA foreign_keys = ON": 1}, TypeError),  # a dict: runs in no stated order
 ]
 FAILURES_BAD: list[tuple[Any, type[Exception]]] = [
     (42, TypeError),
@@ -64,10 +65,13 @@ FAILURES_BAD: list[tuple[Any, type[Exception]]] = [
     (sqlite3.OperationalError("x"), TypeError),
     ((sqlite3.OperationalError, 1), TypeError),
     (int, TypeError),
+    ((), ValueError),  # no exception would mean "lost"
 ]
 CALLABLE_BAD: list[tuple[Any, type[Exception]]] = [(1, TypeError), ("f", TypeError)]
 PING_BAD: list[tuple[Any, type[Exception]]] = [
     (9, ValueError),
+    ("", ValueError),  # an empty statement
+    ((1, "  "), ValueError),
     (-1, ValueError),
     (1.5, TypeError),
     ([1], TypeError),

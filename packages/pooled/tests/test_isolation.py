@@ -226,3 +226,29 @@ def test_psycopg_chained_execute_on_a_pooled_connection(pg_target: Any, pools: A
         with db.cursor() as cur:
             assert cur.execute("SELECT %s::int", (2,)) is cur
             assert cur.fetchone() == (2,)
+
+
+def test_kept_cursor_methods_and_cursor_connection_never_reach_the_next_borrower(
+    pg_target: Any, pools: Any
+) -> None:
+    """Found from the outside: psycopg's copy()/stream() taken off a cursor, and cur.connection."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = pg_target.unique_table("keptm")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    cur = db.cursor()
+    copy, stream, via = cur.copy, cur.stream, cur.connection
+    assert via is db  # the connection as the borrower holds it, not the driver's
+    db.close()
+    other = pool.connection()
+    with pytest.raises(InvalidCursorError), copy(f"COPY {table} FROM STDIN") as cp:
+        cp.write_row((42,))
+    with pytest.raises(InvalidCursorError):
+        list(stream("SELECT 1"))
+    with pytest.raises(InvalidConnectionError):
+        via.execute(f"INSERT INTO {table} VALUES (1)")
+    assert not other.dbapi_connection.info.transaction_status  # IDLE: nothing ran on it
+    assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    other.close()

@@ -148,6 +148,20 @@ class _Owned(SteadyBase):
 
     _tether_shared: _Shared | None = None
     _tether_pid: int | None = None  # the process that opened it
+    #: ``close()`` or the end of a ``with`` said the request is over: the
+    #: thread's next ``connection()`` starts a new one, even while a variable
+    #: of the finished request still refers to the connection.
+    _tether_request_over = False
+
+    def close(self) -> None:
+        super().close()
+        self._tether_request_over = True
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)  # type: ignore[misc]
+        finally:
+            self._tether_request_over = True
 
     def _close(self) -> None:
         pid = self._tether_pid
@@ -414,8 +428,12 @@ class _Persistent(Generic[C]):
             with slot.lock:
                 con = slot.con
                 if con is not None and not con._closed and not self._shared.closed:
-                    if (con._touched or con._in_transaction()) and _unused(slot):
-                        # The previous request is over: it starts afresh.
+                    # (No local alias of `con` here: _unused() counts its references.)
+                    if cast(_Owned, con)._tether_request_over or (
+                        (con._touched or con._in_transaction()) and _unused(slot)
+                    ):
+                        # The previous request is over: this one starts afresh.
+                        cast(_Owned, con)._tether_request_over = False
                         self._end_request(con)
                     if con._ping_flags & PING_ON_REQUEST:
                         # A round trip, so only after the connection sat unused

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union, overload
 
 #: The longest duration any seconds parameter accepts: 30 days. Every wait in
@@ -141,7 +141,7 @@ def check_setsession(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):  # a lone string would be run letter by letter
         raise TypeError("setsession: expected a list of SQL statements, got a str")
-    if not isinstance(value, Iterable):
+    if not isinstance(value, (list, tuple)):  # a dict or set would run in no stated order
         raise TypeError(
             f"setsession: expected a list of SQL statements, got {type(value).__name__}"
         )
@@ -157,6 +157,8 @@ def check_failures(value: Any) -> FailuresSpec | None:
     if value is None:
         return None
     items = value if isinstance(value, tuple) else (value,)
+    if not items:
+        raise ValueError("failures: an empty tuple would mean no error is a lost connection")
     if not all(isinstance(v, type) and issubclass(v, BaseException) for v in items):
         raise TypeError(
             f"failures: expected an exception class or a tuple of them, got {type(value).__name__}"

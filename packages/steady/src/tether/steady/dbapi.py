@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from time import monotonic
-from types import MethodType, ModuleType
+from types import BuiltinMethodType, MethodType, ModuleType
 from typing import Any
 
 from tether.simple_pool.drivers import DriverAdapter
@@ -441,7 +441,35 @@ class SteadyDBCursor:
             # A driver cursor method (psycopg's copy(), stream()...) or its
             # connection can run statements tether does not see.
             self._con._escape()
-        return getattr(raw, name)
+        if name == "connection":
+            # DB-API's optional ``cursor.connection``: the connection this cursor
+            # came from as the caller holds it (a pool's proxy, or this steady
+            # connection), not the driver's, which would outlive the checkout.
+            holder = self._tether_checkout
+            return holder if holder is not None else self._con
+        value = getattr(raw, name)
+        if isinstance(value, (MethodType, BuiltinMethodType)):
+            return self._guarded(value)
+        return value
+
+    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """A driver cursor method that refuses to run once this cursor's checkout has ended.
+
+        (psycopg's ``copy``, ``stream``, ``scroll``... taken before ``close()``
+        must not run on the connection's next borrower.) A driver cursor it
+        returns (``set_result()``) comes back as this cursor.
+        """
+        lease = self._lease
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._con._lease != lease:
+                self._stale()
+            return self._chain(method(*args, **kwargs))
+
+        call.__name__ = getattr(method, "__name__", "method")
+        call.__doc__ = getattr(method, "__doc__", None)
+        call.__wrapped__ = method  # type: ignore[attr-defined]
+        return call
 
     def __del__(self) -> None:
         try:

@@ -45,6 +45,8 @@ def parse_ping(ping: Any, adapter: DriverAdapter) -> tuple[int, Pinger]:
     if how is None:
         return ping, adapter.ping
     if isinstance(how, str):
+        if not how.strip():
+            raise ValueError("ping: the SQL statement is empty")
         return ping, _sql_check(how, adapter)
     if callable(how):
         return ping, _callable_check(how)
