@@ -428,12 +428,16 @@ class _Persistent(Generic[C]):
             with slot.lock:
                 con = slot.con
                 if con is not None and not con._closed and not self._shared.closed:
-                    # (No local alias of `con` here: _unused() counts its references.)
-                    if cast(_Owned, con)._tether_request_over or (
-                        (con._touched or con._in_transaction()) and _unused(slot)
-                    ):
-                        # The previous request is over: this one starts afresh.
-                        cast(_Owned, con)._tether_request_over = False
+                    # The previous request is over: this one starts afresh. (No
+                    # local alias of `con` here: _unused() counts its references.)
+                    if con._tether_request_over:  # type: ignore[attr-defined]
+                        # close() or `with` ended it, and its transaction with it.
+                        con._tether_request_over = False  # type: ignore[attr-defined]
+                        if con._touched or con._begun:
+                            self._end_request(con)
+                        else:
+                            con.end_checkout()  # its cursors stop working; nothing to set back
+                    elif (con._touched or con._in_transaction()) and _unused(slot):
                         self._end_request(con)
                     if con._ping_flags & PING_ON_REQUEST:
                         # A round trip, so only after the connection sat unused
