@@ -43,7 +43,7 @@ from __future__ import annotations
 import inspect
 import pickle
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from tether.simple_pool._checks import check_count
@@ -116,7 +116,9 @@ class ManagedModule:
         positional = [options.pop(name, _PARAMS[name].default) for name in _POSITIONAL]
         prefix = self._name or f"manage-{getattr(self._module, '__name__', 'module')}"
         options["name"] = f"{prefix}-{number}"
-        return PooledDB(self._module, *positional, *args, **options, **kwargs)
+        # By position, then by keyword: mypy cannot see that the two never overlap.
+        make: Callable[..., PooledDB] = PooledDB
+        return make(self._module, *positional, *args, **options, **kwargs)
 
     def get_pool(self, *args: Any, **kwargs: Any) -> PooledDB:
         """The pool for these connect arguments, made on first use."""

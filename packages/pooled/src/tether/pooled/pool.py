@@ -1262,7 +1262,7 @@ class Pool:
 
     def _over(self) -> bool:
         """Whether the pool holds more connections than ``maxconnections`` (under the lock)."""
-        return 0 < self._maxconnections < self._size
+        return bool(0 < self._maxconnections < self._size)
 
     def _size_dropped(self) -> None:
         """After ``_size`` or ``_closing`` went down (under the lock).

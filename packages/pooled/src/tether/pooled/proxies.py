@@ -272,6 +272,9 @@ class _Detached:
     _discard = _checkin
     _unshare = _checkin  # never reached: a shared connection cannot be detached
 
+    def _orphaned(self, entry: _Entry) -> None:
+        """Never reached (shared proxies only); a detached connection is closed by the gc."""
+
     def _checkout_entry(self) -> _Entry:
         raise InvalidConnectionError(
             "this detached connection was closed; it cannot take another one from a pool"
