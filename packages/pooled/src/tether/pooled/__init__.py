@@ -7,12 +7,16 @@ as keyword-only arguments: a finite checkout timeout that covers waiting,
 connecting and the health check; fail-fast and background reconnect while
 the database is unreachable; a maintenance thread that keeps ``mincached``
 idle connections, retires old and idle ones and validates them; reset
-modes; leak detection; ``stats()`` and event hooks; fork safety.
+modes; leak detection; ``stats()`` and event hooks; fork safety; a pool's
+lifecycle (``with`` closes it, ``close(timeout)`` waits for borrowed
+connections, ``resize()`` changes its limits while it runs); ``invalidate()``
+and ``detach()`` on connections; and ``manage(module)``, SQLAlchemy 1.x's
+``pool.manage``: a DB-API module whose ``connect()`` pools.
 
 Read the modules in this order to learn how it works: :mod:`.pool` (the
 pool and its hot path), :mod:`.proxies`, :mod:`.reset`,
 :mod:`.maintenance`, :mod:`.leaks`, :mod:`.events`, :mod:`.fork`,
-:mod:`.errors`, then the fronts :mod:`.db` and :mod:`.pg`.
+:mod:`.errors`, then the fronts :mod:`.db` and :mod:`.pg`, and :mod:`.managed`.
 """
 
 from ._version import __version__
@@ -34,6 +38,7 @@ from .errors import (
     UnreachableTimeout,
 )
 from .events import PoolEvent
+from .managed import ManagedModule, clear_managers, manage
 from .pg import PooledPg
 from .pool import Pool
 from .proxies import (
@@ -51,6 +56,7 @@ __all__ = [
     "DatabaseUnreachable",
     "InvalidConnection",
     "InvalidConnectionError",
+    "ManagedModule",
     "NotSupportedError",
     "Pool",
     "PoolClosed",
@@ -70,4 +76,6 @@ __all__ = [
     "TooManyConnectionsError",
     "UnreachableTimeout",
     "__version__",
+    "clear_managers",
+    "manage",
 ]

@@ -8,7 +8,9 @@ Pass ``on_event=callable`` to a pool and it is called with one
 ``checkout``   a connection was handed out (also for each share of a shared one)
 ``checkin``    a connection was given back (before it is reset)
 ``close``      the pool closed a healthy connection (``reason``: ``max_lifetime``,
-               ``max_idle``, ``maxcached``, ``pool closed``)
+               ``max_idle``, ``maxcached``, ``pool closed``, ``resized``,
+               ``discarded``: given back by ``invalidate()``/``discard()``)
+``detach``     a borrower took its connection out of the pool (``detach()``)
 ``discard``    the pool dropped a broken one (``reason``: ``reset failed``, ``ping
                failed``, ``lost``...) -- it is never handed out again
 ``timeout``    a checkout timed out (``reason``: ``pool exhausted`` or
@@ -39,8 +41,8 @@ __all__ = ["EventHook", "PoolEvent", "emit"]
 class PoolEvent(NamedTuple):
     """One thing that happened in a pool."""
 
-    #: ``connect``, ``checkout``, ``checkin``, ``close``, ``discard``, ``timeout``, ``leak``,
-    #: ``unreachable`` or ``reachable``.
+    #: ``connect``, ``checkout``, ``checkin``, ``close``, ``discard``, ``detach``, ``timeout``,
+    #: ``leak``, ``unreachable`` or ``reachable``.
     kind: str
     #: The name of the pool.
     pool: str

@@ -23,8 +23,10 @@ the first failed connect or leaked proxy -- and each round it:
 2. **retires** idle connections past their lifetime (``max_lifetime``, with
    up to 10 % jitter so connections opened together do not all expire
    together) or idle for longer than ``max_idle`` (the latter only while
-   the pool has more than ``mincached``). Connections in use are retired
-   when they are given back;
+   the pool has more than ``mincached``), and, after a
+   :meth:`~tether.pooled.pool.Pool.resize` below what is open, those above
+   the new ``maxconnections`` (every round until the pool fits). Connections
+   in use are retired when they are given back;
 3. **validates** connections idle for ``validate_interval`` seconds with a
    ping, discarding the dead ones, so a checkout rarely finds one;
 4. **refills** the pool up to ``mincached`` connections (idle or in use),
@@ -121,6 +123,11 @@ def run_round(pool: Pool) -> float | None:
     delay = _tick(pool)
     if pool._unreachable:
         delay = min(delay, _reconnect(pool))
+    if pool._over_limit:
+        # Shrunk by resize(): an idle connection that a lock-free checkin put
+        # back while the limit changed is closed here; checkins retire the rest.
+        pool._shed_idle()
+        delay = min(delay, _MAX_TICK)
     now = monotonic()
     _mark_stale(pool, now)
     _retire_idle(pool, now)

@@ -90,7 +90,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from tether.simple_pool._checks import (
     check_bool,
@@ -135,6 +135,9 @@ _names = iter(range(1, 1 << 62))
 
 #: Reasons for closing a connection that mean it was broken (counted as ``discarded``).
 _BROKEN = frozenset({"reset failed", "ping failed", "lost"})
+#: resize()'s "not given".
+_UNSET: Any = object()
+_P = TypeVar("_P", bound="Pool")
 
 
 class _Entry:
@@ -261,6 +264,7 @@ class Pool:
         maxcached = check_count("maxcached", maxcached)
         maxshared = check_count("maxshared", maxshared)
         maxconnections = check_count("maxconnections", maxconnections)
+        self._maxcached_asked = maxcached  # resize() applies the rule below again
         if maxcached:  # as DBUtils: the limits never contradict each other
             maxcached = max(maxcached, mincached)
         if maxconnections:
@@ -305,6 +309,13 @@ class Pool:
         self._size = 0  # idle + in use + opening + being validated
         self._opening = 0
         self._checking = 0
+        #: Connections forgotten (out of ``_size``) whose driver close is still running.
+        self._closing = 0
+        #: Set once a closed pool has nothing open and nothing closing (``close(timeout)``).
+        self._drained: threading.Event | None = None
+        #: resize() left more connections than maxconnections: every checkin takes
+        #: the slow path, which retires returned connections until the pool fits.
+        self._over_limit = False
         self._gen = 0  # bumped in a forked child
         self._unreachable = False
         self._last_error: BaseException | None = None
@@ -347,7 +358,7 @@ class Pool:
         # in_use is not counted: it is checkouts - checkins - extra_shares - undone.
         self._n_undone = self._extra_shares = 0  # under the lock
         self._n_timeouts = self._n_opened = self._n_closed = self._n_discarded = 0
-        self._n_connect_errors = self._n_leaks = self._n_waits = 0
+        self._n_connect_errors = self._n_leaks = self._n_waits = self._n_detached = 0
         self._wait_total = self._wait_max = 0.0
 
     def _new_connection(self, kwargs: dict[str, Any]) -> SteadyBase:
@@ -452,6 +463,7 @@ class Pool:
                     if reserved:
                         self._size -= 1
                         self._opening -= 1
+                        self._size_dropped()
                     raise PoolClosed(f"pool {self.name} is closed")
                 if reserved:
                     # Our slot, granted after waiting: back to the head of the line.
@@ -666,6 +678,7 @@ class Pool:
         try:
             self._size -= 1
             self._opening -= 1
+            self._size_dropped()
             self._serve_waiters()
         finally:
             lock.release()
@@ -820,6 +833,7 @@ class Pool:
             try:
                 self._size -= 1
                 self._opening -= 1
+                self._size_dropped()
                 newly = refused = False
                 connect_error = isinstance(exc, Exception) and self._is_connect_error(exc)
                 if connect_error:
@@ -873,10 +887,12 @@ class Pool:
         try:
             recovered = False
             closed = self._closed or entry.gen != self._gen
+            ours = entry.gen == self._gen
             if closed:
-                if entry.gen == self._gen:
+                if ours:
                     self._size -= 1
                     self._opening -= 1
+                    self._closing += 1  # close(timeout) waits for the close below
             else:
                 if for_waiter is not None:
                     for_waiter.connecting = False
@@ -895,7 +911,11 @@ class Pool:
         finally:
             lock.release()
         if closed:
-            con._close()
+            try:
+                con._close()
+            finally:
+                if ours:
+                    self._closed_one()
             raise PoolClosed(f"pool {self.name} was closed while connecting")
         if recovered:
             self._log.warning("tether: pool %s can connect again", self.name)
@@ -1019,6 +1039,15 @@ class Pool:
                 reason = self._reset_connection(con)
             elif con._raw is None:
                 reason = "lost"
+        # Shrunk by resize() below what is open: the first connections to come
+        # back are closed until the pool fits (checkins come here meanwhile,
+        # see _size_dropped); never one still held by its borrower.
+        if (
+            reason is None
+            and self._over_limit
+            and self._remove(entry, "resized", checked_out=True, checkin=True, if_over_limit=True)
+        ):
+            return
         if reason is None:
             try:
                 con.end_checkout()
@@ -1060,6 +1089,39 @@ class Pool:
         if self._observed:
             self._observe_checkin(entry)
         self._remove(entry, "discarded", checked_out=True, checkin=True)
+
+    def _detach(self, entry: _Entry) -> None:
+        """Let a checked-out connection go for good (``PooledConnection.detach``).
+
+        The pool forgets it: its slot is free at once (the longest waiter may
+        open a new connection in it), it counts as given back (``checkins``)
+        and as ``detached``, never as closed, and the maintenance thread does
+        not look at it again. From now on its borrower owns it: its
+        ``close()`` really closes it.
+        """
+        entry.ref = None  # its proxy's death no longer concerns the pool
+        entry.stack = None
+        con = entry.con
+        refill = False
+        lock = self._lock
+        lock.acquire()
+        try:
+            ours = entry.gen == self._gen
+            if ours:
+                next(self._checkins)
+                self._size -= 1
+                self._entries.pop(id(con), None)
+                self._n_detached += 1
+                self._size_dropped()
+                self._serve_waiters()
+                refill = not self._closed and self._size < self._mincached
+        finally:
+            lock.release()
+        object.__setattr__(con, "_closeable", True)  # a plain steady connection now
+        if ours and self._on_event is not None:
+            emit(self._on_event, self._log, "detach", self.name, con)
+        if refill:
+            self._wake()
 
     def _reset_connection(self, con: SteadyBase) -> str | None:
         """Reset ``con`` per the policy; None if it may be reused, else why not."""
@@ -1117,38 +1179,69 @@ class Pool:
             emit(self._on_event, self._log, "checkin", self.name, entry.con)
 
     def _remove(
-        self, entry: _Entry, reason: str, *, checked_out: bool = False, checkin: bool = False
-    ) -> None:
+        self,
+        entry: _Entry,
+        reason: str,
+        *,
+        checked_out: bool = False,
+        checkin: bool = False,
+        if_over_limit: bool = False,
+    ) -> bool:
         """Close a connection the pool gives up (for ``reason``) and free its slot.
 
         ``checked_out``: it was counted as checked out; ``checkin``: this is
         its checkin (else a checkout being undone, which is not counted).
+        ``if_over_limit``: only if the pool has more connections than
+        ``maxconnections`` (after a :meth:`resize`); returns whether it was removed.
         """
-        con = entry.con
-        broken = reason in _BROKEN
-        refill = False
         lock = self._lock
         lock.acquire()
         try:
-            ours = entry.gen == self._gen  # else inherited from the parent: not ours to count
-            if ours:
-                if checked_out:
-                    if checkin:
-                        next(self._checkins)
-                    else:
-                        self._n_undone += 1
-                self._size -= 1
-                self._entries.pop(id(con), None)
-                self._n_closed += 1
-                if broken:
-                    self._n_discarded += 1
-                self._serve_waiters()
-                refill = not self._closed and self._size < self._mincached
+            if if_over_limit and entry.gen == self._gen and not self._over():
+                return False
+            ours, refill = self._forget(entry, reason, checked_out, checkin)
         finally:
             lock.release()
-        con._close()
+        self._close_forgotten(entry, reason, ours, refill)
+        return True
+
+    def _forget(
+        self, entry: _Entry, reason: str, checked_out: bool = False, checkin: bool = False
+    ) -> tuple[bool, bool]:
+        """The bookkeeping half of :meth:`_remove`, under the lock: (ours, refill).
+
+        The slot is free as soon as this returns; the caller closes the driver
+        connection afterwards, without the lock (:meth:`_close_forgotten`).
+        """
+        ours = entry.gen == self._gen  # else inherited from the parent: not ours to count
+        if not ours:
+            return False, False
+        if checked_out:
+            if checkin:
+                next(self._checkins)
+            else:
+                self._n_undone += 1
+        self._size -= 1
+        self._closing += 1  # until the driver connection is closed: close(timeout) waits
+        self._entries.pop(id(entry.con), None)
+        self._n_closed += 1
+        if reason in _BROKEN:
+            self._n_discarded += 1
+        self._size_dropped()
+        self._serve_waiters()
+        return True, not self._closed and self._size < self._mincached
+
+    def _close_forgotten(self, entry: _Entry, reason: str, ours: bool, refill: bool) -> None:
+        """The closing half of :meth:`_remove`: the driver's close, logs, events; no lock."""
+        con = entry.con
+        try:
+            con._close()
+        finally:
+            if ours:
+                self._closed_one()
         if not ours:
             return
+        broken = reason in _BROKEN
         if broken:
             self._log.info("tether: pool %s discarded a connection: %s", self.name, reason)
         if self._on_event is not None:
@@ -1156,6 +1249,34 @@ class Pool:
             emit(self._on_event, self._log, kind, self.name, con, reason)
         if refill or (broken and self._unreachable):
             self._wake()
+
+    def _closed_one(self) -> None:
+        """A driver connection the pool forgot is closed now (see ``_closing``)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._closing -= 1
+            self._size_dropped()
+        finally:
+            lock.release()
+
+    def _over(self) -> bool:
+        """Whether the pool holds more connections than ``maxconnections`` (under the lock)."""
+        return bool(0 < self._maxconnections < self._size)
+
+    def _size_dropped(self) -> None:
+        """After ``_size`` or ``_closing`` went down (under the lock).
+
+        Ends a shrink once the pool fits its new limit (checkins take the hot
+        path again), and wakes a ``close(timeout)`` once a closed pool has
+        nothing open, opening or closing.
+        """
+        if self._over_limit and not self._over():
+            self._over_limit = False
+            self._checkin_work = self._observed or self._reset.always
+        drained = self._drained
+        if drained is not None and self._size == 0 and self._closing == 0:
+            drained.set()
 
     def _serve_waiters(self) -> None:
         """Give idle connections, or grants to open one, to waiters, oldest first.
@@ -1317,29 +1438,133 @@ class Pool:
 
     # -- closing ----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Close the pool: idle connections now, those in use when they are given back.
 
-        Blocked checkouts fail with :class:`~tether.pooled.errors.PoolClosed`,
-        and so does every later one. Closing twice is harmless.
+        Blocked checkouts fail with :class:`~tether.pooled.errors.PoolClosed`
+        at once, and so does every later one. A borrowed connection is never
+        closed under its borrower: it is closed when given back.
+
+        ``timeout`` (seconds, or None: do not wait): also wait up to that long
+        for the borrowed connections to come back and be closed, as
+        psycopg_pool's ``close(timeout)`` does. It returns, never raises,
+        when the time is up: whatever is still out is logged at WARNING and
+        closed when given back, and ``stats()["in_use"]`` says how many. So a
+        shutdown can give requests in flight a few seconds to finish. Closing
+        twice is harmless; a second ``close(timeout)`` waits as the first.
         """
+        timeout = check_seconds("timeout", timeout, allow_zero=True)
+        deadline = monotonic() + timeout if timeout is not None else _INF
+        idle: list[_Entry] = []
+        drained: threading.Event | None = None
+        first = False
         lock = self._lock
         lock.acquire()
         try:
-            if self._closed:
-                return
-            self._closed = True
-            self._idle_cap = 0
-            idle = self._drain_idle()
-            for waiter in self._waiters:
-                waiter.error = PoolClosed(f"pool {self.name} was closed")
-                waiter.lock.release()
-            self._waiters.clear()
+            if not self._closed:
+                first = True
+                self._closed = True
+                self._idle_cap = 0
+                idle = self._drain_idle()
+                for waiter in self._waiters:
+                    waiter.error = PoolClosed(f"pool {self.name} was closed")
+                    waiter.lock.release()
+                self._waiters.clear()
+            if timeout is not None and (self._size or self._closing):
+                # Set by _size_dropped once nothing is open, opening or closing.
+                drained = self._drained
+                if drained is None:
+                    drained = self._drained = threading.Event()
         finally:
             lock.release()
         for entry in idle:
             self._remove(entry, "pool closed")
-        self._wake()  # the maintenance thread sees the pool closed and ends
+        if first:
+            self._wake()  # the maintenance thread sees the pool closed and ends
+        if drained is not None and not drained.wait(max(deadline - monotonic(), 0.0)):
+            self._log.warning(
+                "tether: pool %s closed with %d connection(s) still checked out after"
+                " %g s (close timeout); they are closed when given back",
+                self.name,
+                self.stats()["in_use"],
+                timeout,
+            )
+
+    def __enter__(self: _P) -> _P:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """``with PooledDB(...) as pool:`` closes the pool when the block ends."""
+        self.close()
+
+    def resize(self, *, maxconnections: Any = _UNSET, mincached: Any = _UNSET) -> None:
+        """Change ``maxconnections`` and/or ``mincached`` while the pool runs.
+
+        Checked as the constructor checks them (an int >= 0, None for 0; 0
+        for maxconnections: no limit); as in the constructor a ``maxcached``
+        below the new ``mincached`` is raised to it. ``stats()`` shows the
+        new limits at once.
+
+        Growing serves threads blocked in a checkout at once (each gets a
+        slot to open a connection in, ``max_connecting`` at a time), and a
+        larger ``mincached`` is filled by the maintenance thread. Shrinking
+        ``maxconnections`` closes idle connections above the new limit now,
+        coldest first, and retires connections in use as they are given back
+        until the pool fits; a borrowed connection is never closed under its
+        borrower. Meanwhile no new connection is opened, so waiters are
+        served by connections given back once the pool fits. A smaller
+        ``mincached`` only lets more idle connections go (``max_idle``).
+        Raises :class:`~tether.pooled.errors.PoolClosed` on a closed pool.
+        """
+        new_max = (
+            self._maxconnections
+            if maxconnections is _UNSET
+            else check_count("maxconnections", maxconnections)
+        )
+        new_min = self._mincached if mincached is _UNSET else check_count("mincached", mincached)
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name} is closed")
+            self._maxconnections, self._mincached = new_max, new_min
+            asked = self._maxcached_asked
+            self._maxcached = max(asked, new_min) if asked else 0
+            self._idle_cap = self._maxcached or sys.maxsize
+            if self._over():
+                self._over_limit = True
+                self._checkin_work = True  # every checkin looks: see _checkin_slow
+            else:
+                self._size_dropped()  # grown back before a shrink was done: ends it
+            self._serve_waiters()
+            wake = bool(new_min) or self._over_limit or bool(self._maxcached)
+        finally:
+            lock.release()
+        self._shed_idle()
+        if wake:  # refill mincached, retire idle above maxcached or the new limit
+            self._wake()
+
+    def _shed_idle(self) -> None:
+        """Close idle connections, coldest first, while the pool is over ``maxconnections``.
+
+        Each is taken out and its slot freed under the lock, one decision at a
+        time, so concurrent checkins retiring themselves never overshoot;
+        the closes run after it.
+        """
+        shed: list[tuple[_Entry, bool, bool]] = []
+        lock = self._lock
+        lock.acquire()
+        try:
+            while self._over():
+                try:
+                    entry = self._idle.popleft()  # atomic against lock-free checkouts
+                except IndexError:
+                    break
+                shed.append((entry, *self._forget(entry, "resized")))
+        finally:
+            lock.release()
+        for entry, ours, refill in shed:
+            self._close_forgotten(entry, "resized", ours, refill)
 
     def close_idle(self) -> int:
         """Close every idle connection now and return how many; those in use are untouched.
@@ -1369,8 +1594,11 @@ class Pool:
         ``size`` is the number of open connections (``idle + in_use`` plus
         any the maintenance thread is validating); ``opening`` those being
         opened. Once the pool is quiet, ``checkouts == checkins`` and
-        ``opened - closed == size``; ``closed`` counts every connection the
-        pool closed, ``discarded`` those of them that were broken. Each share
+        ``opened - closed - detached == size``; ``closed`` counts every
+        connection the pool closed, ``discarded`` those of them that were
+        broken, ``detached`` those given away by ``detach()``. The limits
+        (``maxconnections``, ``mincached``, ``maxcached``) are the current
+        ones (see :meth:`resize`). Each share
         of a shared connection counts as a checkout. ``waits`` counts the
         checkouts that had to queue; times are in seconds.
         """
@@ -1387,6 +1615,8 @@ class Pool:
                 "opening": self._opening,
                 "waiting": len(self._waiters),
                 "maxconnections": self._maxconnections,
+                "mincached": self._mincached,
+                "maxcached": self._maxcached,
                 "unreachable": self._unreachable,
                 "checkouts": _count(self._checkouts) - self._n_undone,
                 "checkins": _count(self._checkins),
@@ -1394,6 +1624,7 @@ class Pool:
                 "opened": self._n_opened,
                 "closed": self._n_closed,
                 "discarded": self._n_discarded,
+                "detached": self._n_detached,
                 "connect_errors": self._n_connect_errors,
                 "leaks": self._n_leaks,
                 "waits": self._n_waits,
@@ -1436,7 +1667,10 @@ class Pool:
         self._waiters = deque()
         self._entries = {}
         self._orphans = deque()
-        self._size = self._opening = self._checking = 0
+        self._size = self._opening = self._checking = self._closing = 0
+        self._drained = None
+        self._over_limit = False
+        self._checkin_work = self._observed or self._reset.always
         self._unreachable = False
         self._last_error = self._config_error = None
         self._maintenance = None

@@ -30,6 +30,12 @@ INSERT made inside the block.) A connection given back *without* ``with``
 while a transaction is open is rolled back, and that is logged at WARNING
 once per place in the program that gave it back.
 
+Two ways out of the pool, as SQLAlchemy's connection proxy has them:
+``invalidate()`` (also ``discard()``) closes the driver connection now and
+frees its slot; ``detach()`` hands the connection over to the caller for
+good (the proxy's pool is then a :class:`_Detached`, whose "give back"
+closes it).
+
 A cursor made with ``db.cursor()`` keeps its
 proxy alive, so ``pool.connection().cursor().execute(...)``, which DBUtils
 warns against, cannot return the connection while the cursor is in use.
@@ -65,7 +71,7 @@ class PooledConnection:
 
     _con: Any  # the steady connection (None once given back)
     _entry: _Entry | None
-    _pool: Pool
+    _pool: Pool | _Detached  # _Detached once detach() took the connection out of the pool
 
     def __init__(self, pool: Pool, entry: _Entry) -> None:
         _set_pool(self, pool)
@@ -93,6 +99,39 @@ class PooledConnection:
             _set_entry(self, None)
             _set_con(self, None)
             self._pool._discard(entry)
+
+    def invalidate(self) -> None:
+        """Close the driver connection now and free its slot (SQLAlchemy's name); idempotent.
+
+        The same as :meth:`discard`: for a connection known to be broken or
+        in a state nobody should inherit. The next checkout gets a new
+        connection; this proxy is closed (``InvalidConnectionError``).
+        """
+        self.discard()
+
+    def detach(self) -> None:
+        """Take the connection out of the pool for good; this proxy keeps it.
+
+        As SQLAlchemy's ``detach()``: the pool forgets the connection (its
+        slot is free at once for a new one, and ``stats()`` counts it as
+        given back and ``detached``), and this proxy goes on working as a
+        plain steady connection owned by the caller: it still reopens
+        itself when that is safe, is never handed to anyone else, is not
+        closed when the pool is, and its ``close()`` (or the end of a
+        ``with`` block) really closes it. For a session you want to keep
+        apart (a ``LISTEN``, a long export). Detaching twice does nothing;
+        detaching a connection already given back raises
+        ``InvalidConnectionError``.
+        """
+        entry = self._entry
+        if entry is None:
+            self._held()  # raises: given back already
+            return
+        pool = self._pool
+        if isinstance(pool, _Detached):
+            return
+        pool._detach(entry)
+        _set_pool(self, _Detached(pool.name))
 
     # The transaction methods, spelled out: a bound method fetched from the
     # proxy (``commit = db.commit``) checks at every call that this checkout
@@ -214,6 +253,37 @@ _set_entry = _slots["_entry"].__set__
 _set_con = _slots["_con"].__set__
 
 
+class _Detached:
+    """What a detached proxy has instead of its pool: giving the connection back closes it.
+
+    The proxy's ``close()``, ``discard()`` and ``with`` exit call the pool's
+    ``_checkin``/``_discard``; for a detached connection these really close
+    it. Swapping the proxy's pool for this costs the checkout hot path nothing.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, pool_name: str) -> None:
+        self.name = f"{pool_name}, from which it was detached"
+
+    def _checkin(self, entry: _Entry) -> None:
+        entry.con._close()
+
+    _discard = _checkin
+    _unshare = _checkin  # never reached: a shared connection cannot be detached
+
+    def _orphaned(self, entry: _Entry) -> None:
+        """Never reached (shared proxies only); a detached connection is closed by the gc."""
+
+    def _checkout_entry(self) -> _Entry:
+        raise InvalidConnectionError(
+            "this detached connection was closed; it cannot take another one from a pool"
+        )
+
+    def _attach(self, proxy: PooledConnection, entry: _Entry) -> None:
+        raise AssertionError("unreachable: _checkout_entry raises")
+
+
 class PooledDedicatedDBConnection(PooledConnection):
     """A DB-API 2 connection used by this checkout alone."""
 
@@ -258,6 +328,13 @@ class PooledSharedDBConnection(PooledDedicatedDBConnection):
         """Refused: other threads share this connection, so one of them cannot close it."""
         raise NotSupportedError(
             "discard: a shared connection cannot be discarded by one of its sharers;"
+            " use a dedicated connection (pool.dedicated_connection())"
+        )
+
+    def detach(self) -> None:
+        """Refused: other threads share this connection, so one of them cannot take it."""
+        raise NotSupportedError(
+            "detach: a shared connection cannot be detached by one of its sharers;"
             " use a dedicated connection (pool.dedicated_connection())"
         )
 
