@@ -181,7 +181,7 @@ def test_persistent_pg_ping_under_a_blackhole_raises_pool_timeout_at_the_deadlin
             persist.close()
 
 
-@pytest.mark.parametrize("dbapi_target", ["psycopg"], indirect=True)
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
 def test_rolling_back_a_forgotten_transaction_is_bounded_by_checkout_timeout(
     dbapi_target: Any, toxiproxy: ToxiproxyServer
 ) -> None:
@@ -198,10 +198,59 @@ def test_rolling_back_a_forgotten_transaction_is_bounded_by_checkout_timeout(
                     persist.connection()
                 elapsed = time.monotonic() - start
             assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
-            assert raw.closed  # its rollback never completed: never handed out
+            # its rollback never completed: closed, never handed out
+            assert persist._adapter.is_closed(raw)
             db = persist.connection()
             assert db._raw is not raw
             assert not db._in_transaction()
             assert _one(db) == 1
+        finally:
+            persist.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_after_a_leftover_rollback_the_next_statements_run_in_a_transaction_again(
+    dbapi_target: Any,
+) -> None:
+    persist = PersistentDB(dbapi_target.creator, **dbapi_target.kwargs)
+    try:
+        db = persist.connection()
+        assert _one(db) == 1  # leaves a transaction open
+        raw = db._raw
+        del db
+        db = persist.connection()  # rolled back, on the same session
+        assert db._raw is raw
+        assert persist._adapter.in_transaction(raw) is False
+        assert _one(db) == 1
+        # pgdb must send BEGIN again: its own flag was cleared with the rollback
+        assert persist._adapter.in_transaction(raw) is True
+        db.rollback()
+    finally:
+        persist.close()
+
+
+@pytest.mark.parametrize("server_target", ["pg"], indirect=True)
+def test_persistent_pg_rollback_of_a_forgotten_begin_is_bounded_by_checkout_timeout(
+    server_target: Any, toxiproxy: ToxiproxyServer
+) -> None:
+    with _proxied(toxiproxy, server_target, "pgrollback") as (proxy, target):
+        persist = PersistentPg(checkout_timeout=0.5, **target.kwargs)
+        try:
+            con = persist.connection()
+            con.begin()
+            con.query("select 1")
+            raw = con._raw
+            del con
+            with _blackhole(proxy):
+                start = time.monotonic()
+                with pytest.raises(PoolTimeout):
+                    persist.connection()
+                elapsed = time.monotonic() - start
+            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            assert persist._adapter.is_closed(raw)
+            con = persist.connection()
+            assert con._raw is not raw
+            assert not con._in_transaction()
+            assert con.query("select 1").getresult() == [(1,)]
         finally:
             persist.close()
