@@ -13,7 +13,7 @@ import pytest
 
 from tether.harness.toxiproxy import Proxy, ToxiproxyServer, provide_toxiproxy, proxied_target
 from tether.harness.toxiproxy import proxy_for as make_proxy
-from tether.persistent import PersistentDB
+from tether.persistent import PersistentDB, PersistentPg
 from tether.simple_pool.errors import AuthenticationError, PoolTimeout
 
 
@@ -68,3 +68,189 @@ def test_a_wrong_password_raises_an_authentication_error(dbapi_target: Any) -> N
     assert "not-the-password-h2" not in str(info.value)
     assert isinstance(info.value.__cause__, dbapi_target.module.Error)
     assert persist.open_connections == 0
+
+
+# -- the ping and the rollback at connection(), under a blackhole -------------------------------
+
+
+@contextlib.contextmanager
+def _proxied(toxiproxy: ToxiproxyServer, target: Any, label: str) -> Iterator[tuple[Proxy, Any]]:
+    proxy: Proxy = make_proxy(
+        toxiproxy.client, target.server, f"h11-{label}-{target.name}-{os.getpid()}"
+    )
+    try:
+        yield proxy, proxied_target(target, proxy)
+    finally:
+        with contextlib.suppress(Exception):
+            proxy.delete()
+
+
+@contextlib.contextmanager
+def _blackhole(proxy: Proxy) -> Iterator[None]:
+    toxic = proxy.add_toxic("timeout", {"timeout": 0})
+    lift = threading.Timer(8, proxy.remove_toxic, (toxic.name,))  # never hang the test
+    lift.start()
+    try:
+        yield
+    finally:
+        lift.cancel()
+        with contextlib.suppress(Exception):
+            proxy.remove_toxic(toxic.name)
+
+
+def _one(db: Any) -> Any:
+    cursor = db.cursor()
+    try:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()[0]
+    finally:
+        cursor.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_a_backend_killed_while_idle_is_reopened_by_the_connection_ping(
+    dbapi_target: Any,
+) -> None:
+    persist = PersistentDB(dbapi_target.creator, ping_after=0, **dbapi_target.kwargs)
+    try:
+        db = persist.connection()
+        cursor = db.cursor()
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+        cursor.close()
+        db.rollback()
+        db.close()
+        del db, cursor
+        assert dbapi_target.kill_backend(pid)
+        # The ping finds the session gone (its FATAL answer) and reopens,
+        # whatever state the failed ping left libpq in.
+        assert _one(persist.connection()) == 1
+    finally:
+        persist.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_a_ping_out_of_time_closes_the_connection_and_raises_pool_timeout(
+    dbapi_target: Any, toxiproxy: ToxiproxyServer
+) -> None:
+    with _proxied(toxiproxy, dbapi_target, "ping") as (proxy, target):
+        persist = PersistentDB(target.creator, checkout_timeout=0.5, ping_after=0, **target.kwargs)
+        try:
+            db = persist.connection()
+            assert _one(db) == 1
+            db.commit()
+            raw = db._raw
+            del db
+            with _blackhole(proxy):
+                start = time.monotonic()
+                with pytest.raises(PoolTimeout):
+                    persist.connection()
+                elapsed = time.monotonic() - start
+            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            # The timed-out connection (maybe half-read) is closed, never handed out again.
+            assert persist._adapter.is_closed(raw)
+            db = persist.connection()
+            assert db._raw is not raw
+            assert _one(db) == 1
+        finally:
+            persist.close()
+
+
+@pytest.mark.parametrize("server_target", ["pg"], indirect=True)
+@pytest.mark.parametrize("timeout", [0.3, 1.0])
+def test_persistent_pg_ping_under_a_blackhole_raises_pool_timeout_at_the_deadline(
+    server_target: Any, toxiproxy: ToxiproxyServer, timeout: float
+) -> None:
+    with _proxied(toxiproxy, server_target, f"pg{timeout}") as (proxy, target):
+        persist = PersistentPg(checkout_timeout=timeout, ping=1, ping_after=0, **target.kwargs)
+        try:
+            con = persist.connection()
+            con.query("select 1")
+            raw = con._raw
+            del con
+            with _blackhole(proxy):
+                start = time.monotonic()
+                with pytest.raises(PoolTimeout):
+                    persist.connection()
+                elapsed = time.monotonic() - start
+            assert elapsed <= timeout * 1.1, f"took {elapsed:.2f} s with {timeout}"
+            con = persist.connection()
+            assert con._raw is not raw
+            assert con.query("select 1").getresult() == [(1,)]
+        finally:
+            persist.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_rolling_back_a_forgotten_transaction_is_bounded_by_checkout_timeout(
+    dbapi_target: Any, toxiproxy: ToxiproxyServer
+) -> None:
+    with _proxied(toxiproxy, dbapi_target, "rollback") as (proxy, target):
+        persist = PersistentDB(target.creator, checkout_timeout=0.5, **target.kwargs)
+        try:
+            db = persist.connection()
+            assert _one(db) == 1  # leaves a transaction open
+            raw = db._raw
+            del db
+            with _blackhole(proxy):
+                start = time.monotonic()
+                with pytest.raises(PoolTimeout):
+                    persist.connection()
+                elapsed = time.monotonic() - start
+            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            # its rollback never completed: closed, never handed out
+            assert persist._adapter.is_closed(raw)
+            db = persist.connection()
+            assert db._raw is not raw
+            assert not db._in_transaction()
+            assert _one(db) == 1
+        finally:
+            persist.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_after_a_leftover_rollback_the_next_statements_run_in_a_transaction_again(
+    dbapi_target: Any,
+) -> None:
+    persist = PersistentDB(dbapi_target.creator, **dbapi_target.kwargs)
+    try:
+        db = persist.connection()
+        assert _one(db) == 1  # leaves a transaction open
+        raw = db._raw
+        del db
+        db = persist.connection()  # rolled back, on the same session
+        assert db._raw is raw
+        assert persist._adapter.in_transaction(raw) is False
+        assert _one(db) == 1
+        # pgdb must send BEGIN again: its own flag was cleared with the rollback
+        assert persist._adapter.in_transaction(raw) is True
+        db.rollback()
+    finally:
+        persist.close()
+
+
+@pytest.mark.parametrize("server_target", ["pg"], indirect=True)
+def test_persistent_pg_rollback_of_a_forgotten_begin_is_bounded_by_checkout_timeout(
+    server_target: Any, toxiproxy: ToxiproxyServer
+) -> None:
+    with _proxied(toxiproxy, server_target, "pgrollback") as (proxy, target):
+        persist = PersistentPg(checkout_timeout=0.5, **target.kwargs)
+        try:
+            con = persist.connection()
+            con.begin()
+            con.query("select 1")
+            raw = con._raw
+            del con
+            with _blackhole(proxy):
+                start = time.monotonic()
+                with pytest.raises(PoolTimeout):
+                    persist.connection()
+                elapsed = time.monotonic() - start
+            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            assert persist._adapter.is_closed(raw)
+            con = persist.connection()
+            assert con._raw is not raw
+            assert not con._in_transaction()
+            assert con.query("select 1").getresult() == [(1,)]
+        finally:
+            persist.close()

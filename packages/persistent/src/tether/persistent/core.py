@@ -480,43 +480,93 @@ class _Persistent(Generic[C]):
         """The ping at ``connection()``, and the reopen after a failed one, within ``deadline``.
 
         The ping waits for the server at most until the deadline (a
-        blackholed server never answers); a reopen gets the driver's connect
-        timeout from what is left (libpq: whole seconds, at least 2). A
-        failed reopen leaves the connection to be reopened by its next
-        statement, as steady connections do; a refused login is raised.
+        blackholed server never answers); a connection whose ping failed or
+        ran out of time is closed (it may be half-read) and reopened with
+        what is left of the deadline, or :class:`PoolTimeout` is raised.
+        A reopen that fails otherwise leaves the connection to be reopened
+        by its next statement, as steady connections do; a refused login is
+        raised.
         """
         if con._ping_check(PING_ON_REQUEST, reconnect=False, timeout=remaining(deadline)):
             return
         if con._in_transaction():
             return  # never replaced inside a transaction; its next statement fails
-        user_kwargs = con._kwargs
-        con._kwargs = self._adapter.set_timeouts(dict(user_kwargs), remaining(deadline))
+        self._reopen_within(con, deadline, "the ping check failed")
+
+    def _reopen_within(self, con: C, deadline: float, reason: str) -> None:
+        """Reopen ``con`` (no transaction open) by ``deadline``, else :class:`PoolTimeout`.
+
+        Bounded as the first connect is (:meth:`_connect_within`): libpq's
+        connect timeout is whole seconds, at least 2, so the connect runs on
+        a helper thread and a connection that comes late is closed there.
+        It is made with :meth:`SteadyBase._connect_raw`, which changes
+        nothing on ``con``: only a connection that came in time is installed.
+        """
+        seconds = remaining(deadline)
+        adapter = con.adapter
+        kwargs = adapter.set_timeouts(dict(con._kwargs), seconds)
         try:
-            con._reopen("the ping check failed")
+            if adapter.local or adapter.refinable:
+                # Made on this thread, as in _connect_within (thread-bound connections).
+                result: Any = con._connect_raw(kwargs)
+            elif seconds <= 0:
+                result = LATE
+            else:
+                result = call_within(
+                    lambda: con._connect_raw(kwargs),
+                    seconds,
+                    adapter.close,
+                    "tether-persistent-reopen",
+                )
         except AuthenticationError:
             raise
         except Exception as exc:
             self._log.warning(
                 "tether: reopening %s connection failed: %s: %s",
-                self._adapter.name,
+                adapter.name,
                 type(exc).__name__,
                 exc,
             )
-        finally:
-            con._kwargs = user_kwargs
+            return
+        if result is LATE:
+            raise PoolTimeout(
+                f"{self!r}: no connection within {self._checkout_timeout:g} s"
+                f" (checkout_timeout): {reason}, and the database did not answer the"
+                f" {adapter.name} reconnect in time"
+            )
+        con._reopen(reason, result)
 
     def _roll_back_leftover(self, con: C) -> None:
+        """Roll back what the previous request left open, within ``checkout_timeout``.
+
+        A rollback that cannot finish in time (a server that does not
+        answer) abandons the connection: the server rolls back a session
+        that ends, so it is closed and a new one opened with what is left
+        of the deadline (or :class:`PoolTimeout`). A connection whose
+        rollback did not complete is never handed out.
+        """
         self._log.warning(
             "tether: rolling back a transaction the previous request on this thread left open"
             " on its %s connection (commit before the request ends, or use"
             " `with persist.connection() as db:`)",
             self._adapter.name,
         )
+        deadline = time.monotonic() + self._checkout_timeout
         try:
-            con._end_transaction()
+            done = con._end_transaction_within(self._checkout_timeout)
         except Exception as exc:  # the connection's next statement will report it
             # text, not the exception: a kept record must not keep the connection alive
             self._log.warning("tether: could not roll back: %s: %s", type(exc).__name__, str(exc))
+            return
+        if not done:
+            self._log.warning(
+                "tether: the rollback on this thread's %s connection did not finish within"
+                " %g s (checkout_timeout); the connection was closed (the server rolls back"
+                " with it)",
+                self._adapter.name,
+                self._checkout_timeout,
+            )
+            self._reopen_within(con, deadline, "its rollback did not finish in time")
 
     def _new_connection(self, slot: _Slot[C] | None) -> C:
         """The cold path: a thread's first connection, or one after its last was closed."""

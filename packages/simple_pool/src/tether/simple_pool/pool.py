@@ -70,6 +70,7 @@ from types import ModuleType, TracebackType
 from typing import Any, NoReturn
 
 from ._checks import check_int, check_seconds
+from ._deadline import LATE, call_within
 from .drivers import DriverAdapter, adapter_for, refine
 from .errors import ConnectionReturned, NotSupportedError, PoolClosed, PoolTimeout
 
@@ -151,8 +152,9 @@ class SimplePooledDB:
 
         Raises :class:`PoolTimeout` when none came free in time and
         :class:`PoolClosed` once the pool is closed. When the pool has room
-        for a connection that was discarded, it is opened here, and a failed
-        connect raises the driver's error.
+        for a connection that was discarded, it is opened here, within what is
+        left of ``timeout`` (:class:`PoolTimeout` when it is not open in time),
+        and a failed connect raises the driver's error.
         """
         wait = self._timeout if timeout is None else check_seconds("timeout", timeout)
         deadline = None if wait is None else time.monotonic() + wait
@@ -179,11 +181,34 @@ class SimplePooledDB:
     def _open_connection(self, deadline: float | None) -> PooledConnection:
         """Connect for the slot :meth:`connection` reserved (outside the lock)."""
         adapter, kwargs = self._adapter, self._kwargs
-        if deadline is not None:  # the connect must not outlast the borrower's timeout
-            kwargs = adapter.set_timeouts(dict(kwargs), max(deadline - time.monotonic(), 0.001))
+        seconds = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        if seconds is not None:  # the connect must not outlast the borrower's timeout
+            kwargs = adapter.set_timeouts(dict(kwargs), seconds)
         raw = None
         try:
-            raw = adapter.open(*self._args, **kwargs)
+            if seconds is None or adapter.local or adapter.refinable:
+                # No deadline; or an embedded database (no network to wait for)
+                # or a creator tether does not know, whose connections may be
+                # bound to the thread that made them (sqlite3's are).
+                raw = adapter.open(*self._args, **kwargs)
+            else:
+                # The driver's own connect timeout is coarse (libpq: whole
+                # seconds, at least 2), so the connect runs on a helper
+                # thread and the borrower stops waiting at its deadline; a
+                # connection made after that is closed on that thread.
+                args = self._args
+                result = call_within(
+                    lambda: adapter.open(*args, **kwargs),
+                    seconds,
+                    adapter.close,
+                    "tether-simple-pool-connect",
+                )
+                if result is LATE:
+                    raise PoolTimeout(
+                        f"{self!r}: the {adapter.name} connect for a discarded connection's"
+                        f" place did not finish within the {seconds:g} s left of the timeout"
+                    )
+                raw = result
             saved = adapter.settings(raw)
             with self._cond:
                 closed = self._closed

@@ -176,8 +176,20 @@ class SteadyBase:
 
     def _open(self) -> Any:
         """A new, fully prepared driver connection (setsession and on_connect done)."""
+        raw = self._connect_raw(self._kwargs)
+        self._opened_at = self._alive_at = time.monotonic()
+        return raw
+
+    def _connect_raw(self, kwargs: dict[str, Any]) -> Any:
+        """A new, fully prepared driver connection made with ``kwargs``; nothing else is changed.
+
+        Separate from :meth:`_open` so that a pool can make it on a helper
+        thread bounded by its deadline (see ``call_within``) and install it
+        with :meth:`_reopen` only if it came in time: a connect that finishes
+        late must not touch this connection's state.
+        """
         # open(): a refused login raises AuthenticationError, on the first open and on a reopen.
-        raw = self._adapter.open(*self._args, **self._kwargs)
+        raw = self._adapter.open(*self._args, **kwargs)
         # A creator tether could not place (a lambda, a wrapper) gets its
         # driver's adapter once the connection shows which driver it is.
         self._adapter = adapter = refine(self._adapter, raw)
@@ -202,11 +214,13 @@ class SteadyBase:
                 f"preparing a new {adapter.name} connection failed ({type(exc).__name__}: {exc});"
                 " the connection was closed"
             ) from exc
-        self._opened_at = self._alive_at = time.monotonic()
         return raw
 
-    def _reopen(self, reason: str) -> Any:
-        """Replace the driver connection; the caller made sure no transaction is open."""
+    def _reopen(self, reason: str, raw: Any = None) -> Any:
+        """Replace the driver connection; the caller made sure no transaction is open.
+
+        ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
+        """
         old, self._raw = self._raw, None
         if old is not None:
             self._adapter.close(old)
@@ -215,7 +229,11 @@ class SteadyBase:
         self._usage = 0
         self._generation += 1
         self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
-        self._raw = raw = self._open()
+        if raw is None:
+            raw = self._open()
+        else:
+            self._opened_at = self._alive_at = time.monotonic()
+        self._raw = raw
         return raw
 
     def _close(self) -> None:
@@ -314,6 +332,31 @@ class SteadyBase:
             )
             self._reopen("rollback failed")
 
+    def _end_transaction_within(self, timeout: float) -> bool:
+        """Roll back whatever is open, waiting for the server at most ``timeout`` seconds.
+
+        True when the transaction ended (rolled back, or gone with a lost
+        connection). False when the rollback did not finish in time: the
+        driver connection is then closed and forgotten (the server rolls
+        back a session that ends; its answer may still be on the way, so it
+        is never used again), and the next operation opens a new one. Where
+        the adapter cannot bound a rollback, the driver's own rollback runs.
+        """
+        raw = self._raw
+        if raw is None or self._lost:
+            self._end_transaction()
+            return True
+        done = self._adapter.rollback_within(raw, timeout)
+        if done is None:
+            self._end_transaction()
+            return True
+        self._begun = self._dirty = self._settled = False
+        if done:
+            return True
+        self._raw, self._dead = None, raw
+        self._adapter.close(raw)
+        return False
+
     # -- state ------------------------------------------------------------------------------
 
     def _unsettle(self) -> None:
@@ -389,10 +432,21 @@ class SteadyBase:
         if raw is None:
             alive = False
         elif timeout is not None and self._pinger_bounded:
+            # The state before the ping: a ping that failed or ran out of time
+            # leaves libpq ACTIVE (its own statement in progress), which read
+            # afterwards looks like a transaction and kept the half-used
+            # connection in service ("another command is already in progress").
+            in_transaction = self._in_transaction()
             alive = self._adapter.ping(raw, timeout)
-            if not alive and not self._in_transaction():
-                self._raw, self._dead = None, raw  # possibly half-read: never used again
+            if not alive:
+                # Possibly half-read: never used again, whatever the state.
                 self._adapter.close(raw)
+                if in_transaction:
+                    # Kept, closed, until the transaction ends: each of its
+                    # statements fails, and rollback() forgets it (_lost).
+                    self._lost = True
+                else:
+                    self._raw, self._dead = None, raw
         else:
             alive = self._pinger(raw)
         if alive:

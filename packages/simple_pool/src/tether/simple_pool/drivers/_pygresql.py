@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._postgres import (
+    TRANS_IDLE,
     TRANS_INERROR,
     connect_timeout,
     libpq_auth_failure,
@@ -80,3 +81,22 @@ def ping_cnx(cnx: Any, timeout: float | None) -> None:
     except ValueError:
         if sql:
             raise  # "Empty query" only proves the round trip for the empty statement
+
+
+def rollback_cnx_within(cnx: Any, timeout: float) -> bool:
+    """``ROLLBACK`` on PyGreSQL's libpq connection ``cnx``, answered within ``timeout`` s.
+
+    Sent with ``send_query()`` and awaited with ``poll()``, as :func:`ping_cnx`
+    does: PyGreSQL's own ``rollback()``/``query()`` wait for the server without
+    a limit. True when libpq is idle afterwards; False when the answer did not
+    come in time or the rollback failed (the caller closes the connection).
+    """
+    try:
+        query = cnx.send_query("ROLLBACK")
+        if not wait_readable(int(cnx.fileno()), timeout):
+            return False
+        while query.getresult() is not None:  # up to the end of the answer
+            pass
+        return int(cnx.transaction()) == TRANS_IDLE
+    except Exception:
+        return False

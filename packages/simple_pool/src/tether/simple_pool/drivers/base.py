@@ -273,6 +273,16 @@ class DriverAdapter:
     def rollback(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
         return conn.rollback(*args, **kwargs)
 
+    def rollback_within(self, conn: Any, timeout: float) -> bool | None:
+        """Roll back, waiting for the server at most ``timeout`` seconds.
+
+        True: rolled back. False: the rollback did not finish in time (or
+        failed); the caller must close the connection, whose answer may still
+        be on its way. None: this adapter cannot bound a rollback (nothing was
+        sent); the caller uses :meth:`rollback`. The generic adapter says None.
+        """
+        return None
+
     def reset_session(self, conn: Any) -> None:
         """Undo everything a user did to the session (settings, temp tables, locks...).
 

@@ -47,7 +47,7 @@ from ._postgres import (
     transaction_state,
     with_conninfo_timeout,
 )
-from ._pygresql import PyGreSQLAdapter, ping_cnx
+from ._pygresql import PyGreSQLAdapter, ping_cnx, rollback_cnx_within
 from .base import top_module_name
 
 _STATUS_OK = 1
@@ -220,6 +220,21 @@ class PgClassicAdapter(PyGreSQLAdapter):
             return rollback(*args, **kwargs)
         name = args[0] if args else kwargs.get("name")
         return conn.query(f"ROLLBACK TO {name}" if name else "ROLLBACK")
+
+    def rollback_within(self, conn: Any, timeout: float) -> bool | None:
+        """``ROLLBACK`` on the libpq connection, awaited for at most ``timeout`` seconds.
+
+        ``db.rollback()`` waits without a limit; ``pg.DB`` keeps no
+        transaction flag of its own, so nothing else is to be set back.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        if self.in_transaction(conn) is False:
+            return True
+        raw = self._raw(conn)
+        if raw is None:
+            return False
+        return rollback_cnx_within(raw, timeout)
 
     # -- round trips ------------------------------------------------------------------------
 

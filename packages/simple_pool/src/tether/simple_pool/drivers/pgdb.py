@@ -53,7 +53,7 @@ from ._postgres import (
     peer_closed,
     transaction_state,
 )
-from ._pygresql import PyGreSQLAdapter, ping_cnx
+from ._pygresql import PyGreSQLAdapter, ping_cnx, rollback_cnx_within
 from .base import log
 
 #: ``pg.Connection.status`` of a usable connection (libpq CONNECTION_OK is 0,
@@ -168,6 +168,42 @@ class PgdbAdapter(PyGreSQLAdapter):
         if not args and not kwargs and self.in_transaction(conn):
             conn._cnx.query("ROLLBACK")
         return result
+
+    def close(self, conn: Any) -> None:
+        """Close without pgdb's rollback first (never raising).
+
+        pgdb's ``close()`` rolls back first while its ``_tnx`` flag is set, and
+        waits for that answer without a limit: closing a connection whose
+        ping or rollback ran out of time (a blackholed server) hung there, on
+        a session that may be half-read. The server rolls back a session that
+        ends anyway, so the flag is cleared and only the session is closed.
+        """
+        if getattr(conn, "_tnx", False):
+            try:
+                conn._tnx = False
+            except Exception:
+                pass
+        super().close(conn)
+
+    def rollback_within(self, conn: Any, timeout: float) -> bool | None:
+        """``ROLLBACK`` on the libpq connection, awaited for at most ``timeout`` seconds.
+
+        pgdb's ``rollback()`` waits without a limit. Afterwards pgdb's own
+        flag (``_tnx``, "pgdb sent BEGIN") is cleared as its ``rollback()``
+        does: left True, pgdb would send no BEGIN before the next statement,
+        which would then commit by itself.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        if self.in_transaction(conn) is False:
+            return True
+        cnx = getattr(conn, "_cnx", None)
+        if cnx is None:
+            return None
+        if not rollback_cnx_within(cnx, timeout):
+            return False
+        conn._tnx = False
+        return True
 
     # -- round trips ------------------------------------------------------------------------
 

@@ -181,6 +181,30 @@ class PsycopgAdapter(DriverAdapter):
             return False
         return True
 
+    def rollback_within(self, conn: Any, timeout: float) -> bool | None:
+        """``ROLLBACK`` sent on libpq directly, its answer awaited for at most ``timeout`` s.
+
+        psycopg's ``rollback()`` waits for the server without a limit (a
+        blackholed server never answers). Afterwards psycopg's cache of
+        prepared statements is cleared as its own ``rollback()`` does, which
+        also queues the ``DEALLOCATE ALL`` psycopg sends before its next
+        statement. Inside ``conn.transaction()`` blocks or a pipeline psycopg
+        keeps state of its own: None there, and the caller uses ``rollback()``.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        if self.in_transaction(conn) is False:
+            return True
+        if getattr(conn, "_num_transactions", 0) or getattr(conn, "_pipeline", None):
+            return None
+        if not _command_within(conn, b"ROLLBACK", timeout):
+            return False
+        manager = getattr(conn, "_prepared", None)
+        clear = getattr(manager, "clear", None)
+        if callable(clear):
+            clear()
+        return self.in_transaction(conn) is False
+
     def reset_session(self, conn: Any) -> None:
         """Roll back, then ``DISCARD ALL`` in autocommit mode, unprepared; then forget prepares.
 
@@ -304,6 +328,11 @@ def _positive_int(value: Any) -> int | None:
 
 def _ping_within(conn: Any, timeout: float) -> bool:
     """The empty statement on psycopg's libpq connection, answered within ``timeout`` seconds."""
+    return _command_within(conn, b"", timeout)
+
+
+def _command_within(conn: Any, command: bytes, timeout: float) -> bool:
+    """``command`` on psycopg's libpq connection, answered within ``timeout`` seconds."""
     import time
 
     from psycopg import pq
@@ -311,7 +340,7 @@ def _ping_within(conn: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     try:
         pgconn = conn.pgconn
-        pgconn.send_query(b"")  # a few bytes: the socket buffer takes them at once
+        pgconn.send_query(command)  # a few bytes: the socket buffer takes them at once
         fd = pgconn.socket
         while True:
             pgconn.consume_input()
