@@ -573,7 +573,7 @@ class PooledModel(RuleBasedStateMachine):
         try:
             b.db.commit()
         except Exception:
-            if b.lost_unseen and not b.pending and self.server_kind != "postgresql":
+            if not (b.pending or b.in_tx) and self.server_kind != "postgresql":
                 # Nothing was pending, but PyMySQL cannot tell that (outside autocommit its
                 # state says "maybe"), so steady sends COMMIT on the killed session and the
                 # driver's error reaches the caller (never retried); no work was lost, and
