@@ -112,3 +112,23 @@ def test_a_timeout_is_raised_not_logged(
                 pool.connection()
     held.close()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_leaks_from_one_place_are_logged_once_not_per_leak(
+    pools: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 leaks in a loop: one log line, all counted (a flood helps nobody)."""
+    import gc
+    import sqlite3
+
+    pool = PooledDB(sqlite3, database=":memory:")
+    pools.append(pool)
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        for _ in range(300):
+            db = pool.connection()
+            db.cursor().execute("SELECT 1")
+            del db
+            gc.collect()
+    lines = [r for r in caplog.records if "garbage-collected" in r.getMessage()]
+    assert len(lines) == 1
+    assert pool.stats()["leaks"] == 300 and pool.stats()["in_use"] == 0

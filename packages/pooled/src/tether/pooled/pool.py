@@ -133,6 +133,8 @@ _Counter = itertools.count
 _ref = weakref.ref
 _names = iter(range(1, 1 << 62))
 
+#: Seconds between two log lines about connections leaked from the same place.
+_LEAK_LOG_INTERVAL = 60.0
 #: Reasons for closing a connection that mean it was broken (counted as ``discarded``).
 _BROKEN = frozenset({"reset failed", "ping failed", "lost"})
 #: resize()'s "not given".
@@ -328,6 +330,8 @@ class Pool:
         self._reset_counters()
         #: Where connections came back with an open transaction (warned once each).
         self._warned_sites: set[str] = set()
+        #: Leaks logged, by checkout site: when last logged, how many not logged since.
+        self._leak_log: dict[str, tuple[float, int]] = {}
         self._closed = False
         fork.register(self)
 
@@ -1378,13 +1382,25 @@ class Pool:
         if entry.gen != self._gen:
             return  # inherited from the parent process
         self._n_leaks += 1
-        self._log.warning(
-            "tether: pool %s: a pooled connection was garbage-collected without being"
-            " closed; it is given back to the pool. Close it, or use 'with pool.connection()"
-            " as db:'. It was checked out at:\n%s",
-            self.name,
-            format_stack(entry.stack),
-        )
+        # One line per leaking place (its checkout stack, when leak_threshold keeps
+        # it) and minute, not per leak: a leak in a request handler would flood the
+        # log. stats()["leaks"] counts them all.
+        site = format_stack(entry.stack)
+        now = monotonic()
+        last, hidden = self._leak_log.get(site, (-_INF, 0))
+        if now - last < _LEAK_LOG_INTERVAL:
+            self._leak_log[site] = (last, hidden + 1)
+        else:
+            if len(self._leak_log) < 1000 or site in self._leak_log:
+                self._leak_log[site] = (now, 0)
+            self._log.warning(
+                "tether: pool %s: a pooled connection was garbage-collected without being"
+                " closed; it is given back to the pool. Close it, or use 'with pool.connection()"
+                " as db:'.%s It was checked out at:\n%s",
+                self.name,
+                f" ({hidden} more from here since the last such line.)" if hidden else "",
+                site,
+            )
         if self._on_event is not None:
             emit(self._on_event, self._log, "leak", self.name, entry.con, "garbage-collected")
         # The collector may run in a thread that holds our lock (any allocation
