@@ -129,3 +129,30 @@ def test_close_ends_the_request_even_while_a_variable_still_refers_to_it(
             counts.append(cur.fetchone()[0])
         db.close()
     assert counts == [0]
+
+
+def test_forgotten_transactions_are_logged_once_a_minute_not_per_request(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import sqlite3
+
+    generator = PersistentDB(sqlite3, ping=0, database=str(tmp_path / "f.db"))
+    try:
+        db = generator.connection()
+        db.cursor().execute("CREATE TABLE t (x INTEGER)")
+        db.commit()
+        del db
+        with caplog.at_level(logging.WARNING, logger="tether"):
+            for _ in range(5):
+                db = generator.connection()
+                db.cursor().execute("INSERT INTO t VALUES (1)")  # never committed
+                del db
+            db = generator.connection()
+            cur = db.cursor()
+            cur.execute("SELECT count(*) FROM t")
+            assert cur.fetchone()[0] == 0  # every forgotten INSERT was rolled back
+        lines = [r for r in caplog.records if "left open" in r.getMessage()]
+        assert len(lines) == 1
+    finally:
+        generator.close()

@@ -399,6 +399,9 @@ class _Persistent(Generic[C]):
                 f" got {type(threadlocal).__name__}"
             )
         self._local = threadlocal()
+        # Rollbacks of transactions a request left open, and when that was last logged.
+        self._leftovers = 0
+        self._leftover_logged_at = -float("inf")
         self._shared = _Shared(limit)
         _generators.add(self)
 
@@ -545,13 +548,20 @@ class _Persistent(Generic[C]):
         of the deadline (or :class:`PoolTimeout`). A connection whose
         rollback did not complete is never handed out.
         """
-        self._log.warning(
-            "tether: rolling back a transaction the previous request on this thread left open"
-            " on its %s connection (commit before the request ends, or use"
-            " `with persist.connection() as db:`)",
-            self._adapter.name,
-        )
-        deadline = time.monotonic() + self._checkout_timeout
+        now = time.monotonic()
+        # Once a minute per generator, with a count: every request of a handler
+        # that forgets to commit ends here, and a line per request floods the log.
+        self._leftovers += 1
+        if now - self._leftover_logged_at >= 60.0:
+            self._log.warning(
+                "tether: rolling back a transaction the previous request on this thread left"
+                " open on its %s connection (commit before the request ends, or use"
+                " `with persist.connection() as db:`); %d such rollbacks so far",
+                self._adapter.name,
+                self._leftovers,
+            )
+            self._leftover_logged_at = now
+        deadline = now + self._checkout_timeout
         try:
             done = con._end_transaction_within(self._checkout_timeout)
         except Exception as exc:  # the connection's next statement will report it
