@@ -381,3 +381,22 @@ def test_a_proxy_collected_while_the_pool_lock_is_held_does_not_deadlock(tmp_pat
     with pool.connection(timeout=5) as db:  # and the connection came back
         assert db.execute("SELECT 1").fetchone() == (1,)
     pool.close()
+
+
+def test_the_proxies_pass_the_drivers_type_checks(pg_server: Any) -> None:
+    """As the other layers: ``isinstance(db, psycopg.Connection)`` and TypeInfo.fetch work."""
+    import psycopg
+    from psycopg.types import TypeInfo
+
+    from tether.harness import DriverTarget
+    from tether.simple_pool import SimplePooledDB
+
+    target = DriverTarget.build("psycopg", pg_server)
+    pool = SimplePooledDB(psycopg, 1, *target.args, **target.kwargs)
+    try:
+        with pool.connection() as db:
+            assert isinstance(db, psycopg.Connection)
+            assert TypeInfo.fetch(db, "int4").oid == 23
+            assert isinstance(db.cursor(), psycopg.Cursor)
+    finally:
+        pool.close()

@@ -342,6 +342,15 @@ class PooledConnection:
         else:  # db.autocommit = True: the driver's setting (put back on return)
             setattr(self._live(), name, value)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """The driver connection's class, so ``isinstance(db, psycopg.Connection)`` holds.
+
+        Frameworks check the type of the connection they are given; ``type(db)``
+        still says it is this proxy (as wrapt's ObjectProxy does).
+        """
+        return type(self._raw)
+
     def __enter__(self) -> PooledConnection:
         return self
 
@@ -412,6 +421,11 @@ class PooledCursor:
 
     _checkout: PooledConnection
     _cursor: Any
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """The driver cursor's class, for ``isinstance`` checks."""
+        return type(self._cursor)
 
     def _live(self) -> Any:
         if self._checkout._pool is None:  # the borrow is over
