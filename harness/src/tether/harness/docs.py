@@ -137,9 +137,7 @@ def conninfo(server: DatabaseServer, database: str) -> str:
     return repr(server.url(database))
 
 
-def on_postgresql(
-    code: str, rewrites: Rewrites, server: DatabaseServer, database: str
-) -> str:
+def on_postgresql(code: str, rewrites: Rewrites, server: DatabaseServer, database: str) -> str:
     """``code`` with its sqlite3 lines written for ``database`` on ``server``.
 
     Each line of ``rewrites`` may occur at most once; at least one must, and
