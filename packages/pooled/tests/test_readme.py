@@ -1,14 +1,64 @@
-"""Every python example in this package's README runs as written."""
+"""Every python example in this package's README runs and prints what it says.
+
+The convention is tether.harness.docs': each ```python block is followed by
+``It prints:`` and its exact output; blocks marked
+``<!-- readme-test: sqlite3 postgresql -->`` also run on the harness's
+PostgreSQL with the sqlite3 lines of ``POSTGRESQL`` rewritten for psycopg
+(``<!-- readme-test: postgresql -->``: only there), and print the same.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from tether.harness.docs import python_blocks, run_python_block
+from tether.harness.docs import (
+    Example,
+    Rewrites,
+    check_documented,
+    conninfo,
+    examples,
+    run_example,
+    run_on_postgresql,
+)
+from tether.harness.servers import DatabaseServer
 
 README = Path(__file__).parents[1] / "README.md"
+EXAMPLES = examples(README)
+
+#: The sqlite3 lines of the examples, and how to write them for psycopg.
+POSTGRESQL: Rewrites = {
+    "import sqlite3\n": lambda server, database: "import psycopg\n",
+    "import sqlite3, threading\n": lambda server, database: "import psycopg, threading\n",
+    "    sqlite3,\n": lambda server, database: "    psycopg,\n",
+    "PooledDB(sqlite3, mincached=2,": lambda server, database: "PooledDB(psycopg, mincached=2,",
+    'database="app.db")': lambda server, database: f"conninfo={conninfo(server, database)})",
+    '    database=":memory:",\n': lambda server, database: (
+        f"    conninfo={conninfo(server, database)},\n"
+    ),
+    '    conninfo="dbname=app",\n': lambda server, database: (
+        f"    conninfo={conninfo(server, database)},\n"
+    ),
+    'PooledDB(sqlite3, database=":memory:", on_event=': lambda server, database: (
+        f"PooledDB(psycopg, conninfo={conninfo(server, database)}, on_event="
+    ),
+}
 
 
-@pytest.mark.parametrize("code", python_blocks(README))
-def test_readme_example_runs(code: str) -> None:
-    run_python_block(code)
+def test_every_example_says_what_it_prints() -> None:
+    check_documented(EXAMPLES, postgresql=5)
+
+
+@pytest.mark.parametrize(
+    "example", [e for e in EXAMPLES if "sqlite3" in e.targets], ids=lambda e: e.id
+)
+def test_readme_example_on_sqlite3(example: Example) -> None:
+    assert run_example(example.code) == example.output
+
+
+@pytest.mark.parametrize(
+    "example", [e for e in EXAMPLES if "postgresql" in e.targets], ids=lambda e: e.id
+)
+def test_readme_example_on_postgresql(example: Example, pg_server: DatabaseServer) -> None:
+    assert run_on_postgresql(example, POSTGRESQL, pg_server) == example.output
