@@ -82,7 +82,13 @@ def test_pool_without_timeouts_is_caught(
     write_scenario(result, chaos_results)
     timeouts = result.violated("timeouts")
     assert timeouts, f"waits without a timeout were not caught: {result.violations}"
-    assert "failed later than its timeout bound" in timeouts[0].message
+    # Late failures, or -- when the blackhole lifts before anything gives up --
+    # waits that outlived their bound and then went on: either is the broken promise.
+    assert any(
+        "failed later than its timeout bound" in v.message
+        or "outlived its timeout bound" in v.message
+        for v in timeouts
+    )
     assert result.timeouts.worst_overshoot is not None
     assert result.timeouts.worst_overshoot > scenario.slack
 

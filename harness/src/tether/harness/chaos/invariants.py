@@ -379,7 +379,8 @@ def check_sustained(
 class TimeoutCheck:
     """The slowest failure relative to its bound, and the workers that hung."""
 
-    #: max(elapsed - bound) over failed operations (negative: all within); None: no failures.
+    #: max(elapsed - bound) over failed operations, and over succeeded steps that outlived
+    #: their bound (negative: all within); None: no failures.
     worst_overshoot: float | None = None
     worst: str = ""
     slowest_failure: float | None = None
@@ -400,7 +401,26 @@ def check_timeouts(
     was still running at ``deadline`` (``hung``: the workers alive then, seen at ``now``)."""
     result = TimeoutCheck()
     over: list[str] = []
+    late_ok: list[str] = []
     for record in records:
+        if record.outcome == "ok" and record.slowest_phase:
+            # A step that waited past its bound and then succeeded: no timeout fired
+            # where one should have (a pool without deadlines, under a blackhole that
+            # lifts before anything gives up).
+            limit = bound(record.slowest_phase)
+            overshoot = record.slowest_elapsed - limit
+            if overshoot > slack:
+                if result.worst_overshoot is None or overshoot > result.worst_overshoot:
+                    result.worst_overshoot = overshoot
+                    result.worst = (
+                        f"{record.slowest_phase} took {record.slowest_elapsed:.2f} s"
+                        f" (bound {limit:.2f} s) and then succeeded"
+                    )
+                late_ok.append(
+                    f"{record.key} {record.slowest_phase}"
+                    f" {record.slowest_elapsed:.2f}s>{limit:.2f}s (succeeded)"
+                )
+            continue
         if record.outcome not in ("failed", "unknown"):
             continue
         limit = bound(record.phase)
@@ -418,6 +438,15 @@ def check_timeouts(
                 f"{record.key} {record.phase} {record.op_elapsed:.2f}s>{limit:.2f}s"
                 f" ({record.error_type})"
             )
+    if late_ok:
+        result.violations.append(
+            Violation(
+                "timeouts",
+                f"{_count(len(late_ok), 'operation')} outlived its timeout bound"
+                f" + {slack:g} s slack before succeeding",
+                _examples(late_ok),
+            )
+        )
     if over:
         result.violations.append(
             Violation(

@@ -67,6 +67,10 @@ class TxnRecord:
     error: str = ""
     #: How long the step that raised took, in seconds.
     op_elapsed: float = 0.0
+    #: The slowest step that succeeded, and how long it took: a wait that outlived
+    #: its timeout and then went on is as much a broken promise as a late failure.
+    slowest_phase: str = ""
+    slowest_elapsed: float = 0.0
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {
@@ -79,6 +83,8 @@ class TxnRecord:
             "started": round(self.started - t0, 4),
             "ended": None if self.ended is None else round(self.ended - t0, 4),
             "op_elapsed": round(self.op_elapsed, 4),
+            "slowest_phase": self.slowest_phase,
+            "slowest_elapsed": round(self.slowest_elapsed, 4),
         }
 
 
@@ -241,21 +247,28 @@ class LedgerWorkload:
         phase = "checkout"
         op_start = self._enter(state, phase)
         conn: Any = None
+
+        def step(next_phase: str) -> None:
+            """The current step succeeded: note its time, start ``next_phase``."""
+            nonlocal phase, op_start
+            elapsed = time.monotonic() - op_start
+            if elapsed > record.slowest_elapsed:
+                record.slowest_elapsed, record.slowest_phase = elapsed, phase
+            phase = next_phase
+            op_start = self._enter(state, next_phase)
+
         try:
             conn = self.pool.connection()
-            phase = "begin"
-            op_start = self._enter(state, phase)
+            step("begin")
             ops.begin(conn)
-            phase = "stmt1"
-            op_start = self._enter(state, phase)
+            step("stmt1")
             ops.insert(conn, key, worker, seq)
-            if self.think_time > 0:
+            step("stmt2")
+            if self.think_time > 0:  # the client's own time: not the statement's
                 time.sleep(self.think_time)
-            phase = "stmt2"
-            op_start = self._enter(state, phase)
+                op_start = self._enter(state, phase)
             ops.insert(conn, key + "b", worker, seq)
-            phase = "commit"
-            op_start = self._enter(state, phase)
+            step("commit")
             ops.commit(conn)
         except Exception as exc:
             now = time.monotonic()
@@ -269,6 +282,9 @@ class LedgerWorkload:
                 with contextlib.suppress(Exception):
                     ops.rollback(conn)
         else:
+            elapsed = time.monotonic() - op_start
+            if elapsed > record.slowest_elapsed:
+                record.slowest_elapsed, record.slowest_phase = elapsed, phase
             record.outcome = "ok"
         finally:
             record.ended = time.monotonic()
