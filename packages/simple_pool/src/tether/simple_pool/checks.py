@@ -1,5 +1,9 @@
 """Argument checks shared by every layer, so bad input fails the same way everywhere.
 
+A public module of ``tether-simple-pool``: the layers above (steady,
+persistent, pooled) import it, and so may a pool of your own that wants
+tether's messages.
+
 Every public constructor of tether (the simple pool, steady connections, the
 persistent generators, the pools) checks its arguments with these functions
 before it opens anything, so a mistake is reported at once, where it was
