@@ -426,7 +426,11 @@ class _Persistent(Generic[C]):
         :meth:`close`, :class:`TooManyConnectionsError` or
         :class:`~tether.simple_pool.PoolTimeout` when the cap is reached.
         """
-        slot: _Slot[C] | None = getattr(self._local, "slot", None)
+        # Not getattr(self._local, "slot", None): before Python 3.11, that miss in a
+        # _threading_local.local raises through contextlib, whose frame and the
+        # exception form a cycle keeping the thread, and its connection after it
+        # ends, alive until the garbage collector runs.
+        slot: _Slot[C] | None = vars(self._local).get("slot")
         if slot is not None:
             with slot.lock:
                 con = slot.con
