@@ -32,7 +32,7 @@ nox.options.error_on_missing_interpreters = True  # a Python we claim to support
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 ROOT = Path(__file__).parent
-TOOLS = ROOT / ".tether" / "bin"  # tools built for this checkout (toxiproxy)
+TOOLS = ROOT / ".tether" / "bin"  # tools built for this checkout (toxiproxy, actionlint)
 DRIVERS = "psycopg,pygresql,pymysql"
 #: The `psycopg` extras ask for plain psycopg (the application picks the implementation);
 #: tether's own tests, demo and benchmarks pick the binary one.
