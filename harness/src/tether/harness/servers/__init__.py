@@ -46,6 +46,7 @@ from .base import (
     ServerUnavailableError,
     ShutdownMode,
 )
+from .base import _admin_connection as _admin_connection
 from .base import _check_mode as _check_mode
 from .base import _execute as _execute
 from .base import _quote_ident as _quote_ident
@@ -63,6 +64,7 @@ from .scratch import CACHE_ENV, SCRATCH_ENV
 from .scratch import _binary_fingerprint as _binary_fingerprint
 from .scratch import _cached_template as _cached_template
 from .scratch import _copy_tree as _copy_tree
+from .scratch import _create_data_dir as _create_data_dir
 from .scratch import _scratch_dir as _scratch_dir
 from .scratch import _sweep_stale_dirs as _sweep_stale_dirs
 

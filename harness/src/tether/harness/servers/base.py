@@ -196,29 +196,13 @@ class DatabaseServer(abc.ABC):
         own credentials; local servers use the bootstrap superuser over the
         unix socket instead, so admin sessions are not the test user's.
         """
-        if self.kind == "postgresql":
-            import psycopg
-
-            return psycopg.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                dbname=database or self.database,
-                autocommit=True,
-                connect_timeout=10,
-                application_name=ADMIN_APPLICATION_NAME,
-            )
-        import pymysql
-
-        return pymysql.connect(
+        return _admin_connection(
+            self.kind,
             host=self.host,
             port=self.port,
             user=self.user,
             password=self.password,
             database=database or self.database,
-            autocommit=True,
-            connect_timeout=10,
         )
 
     def admin_execute(
@@ -252,6 +236,28 @@ class DatabaseServer(abc.ABC):
         """The server's version string (``SHOW server_version`` / ``SELECT VERSION()``)."""
         sql = "SHOW server_version" if self.kind == "postgresql" else "SELECT VERSION()"
         return str(self.admin_execute(sql)[0][0])
+
+
+def _admin_connection(kind: ServerKind, *, database: str | None, **params: Any) -> Any:
+    """A new autocommit psycopg or PyMySQL connection with the harness's admin settings.
+
+    ``params`` are the driver's own (``host``, ``port``, ``user``, ``password``,
+    ``unix_socket``); ``database`` is psycopg's ``dbname``. PostgreSQL sessions
+    carry :data:`ADMIN_APPLICATION_NAME`, so session counts can leave them out.
+    """
+    if kind == "postgresql":
+        import psycopg
+
+        return psycopg.connect(
+            dbname=database,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=ADMIN_APPLICATION_NAME,
+            **params,
+        )
+    import pymysql
+
+    return pymysql.connect(database=database, autocommit=True, connect_timeout=10, **params)
 
 
 def _execute(conn: Any, sql: str, params: Sequence[Any] | None = None) -> list[Row]:

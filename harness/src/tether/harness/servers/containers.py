@@ -24,6 +24,7 @@ from .base import (
     ServerKind,
     ServerStartError,
     ShutdownMode,
+    _admin_connection,
     _check_mode,
 )
 
@@ -80,16 +81,13 @@ class ContainerServer(DatabaseServer):
     def admin_connect(self, database: str | None = None) -> Any:
         if self.kind == "postgresql":
             return super().admin_connect(database)
-        import pymysql
-
-        return pymysql.connect(
+        return _admin_connection(
+            "mariadb",
             host=self.host,
             port=self.port,
             user="root",
             password=self._root_password,
             database=database or self.database,
-            autocommit=True,
-            connect_timeout=10,
         )
 
     def _wait_ready(self) -> None:

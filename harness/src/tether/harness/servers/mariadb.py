@@ -32,11 +32,12 @@ from .base import (
     HarnessError,
     ServerStartError,
     ServerUnavailableError,
+    _admin_connection,
     _execute,
     _quote_ident,
 )
 from .local import _LocalServer, _running_as_root
-from .scratch import _binary_fingerprint, _cached_template, _copy_tree
+from .scratch import _binary_fingerprint, _create_data_dir
 
 __all__ = ["MARIADB_BINDIR_ENV", "LocalMariaDB"]
 
@@ -141,11 +142,7 @@ class LocalMariaDB(_LocalServer):
                 self._innodb_log_file_size,
             ]
         )
-        template = _cached_template("mariadb", fingerprint, self._install, None)
-        if template is not None:
-            _copy_tree(template, data)
-        else:
-            self._install(data)
+        _create_data_dir(data, "mariadb", fingerprint, self._install)
 
     def _command(self) -> list[str]:
         assert self._base is not None
@@ -181,18 +178,12 @@ class LocalMariaDB(_LocalServer):
             return True
 
     def admin_connect(self, database: str | None = None) -> Any:
-        import pymysql
-
         if self._base is None:
             raise HarnessError(f"{self!r} was never started")
         if database is None and self._provisioned:
             database = self.database  # before provisioning it does not exist yet
-        return pymysql.connect(
-            unix_socket=str(self._base / "mariadbd.sock"),
-            user="root",
-            database=database,
-            autocommit=True,
-            connect_timeout=10,
+        return _admin_connection(
+            "mariadb", unix_socket=str(self._base / "mariadbd.sock"), user="root", database=database
         )
 
     def _provision(self) -> None:

@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 
 from ..processes import LOOPBACK
 from .base import (
-    ADMIN_APPLICATION_NAME,
     DEFAULT_DATABASE,
     DEFAULT_PASSWORD,
     DEFAULT_USER,
@@ -37,10 +36,11 @@ from .base import (
     HarnessError,
     ServerStartError,
     ServerUnavailableError,
+    _admin_connection,
     _execute,
 )
 from .local import _LocalServer, _running_as_root
-from .scratch import _binary_fingerprint, _cached_template, _copy_tree, _scratch_dir
+from .scratch import _binary_fingerprint, _create_data_dir, _scratch_dir
 
 if sys.platform != "win32":
     import pwd
@@ -178,11 +178,7 @@ class LocalPostgres(_LocalServer):
         fingerprint = "|".join(
             [_binary_fingerprint(self.bin_dir / "initdb"), self.bootstrap_superuser]
         )
-        template = _cached_template("postgresql", fingerprint, self._initdb, self._owner)
-        if template is not None:
-            _copy_tree(template, data)
-        else:
-            self._initdb(data)
+        _create_data_dir(data, "postgresql", fingerprint, self._initdb, self._owner)
 
     def _command(self) -> list[str]:
         assert self._base is not None
@@ -211,18 +207,14 @@ class LocalPostgres(_LocalServer):
             return False
 
     def admin_connect(self, database: str | None = None) -> Any:
-        import psycopg
-
         if self._base is None:
             raise HarnessError(f"{self!r} was never started")
-        return psycopg.connect(
-            host=str(self._base),
+        return _admin_connection(
+            "postgresql",
+            host=str(self._base),  # the unix socket directory
             port=self.port,
             user=self.bootstrap_superuser,
-            dbname=database or self.database,
-            autocommit=True,
-            connect_timeout=10,
-            application_name=ADMIN_APPLICATION_NAME,
+            database=database or self.database,
         )
 
     def _provision(self) -> None:

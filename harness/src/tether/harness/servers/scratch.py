@@ -8,8 +8,8 @@ room, else the caller's work dir or the system temp dir.
 The data directory built by ``initdb`` / ``mariadb-install-db`` (0.5-1.5 s)
 is built once per machine as a template (:func:`_cached_template`, in
 ``$TETHER_HARNESS_CACHE``, under a file lock, keyed by the binaries'
-fingerprints) and copied for each server (:func:`_copy_tree`), which then
-starts in ~0.15 s.
+fingerprints) and copied for each server (:func:`_create_data_dir`), which
+then starts in ~0.15 s.
 
 A harness process that died without cleaning up leaves its directories
 behind, named ``tether-pg-<pid>-...`` / ``tether-mariadb-<pid>-...``;
@@ -152,3 +152,23 @@ def _sweep_stale_dirs(parent: Path) -> None:
 def _copy_tree(src: Path, dest: Path) -> None:
     """Copy a data directory keeping modes and owners (``cp -a``)."""
     subprocess.run(["cp", "-a", str(src), str(dest)], check=True, capture_output=True)
+
+
+def _create_data_dir(
+    dest: Path,
+    kind: str,
+    fingerprint: str,
+    build: Callable[[Path], None],
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Create a data directory at ``dest``: a copy of the cached template, else ``build(dest)``.
+
+    ``fingerprint`` names what the template depends on (the binaries, the
+    build's options): a change builds a new template. ``owner`` (uid, gid)
+    owns the build directory when the server runs as another OS user.
+    """
+    template = _cached_template(kind, fingerprint, build, owner)
+    if template is not None:
+        _copy_tree(template, dest)
+    else:
+        build(dest)
