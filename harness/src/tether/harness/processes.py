@@ -60,15 +60,17 @@ _T = TypeVar("_T")
 
 
 class PortInUseError(Exception):
-    """The child exited because another process holds its port (:func:`start_on_free_port`
-    catches it and tries another port)."""
+    """The child exited because another process holds its port.
+
+    :func:`spawn` raises it; :func:`start_on_free_port` catches it and tries another port.
+    """
 
 
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that is free on ``host`` right now (bind port 0 and read it back).
 
-    Another process may take it before the server binds it; local servers
-    retry with a new port when their first start fails with "address in use".
+    Another process may take it before the child binds it: start children
+    with :func:`start_on_free_port`, which tries again on a new one.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
