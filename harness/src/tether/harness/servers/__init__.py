@@ -25,6 +25,7 @@ Passwords never appear in ``repr()``, log records or error messages raised here.
 
 from __future__ import annotations
 
+from .. import processes as _processes
 from ..processes import free_port
 from .base import _MODES as _MODES
 from .base import _START_TIMEOUT as _START_TIMEOUT
@@ -67,6 +68,11 @@ from .scratch import _copy_tree as _copy_tree
 from .scratch import _create_data_dir as _create_data_dir
 from .scratch import _scratch_dir as _scratch_dir
 from .scratch import _sweep_stale_dirs as _sweep_stale_dirs
+
+# The old single module's names for its process helpers, now in tether.harness.processes.
+_LOOPBACK = _processes.LOOPBACK
+_tail = _processes.log_tail
+_pdeathsig_prefix = _processes.pdeathsig_prefix
 
 __all__ = [
     "ADMIN_APPLICATION_NAME",
