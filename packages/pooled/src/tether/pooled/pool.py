@@ -115,7 +115,7 @@ from .errors import (
     TooManyConnectionsError,
     UnreachableTimeout,
 )
-from .events import EventHook, emit
+from .events import EventHook, EventKind, emit
 from .leaks import Stack, capture_stack, format_stack
 from .proxies import PooledConnection, _set_con, _set_entry, _set_pool
 from .reset import ResetPolicy
@@ -1254,7 +1254,7 @@ class Pool:
         if broken:
             self._log.info("tether: pool %s discarded a connection: %s", self.name, reason)
         if self._on_event is not None:
-            kind = "discard" if broken else "close"
+            kind: EventKind = "discard" if broken else "close"
             emit(self._on_event, self._log, kind, self.name, con, reason)
         if refill or (broken and self._unreachable):
             self._wake()

@@ -17,7 +17,11 @@ from collections.abc import Iterable, Sequence
 from ..pool import Pool
 from ..stats import PoolStats
 
-__all__ = ["Histogram", "Timings", "WatchedPools", "check_buckets"]
+__all__ = ["DEFAULT_BUCKETS", "Histogram", "Timings", "WatchedPools", "check_buckets"]
+
+#: Histogram buckets, in seconds: from a lock-free checkout (0) up to the default
+#: ``checkout_timeout`` (30 s); connects and uses of a connection fit them too.
+DEFAULT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
 
 
 class WatchedPools:

@@ -47,18 +47,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
 
 from ..events import PoolEvent
 from ..pool import Pool
 from ..stats import PoolStats
-from ._watched import Timings, WatchedPools
+from ._watched import DEFAULT_BUCKETS, Timings, WatchedPools
 
 __all__ = ["DEFAULT_BUCKETS", "PoolCollector"]
-
-#: Checkout wait buckets, in seconds: from a lock-free checkout (0) up to the default
-#: ``checkout_timeout`` (30 s).
-DEFAULT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
 
 #: Gauge name -> (its value in a stats() snapshot, help text).
 _GAUGES: dict[str, tuple[Callable[[PoolStats], float], str]] = {
@@ -105,7 +100,7 @@ class PoolCollector(Collector):
         self._namespace = namespace
         self._pools = WatchedPools()
         self._waits = Timings(buckets)
-        self._bounds = [floatToGoString(bound) for bound in self._waits.bounds] + ["+Inf"]
+        self._bounds = [repr(bound) for bound in self._waits.bounds] + ["+Inf"]  # le="0.001"
         if registry is not None:
             registry.register(self)
 
