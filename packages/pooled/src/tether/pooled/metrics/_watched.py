@@ -108,8 +108,10 @@ def check_buckets(bounds: Iterable[float]) -> tuple[float, ...]:
         checked = tuple(float(bound) for bound in bounds)
     except (TypeError, ValueError):
         raise TypeError(f"buckets: expected a sequence of seconds, got {bounds!r}") from None
-    if not checked or any(lo >= hi for lo, hi in zip(checked, checked[1:])) or any(
-        not 0 <= b < float("inf") for b in checked
+    if (
+        not checked
+        or any(lo >= hi for lo, hi in zip(checked, checked[1:]))
+        or any(not 0 <= b < float("inf") for b in checked)
     ):
         raise ValueError(
             f"buckets: expected increasing, finite, non-negative seconds, got {list(checked)}"

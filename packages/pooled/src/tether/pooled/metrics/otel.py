@@ -13,20 +13,16 @@ attribute ``db.client.connection.pool.name`` (the pool's ``name``)::
     pool = PooledDB(psycopg, maxconnections=20, name="orders", on_event=instruments.on_event)
     instruments.watch(pool)
 
-=========================================  ====================  =============================
-``db.client.connection.count``             observable up-down    ``stats()`` ``idle`` and
-                                           counter, by           ``in_use``
-                                           ``db.client.connection.state``
-                                           (``idle``, ``used``)
-``db.client.connection.idle.max``          observable up-down    ``maxcached`` (when set)
-``db.client.connection.idle.min``          observable up-down    ``mincached``
-``db.client.connection.max``               observable up-down    ``maxconnections`` (when set)
-``db.client.connection.pending_requests``  observable up-down    ``waiting``
-``db.client.connection.timeouts``          observable counter    ``timeouts``
-``db.client.connection.create_time``       histogram (s)         each ``connect`` event
-``db.client.connection.wait_time``         histogram (s)         each ``checkout`` event
-``db.client.connection.use_time``          histogram (s)         each ``checkin`` event
-=========================================  ====================  =============================
+* ``db.client.connection.count`` (observable up-down counter), with
+  ``db.client.connection.state`` ``idle`` (``stats()["idle"]``) and ``used``
+  (``stats()["in_use"]``);
+* ``db.client.connection.idle.max``, ``.idle.min``, ``.max`` (observable up-down
+  counters): ``maxcached``, ``mincached``, ``maxconnections``;
+* ``db.client.connection.pending_requests`` (observable up-down counter): ``waiting``;
+* ``db.client.connection.timeouts`` (observable counter): ``timeouts``;
+* ``db.client.connection.create_time``, ``.wait_time``, ``.use_time``
+  (histograms, seconds): each ``connect``, ``checkout`` and ``checkin`` event's
+  ``duration``.
 
 The observable instruments read ``stats()`` when the SDK collects; the
 histograms record the ``duration`` of the pool's events

@@ -13,22 +13,22 @@
 
 Every metric has the label ``pool`` (the pool's ``name``):
 
-==========================================  =======================================================
-``tether_pool_size``                        gauge: open connections (``stats()["size"]``)
-``tether_pool_idle``                        gauge: idle connections
-``tether_pool_in_use``                      gauge: checked-out connections
-``tether_pool_waiting``                     gauge: checkouts blocked, waiting for a connection
-``tether_pool_unreachable``                 gauge: 1 while the database cannot be reached, else 0
-``tether_pool_checkouts_total``             counter: connections handed out
-``tether_pool_timeouts_total``              counter: checkouts that failed after ``checkout_timeout``
-``tether_pool_connects_total``              counter: connections opened (``stats()["opened"]``)
-``tether_pool_connect_errors_total``        counter: connects that failed
-``tether_pool_discards_total``              counter: broken connections dropped
-``tether_pool_leaks_total``                 counter: connections leaked (held too long, or lost)
-``tether_pool_checkout_wait_seconds``       histogram: from ``connection()`` to the connection
-                                            handed out, per successful checkout (needs
-                                            ``on_event``; 0 for an idle one handed out at once)
-==========================================  =======================================================
+======================================  ======================================================
+``tether_pool_size``                    gauge: open connections (``stats()["size"]``)
+``tether_pool_idle``                    gauge: idle connections
+``tether_pool_in_use``                  gauge: checked-out connections
+``tether_pool_waiting``                 gauge: checkouts blocked, waiting for a connection
+``tether_pool_unreachable``             gauge: 1 while the database cannot be reached, else 0
+``tether_pool_checkouts_total``         counter: connections handed out
+``tether_pool_timeouts_total``          counter: checkouts that failed after ``checkout_timeout``
+``tether_pool_connects_total``          counter: connections opened (``stats()["opened"]``)
+``tether_pool_connect_errors_total``    counter: connects that failed
+``tether_pool_discards_total``          counter: broken connections dropped
+``tether_pool_leaks_total``             counter: connections leaked (held too long, or lost)
+``tether_pool_checkout_wait_seconds``   histogram: from ``connection()`` to the connection
+                                        handed out, per successful checkout (needs
+                                        ``on_event``; 0 for an idle one handed out at once)
+======================================  ======================================================
 
 The gauges and counters are read from ``stats()`` at each scrape; the
 histogram counts the ``checkout`` events' ``duration``
