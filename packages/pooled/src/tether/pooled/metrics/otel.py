@@ -5,7 +5,6 @@ application's choosing collects them), named as OpenTelemetry's semantic
 conventions for database client connection pools name them, each with the
 attribute ``db.client.connection.pool.name`` (the pool's ``name``)::
 
-    from opentelemetry import metrics
     from tether.pooled import PooledDB
     from tether.pooled.metrics.otel import PoolInstruments
 
@@ -28,6 +27,12 @@ The observable instruments read ``stats()`` when the SDK collects; the
 histograms record the ``duration`` of the pool's events
 (:mod:`tether.pooled.events`), so they need ``on_event``. A limit of 0 (no
 limit) is not reported: the conventions have no value for "unlimited".
+
+What it costs: ``watch()`` nothing between collections. The hook records
+two histogram points per checkout and checkin; with the OpenTelemetry SDK
+(1.45) that took a checkout+checkin of an idle sqlite3 connection from
+about 3 to 18 microseconds in one thread (``on_event`` of the Prometheus
+collector: about 4), so on a hot path of microseconds it is worth knowing.
 """
 
 from __future__ import annotations
