@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -292,3 +294,29 @@ def test_otel_two_pools_apart(reader: tuple[InMemoryMetricReader, MeterProvider]
         "p1": 4,
         "p2": 4,
     }
+
+
+# -- without the extras ----------------------------------------------------------------------
+
+
+def test_the_extras_are_optional() -> None:
+    """tether.pooled imports without them; an exporter says which extra it needs."""
+    code = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = sys.modules['opentelemetry'] = None\n"
+        "import tether.pooled, tether.pooled.metrics\n"
+        "for name in ('prometheus', 'otel'):\n"
+        "    try:\n"
+        "        __import__(f'tether.pooled.metrics.{name}')\n"
+        "    except ImportError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "tether.pooled.metrics.prometheus needs prometheus_client: pip install"
+        ' "tether-pooled[prometheus]"',
+        'tether.pooled.metrics.otel needs opentelemetry-api: pip install "tether-pooled[otel]"',
+    ]

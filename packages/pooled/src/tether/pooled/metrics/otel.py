@@ -28,6 +28,9 @@ histograms record the ``duration`` of the pool's events
 (:mod:`tether.pooled.events`), so they need ``on_event``. A limit of 0 (no
 limit) is not reported: the conventions have no value for "unlimited".
 
+One ``PoolInstruments`` per meter provider (the instrument names are
+fixed): ``watch()`` every pool on the same one.
+
 What it costs: ``watch()`` nothing between collections. The hook records
 two histogram points per checkout and checkin; with the OpenTelemetry SDK
 (1.45) that took a checkout+checkin of an idle sqlite3 connection from
@@ -39,7 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
+try:
+    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        'tether.pooled.metrics.otel needs opentelemetry-api: pip install "tether-pooled[otel]"'
+    ) from exc
 
 from .._version import __version__
 from ..events import PoolEvent

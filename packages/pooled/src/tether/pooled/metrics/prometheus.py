@@ -34,19 +34,28 @@ The gauges and counters are read from ``stats()`` at each scrape; the
 histogram counts the ``checkout`` events' ``duration``
 (:mod:`tether.pooled.events`), so its ``_count`` equals the checkouts made
 since the hook was set (shares of a shared connection are not timed).
+
+One collector per registry (a second one's metric names would collide, and
+``prometheus_client`` refuses it): ``watch()`` every pool on the same one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        "tether.pooled.metrics.prometheus needs prometheus_client: pip install"
+        ' "tether-pooled[prometheus]"'
+    ) from exc
 
 from ..events import PoolEvent
 from ..pool import Pool
