@@ -5,8 +5,10 @@ Pass ``on_event=callable`` to a pool and it is called with one
 
 =============  ===============================================================
 ``connect``    a new connection was opened (``connection`` is it)
-``checkout``   a connection was handed out (also for each share of a shared one)
-``checkin``    a connection was given back (before it is reset)
+``checkout``   a connection was handed out (a shared one: at its first share only,
+               though ``stats()["checkouts"]`` counts every share)
+``checkin``    a connection was given back (before it is reset; a shared one: at
+               its last share)
 ``close``      the pool closed a healthy connection (``reason``: ``max_lifetime``,
                ``max_idle``, ``maxcached``, ``pool closed``, ``resized``,
                ``discarded``: given back by ``invalidate()``/``discard()``)
@@ -25,9 +27,9 @@ Pass ``on_event=callable`` to a pool and it is called with one
 Timings ride along in ``duration`` (seconds, 0.0 where there is none): for
 ``checkout`` the time from the call to the connection handed out (waiting,
 connecting and validating included; 0.0 when an idle connection was handed
-out at once, without reading the clock), for ``checkin`` how long it was
-held (for a shared connection, from its first share to its last), for
-``connect`` how long the connect took. :mod:`tether.pooled.metrics` turns
+out at once: the lock-free path does not time itself), for ``checkin`` how
+long it was held (for a shared connection, from its first share to its
+last), for ``connect`` how long the connect took. :mod:`tether.pooled.metrics` turns
 them into histograms.
 
 The hook runs in the thread that caused the event, never while the pool's
