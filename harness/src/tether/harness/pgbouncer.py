@@ -459,27 +459,35 @@ class PgBouncer(DatabaseServer):
         may connect while paused; their queries wait (at most
         ``query_wait_timeout``) until :meth:`resume`.
         """
-        failure: list[BaseException] = []
+        import select
 
-        def run() -> None:
-            try:
-                self.console("PAUSE")
-            except BaseException as exc:  # reported by the caller's thread
-                failure.append(exc)
+        from psycopg import pq
 
         self._paused = True
-        worker = threading.Thread(target=run, name="pgbouncer-pause", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            self.resume()
-            worker.join(_STOP_TIMEOUT)
-            raise HarnessError(
-                f"PAUSE on {self!r} did not complete within {timeout:g}s: a client holds a"
-                " server session (an open transaction, or any client in session mode)"
-            )
-        if failure:
-            raise failure[0]
+        conn = self.console_connect()
+        try:
+            pgconn = conn.pgconn
+            pgconn.send_query(b"PAUSE")  # sent on libpq directly: the wait is ours to bound
+            deadline = time.monotonic() + timeout
+            while True:
+                pgconn.consume_input()
+                if not pgconn.is_busy():
+                    result = pgconn.get_result()
+                    if result is not None and result.status != pq.ExecStatus.COMMAND_OK:
+                        message = (result.error_message or b"").decode("utf-8", "replace")
+                        raise HarnessError(f"PAUSE on {self!r} failed: {message.strip()}")
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                select.select([pgconn.socket], [], [], remaining)
+        finally:
+            conn.close()  # on a timeout this also abandons the PAUSE command
+        self.resume()
+        raise HarnessError(
+            f"PAUSE on {self!r} did not complete within {timeout:g}s: a client holds a"
+            " server session (an open transaction, or any client in session mode)"
+        )
 
     def resume(self) -> None:
         """``RESUME``: let the held queries run (PgBouncer's "not paused" error is ignored)."""
