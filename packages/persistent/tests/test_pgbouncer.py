@@ -43,7 +43,9 @@ def _execute(target: Any, db: Any, sql: str, params: tuple[Any, ...]) -> list[An
 
 def _table(target: Any) -> str:
     table = target.unique_table("bouncer")
-    target.server.admin_execute(f"CREATE TABLE {table} (thread int, n int, PRIMARY KEY (thread, n))")
+    target.server.admin_execute(
+        f"CREATE TABLE {table} (thread int, n int, PRIMARY KEY (thread, n))"
+    )
     return table
 
 
@@ -116,9 +118,8 @@ def test_psycopg_defaults_in_transaction_mode_say_what_to_set(
                 _execute(target, db, sql, (n,))
         other.execute("SELECT 1")  # a transaction: holds the session psycopg prepared on
         with caplog.at_level(logging.WARNING, logger="tether.drivers"):
-            with pytest.raises(Exception, match="_pg3_") as failure:
-                with persist.connection() as db:
-                    _execute(target, db, sql, (0,))
+            with pytest.raises(Exception, match="_pg3_") as failure, persist.connection() as db:
+                _execute(target, db, sql, (0,))
             with persist.connection() as db:
                 _execute(target, db, "SELECT 1", ())
         assert len(connects) == 1, "taken for a lost connection and reopened"

@@ -42,7 +42,9 @@ def _execute(target: Any, db: Any, sql: str, params: tuple[Any, ...]) -> list[An
 
 def _table(target: Any) -> str:
     table = target.unique_table("bouncer")
-    target.server.admin_execute(f"CREATE TABLE {table} (thread int, n int, PRIMARY KEY (thread, n))")
+    target.server.admin_execute(
+        f"CREATE TABLE {table} (thread int, n int, PRIMARY KEY (thread, n))"
+    )
     return table
 
 
@@ -118,9 +120,8 @@ def test_psycopg_defaults_in_transaction_mode_say_what_to_set(
                 _execute(target, db, sql, (n,))
         other.execute("SELECT 1")  # a transaction: holds the session psycopg prepared on
         with caplog.at_level(logging.WARNING, logger="tether.drivers"):
-            with pytest.raises(Exception, match="_pg3_") as failure:
-                with pool.connection() as db:
-                    _execute(target, db, sql, (0,))
+            with pytest.raises(Exception, match="_pg3_") as failure, pool.connection() as db:
+                _execute(target, db, sql, (0,))
             with pool.connection() as db:  # the same connection, still usable
                 _execute(target, db, "SELECT 1", ())
         stats = pool.stats()

@@ -20,7 +20,8 @@ from tether.simple_pool.drivers.psycopg import PGBOUNCER_HINT, automatic_prepare
 
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 @pytest.mark.parametrize(
-    ("driver", "base"), [("psycopg", PsycopgAdapter), ("pgdb", PgdbAdapter), ("pg", PgClassicAdapter)]
+    ("driver", "base"),
+    [("psycopg", PsycopgAdapter), ("pgdb", PgdbAdapter), ("pg", PgClassicAdapter)],
 )
 def test_presets_are_the_driver_adapters(mode: str, driver: str, base: type) -> None:
     preset = behind_pgbouncer(mode, driver)
@@ -53,8 +54,14 @@ class _Conn:
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (psycopg.errors.InvalidSqlStatementName('prepared statement "_pg3_3" does not exist'), True),
-        (psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists'), True),
+        (
+            psycopg.errors.InvalidSqlStatementName('prepared statement "_pg3_3" does not exist'),
+            True,
+        ),
+        (
+            psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists'),
+            True,
+        ),
         (
             psycopg.errors.ProtocolViolation(
                 'bind message supplies 1 parameters, but prepared statement "_pg3_2" requires 0'
@@ -91,7 +98,9 @@ def test_a_prepare_failure_is_not_a_lost_connection_and_carries_the_hint(
     assert error.__notes__ == [PGBOUNCER_HINT]
     assert len([r for r in caplog.records if PGBOUNCER_HINT in r.getMessage()]) == 1
     # PgBouncer's own 08P01 errors still mean the connection is gone.
-    assert adapter.is_connection_lost(None, psycopg.errors.ProtocolViolation("server conn crashed?"))
+    assert adapter.is_connection_lost(
+        None, psycopg.errors.ProtocolViolation("server conn crashed?")
+    )
 
 
 @pytest.mark.parametrize("bouncer_target", [("psycopg", "transaction")], indirect=True)

@@ -116,10 +116,8 @@ def _module_name(creator: object) -> str:
 
 # The adapters register themselves on import; imported last because they use register().
 from .pg import PgClassicAdapter  # noqa: E402
+from .pgbouncer import behind_pgbouncer  # noqa: E402  (presets: subclasses, not registered)
 from .pgdb import PgdbAdapter  # noqa: E402
 from .psycopg import PsycopgAdapter  # noqa: E402
 from .pymysql import PyMySQLAdapter  # noqa: E402
 from .sqlite import Sqlite3Adapter  # noqa: E402
-
-# The PgBouncer presets subclass the adapters above (and are not registered by name).
-from .pgbouncer import behind_pgbouncer  # noqa: E402
