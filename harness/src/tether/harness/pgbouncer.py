@@ -249,7 +249,8 @@ class PgBouncer(DatabaseServer):
     def _make_base(self) -> Path:
         shm = Path("/dev/shm")
         parent = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
-        base = Path(tempfile.mkdtemp(prefix=f"tether-pgbouncer-{os.getpid()}-", dir=parent))
+        _sweep_stale_dirs(Path(parent or tempfile.gettempdir()))
+        base = Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=parent))
         if self._owner is not None:
             os.chown(base, *self._owner)
         return base
@@ -517,6 +518,24 @@ def _os_user() -> tuple[int, int] | None:
             " exist; install PostgreSQL (apt-get install -y postgresql) or run as non-root"
         ) from None
     return entry.pw_uid, entry.pw_gid
+
+
+_DIR_PREFIX = "tether-pgbouncer-"
+
+
+def _sweep_stale_dirs(parent: Path) -> None:
+    """Delete PgBouncer directories of harness processes that died without cleaning up."""
+    with contextlib.suppress(OSError):
+        for entry in parent.glob(f"{_DIR_PREFIX}*"):
+            owner = entry.name[len(_DIR_PREFIX) :].split("-", 1)[0]
+            if not owner.isdigit() or int(owner) == os.getpid():
+                continue
+            try:
+                os.kill(int(owner), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                pass  # alive, another user's
 
 
 def _accepts(path: Path) -> bool:

@@ -75,6 +75,7 @@ __all__ = [
 log = logging.getLogger("tether.harness.pytest_plugin")
 
 _SERVER_FIXTURES = {"postgresql": "pg_server", "mariadb": "mariadb_server"}
+_BOUNCER_FIXTURES = ("pgbouncer", "pgbouncer_transaction", "pgbouncer_session", "bouncer_target")
 
 #: Servers this process started, which the per-test guard keeps running.
 _started: list[DatabaseServer] = []
@@ -96,7 +97,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _uses_server(item: pytest.Item) -> bool:
     names = set(getattr(item, "fixturenames", ()))
-    if names & {"pg_server", "mariadb_server", "server_target", "pgbouncer", "bouncer_target"}:
+    if names & {"pg_server", "mariadb_server", "server_target", *_BOUNCER_FIXTURES}:
         return True
     callspec = getattr(item, "callspec", None)
     for fixture in ("driver_target", "dbapi_target"):
@@ -163,11 +164,12 @@ def mariadb_server(
 
 def _bouncer(mode: str, request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
     backend: DatabaseServer = request.getfixturevalue("pg_server")
-    bouncer = PgBouncer(backend, "transaction" if mode == "transaction" else "session")
     try:
+        bouncer = PgBouncer(backend, "transaction" if mode == "transaction" else "session")
         bouncer.start()
     except ServerUnavailableError as exc:
-        pytest.fail(f"No PgBouncer for the tests: {exc}", pytrace=False)
+        where = "CI=true: tether's CI must provision PgBouncer. " if _in_ci() else ""
+        pytest.fail(f"{where}No PgBouncer for the tests: {exc}", pytrace=False)
     log.info("worker %s: %r", _worker_id(request.config), bouncer)
     _started.append(bouncer)
     try:

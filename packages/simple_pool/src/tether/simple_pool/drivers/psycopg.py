@@ -22,6 +22,12 @@ Measured with psycopg 3.3.9 and PostgreSQL 15:
 * Server down at connect: ``OperationalError`` "Connection refused".
 * A server that accepts TCP but never answers: ``ConnectionTimeout`` after
   ``connect_timeout`` (psycopg enforces it itself, minimum 2 s).
+* Behind PgBouncer 1.18 in transaction mode, psycopg's automatic prepared
+  statements meet other server sessions: ``InvalidSqlStatementName`` (26000),
+  ``DuplicatePreparedStatement`` (42P05) and ``ProtocolViolation`` (08P01,
+  "bind message supplies 1 parameters, but prepared statement "_pg3_2"
+  requires 0"), connection still usable. Class 08 would say "lost": these
+  are not, and carry :data:`PGBOUNCER_HINT` (see :mod:`.pgbouncer`).
 
 Settings a borrower can change on the connection object (:meth:`PsycopgAdapter.settings`):
 ``autocommit``, ``read_only``, ``isolation_level``, ``deferrable``,
