@@ -7,7 +7,7 @@ nox -s lint        ruff
 nox -s typecheck   mypy --strict
 nox -s chaos       the chaos suite: real faults through toxiproxy and server restarts
 nox -s bench       benchmarks against DBUtils, psycopg_pool, SQLAlchemy, peewee
-nox -s provision   install PostgreSQL, MariaDB, libpq-dev (apt) and toxiproxy (go)
+nox -s provision   install PostgreSQL, MariaDB, libpq-dev, PgBouncer (apt) and toxiproxy (go)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ EXTRAS = {"frameworks": "sqlalchemy,django,peewee", "pooled": "prometheus,otel"}
 TEST_DEPS = {"pooled": ["opentelemetry-sdk>=1.23", "mypy>=1.10"]}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
-APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc"]
+APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "pgbouncer"]
 
 
 def _package_specs(names: list[str]) -> list[str]:
@@ -73,6 +73,8 @@ def _missing_apt_packages() -> list[str]:
         missing.append("mariadb-server")
     if not shutil.which("gcc"):
         missing.append("gcc")
+    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+        missing.append("pgbouncer")
     return missing
 
 
@@ -96,7 +98,7 @@ def provision_machine(session: nox.Session) -> None:
         session.run("apt-get", "update", "-qq", external=True, env=env)
         session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
     else:
-        session.log("provision: PostgreSQL, MariaDB, libpq-dev and gcc are installed")
+        session.log("provision: PostgreSQL, MariaDB, libpq-dev, gcc and pgbouncer are installed")
     server = TOOLS / "toxiproxy-server"
     if server.exists():
         session.log(f"provision: toxiproxy server present at {server}")
