@@ -5,11 +5,14 @@ die. This package starts throwaway PostgreSQL and MariaDB servers (or uses
 the ones ``TETHER_PG_DSN`` / ``TETHER_MARIADB_DSN`` name, or Docker
 containers), describes how each database driver connects to them
 (:class:`~tether.harness.targets.DriverTarget`), and offers both as pytest
-fixtures through the ``tether.harness.pytest_plugin`` plugin.
+fixtures through the ``tether.harness.pytest_plugin`` plugin. A real
+PgBouncer in front of PostgreSQL (:mod:`~tether.harness.pgbouncer`) is one
+more server of the same kind.
 """
 
 from __future__ import annotations
 
+from .pgbouncer import PgBouncer
 from .servers import (
     ContainerServer,
     DatabaseServer,
@@ -42,6 +45,7 @@ __all__ = [
     "LocalMariaDB",
     "LocalPostgres",
     "NoServerError",
+    "PgBouncer",
     "ServerNotControllableError",
     "ServerStartError",
     "ServerUnavailableError",

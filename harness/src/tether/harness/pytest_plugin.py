@@ -24,6 +24,18 @@ stopped or killed it) is started again, on the same port.
 A server that cannot be provided is an error, never a skip: tether's CI
 provisions its servers, and a developer gets the install command.
 
+``pgbouncer_transaction``, ``pgbouncer_session`` (session scope)
+    A started :class:`~tether.harness.pgbouncer.PgBouncer` in that pool mode in
+    front of this worker's ``pg_server`` (one per worker and mode); the
+    per-test guard starts it again (and resumes it) when a test left it down
+    or paused. ``pgbouncer`` is either, parametrized with ids
+    ``transaction`` and ``session``.
+
+``bouncer_target``
+    A :class:`~tether.harness.targets.DriverTarget` for each PostgreSQL driver
+    (psycopg, pgdb, pg) aimed at PgBouncer in each mode, ids such as
+    ``psycopg-transaction``; ``target.server`` is the :class:`PgBouncer`.
+
 Markers: ``server`` (added automatically to tests that use a server) and
 ``restart`` (put it on tests that restart or kill a server; with external
 servers, run ``-m "not restart"``).
@@ -38,6 +50,7 @@ from pathlib import Path
 
 import pytest
 
+from .pgbouncer import POOL_MODES, PgBouncer
 from .servers import (
     DatabaseServer,
     ServerKind,
@@ -48,16 +61,21 @@ from .servers import (
 from .targets import ALL_TARGETS, DBAPI_TARGETS, SERVER_TARGETS, DriverTarget, server_kind
 
 __all__ = [
+    "bouncer_target",
     "dbapi_target",
     "driver_target",
     "mariadb_server",
     "pg_server",
+    "pgbouncer",
+    "pgbouncer_session",
+    "pgbouncer_transaction",
     "server_target",
 ]
 
 log = logging.getLogger("tether.harness.pytest_plugin")
 
 _SERVER_FIXTURES = {"postgresql": "pg_server", "mariadb": "mariadb_server"}
+_BOUNCER_FIXTURES = ("pgbouncer", "pgbouncer_transaction", "pgbouncer_session", "bouncer_target")
 
 #: Servers this process started, which the per-test guard keeps running.
 _started: list[DatabaseServer] = []
@@ -79,7 +97,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _uses_server(item: pytest.Item) -> bool:
     names = set(getattr(item, "fixturenames", ()))
-    if names & {"pg_server", "mariadb_server", "server_target"}:
+    if names & {"pg_server", "mariadb_server", "server_target", *_BOUNCER_FIXTURES}:
         return True
     callspec = getattr(item, "callspec", None)
     for fixture in ("driver_target", "dbapi_target"):
@@ -142,6 +160,57 @@ def mariadb_server(
         yield server
     finally:
         _close(server)
+
+
+def _bouncer(mode: str, request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    backend: DatabaseServer = request.getfixturevalue("pg_server")
+    try:
+        bouncer = PgBouncer(backend, "transaction" if mode == "transaction" else "session")
+        bouncer.start()
+    except ServerUnavailableError as exc:
+        where = "CI=true: tether's CI must provision PgBouncer. " if _in_ci() else ""
+        pytest.fail(f"{where}No PgBouncer for the tests: {exc}", pytrace=False)
+    log.info("worker %s: %r", _worker_id(request.config), bouncer)
+    _started.append(bouncer)
+    try:
+        yield bouncer
+    finally:
+        _close(bouncer)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_transaction(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    """This worker's PgBouncer in transaction mode in front of ``pg_server``."""
+    yield from _bouncer("transaction", request)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_session(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    """This worker's PgBouncer in session mode in front of ``pg_server``."""
+    yield from _bouncer("session", request)
+
+
+@pytest.fixture(params=POOL_MODES, ids=list(POOL_MODES))
+def pgbouncer(request: pytest.FixtureRequest) -> PgBouncer:
+    """This worker's PgBouncer in each pool mode (``transaction``, ``session``)."""
+    bouncer: PgBouncer = request.getfixturevalue(f"pgbouncer_{request.param}")
+    return bouncer
+
+
+_BOUNCER_TARGETS = [(d, m) for d in ("psycopg", "pgdb", "pg") for m in POOL_MODES]
+
+
+@pytest.fixture(params=_BOUNCER_TARGETS, ids=[f"{d}-{m}" for d, m in _BOUNCER_TARGETS])
+def bouncer_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverTarget]:
+    """Each PostgreSQL driver aimed at this worker's PgBouncer in each pool mode."""
+    name, mode = request.param
+    bouncer: PgBouncer = request.getfixturevalue(f"pgbouncer_{mode}")
+    target = DriverTarget.build(name, bouncer, workdir=tmp_path)
+    target.ignore_existing_sessions()
+    try:
+        yield target
+    finally:
+        target.cleanup()
 
 
 @pytest.fixture(autouse=True)
