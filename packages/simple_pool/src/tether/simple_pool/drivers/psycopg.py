@@ -282,7 +282,7 @@ class PsycopgAdapter(DriverAdapter):
         if not isinstance(notes, list):
             notes = []
             with contextlib.suppress(AttributeError, TypeError):  # no __dict__
-                exc.__notes__ = notes
+                exc.__notes__ = notes  # type: ignore[attr-defined, unused-ignore]  # 3.11+
         if PGBOUNCER_HINT not in notes:
             notes.append(PGBOUNCER_HINT)
         if not self._prepare_failure_logged:
