@@ -231,6 +231,7 @@ DISTRIBUTIONS["harness"] = ROOT / "harness"
 #: Modules that import what only an extra installs: left out of the import check of a wheel
 #: installed alone, and imported when it is installed with IMPORT_EXTRAS.
 OPTIONAL_MODULES = {
+    "pooled": ["tether.pooled.metrics.otel", "tether.pooled.metrics.prometheus"],
     "frameworks": ["tether.frameworks." + name for name in ("django", "peewee", "sqlalchemy")],
 }
 IMPORT_EXTRAS = {
