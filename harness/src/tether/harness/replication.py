@@ -50,8 +50,10 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,6 +83,7 @@ LIBPQ_DRIVERS: tuple[str, ...] = ("psycopg", "pgdb", "pg")
 _LOOPBACK = "127.0.0.1"
 _WAIT = 30.0  # seconds: streaming to start, the standby to catch up, a promotion
 _POLL = 0.01
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*\Z")
 #: Seconds transactions begun read-write before a switchover may take to finish.
 SWITCHOVER_GRACE = 0.5
 
@@ -189,8 +192,8 @@ class ReplicationPair:
 
     ``primary`` is the server that accepts writes now (after a failover, the
     promoted one); ``standby`` the streaming standby, or None once promoted;
-    ``old_primary`` the demoted server a switchover left running read-only,
-    or None. :attr:`ports` is fixed for the pair's life, in DSN order.
+    ``old_primary`` the primary before the last promotion (killed, or left
+    running read-only by a switchover), or None. :attr:`ports` is fixed for the pair's life, in DSN order.
 
     Passwords never appear in ``repr()`` or in :meth:`redacted_conninfo`.
     """
@@ -212,6 +215,7 @@ class ReplicationPair:
         self.old_primary: LocalPostgres | None = None
         self._ports: tuple[int, int] | None = None
         self._closed = False
+        self._tables: list[str] = []
 
     # -- addressing ------------------------------------------------------------------------
 
@@ -293,18 +297,27 @@ class ReplicationPair:
         if self._closed:
             raise HarnessError(f"{self!r} is closed")
         if self.primary is None:
-            primary = LocalPostgres(
-                self._workdir, user=self.user, password=self.password, database=self.database
-            )
-            self.primary = primary
-            primary.start()
-            self.standby = LocalStandby(primary, self._workdir)
-            self.standby.start()
-            self._ports = (primary.port, self.standby.port)
-            self._synchronous(primary)
-            log.info("started %r", self)
+            self._build()
             return
         self.restore()
+
+    def _build(self) -> None:
+        """A new primary and standby (on the pair's ports once it has them)."""
+        first, second = self._ports if self._ports is not None else (None, None)
+        primary = LocalPostgres(
+            self._workdir,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+            port=first,
+        )
+        self.primary = primary
+        primary.start()
+        self.standby = LocalStandby(primary, self._workdir, port=second)
+        self.standby.start()
+        self._ports = (primary.port, self.standby.port)
+        self._synchronous(primary)
+        log.info("started %r", self)
 
     def require_primary(self) -> LocalPostgres:
         if self.primary is None:
@@ -342,7 +355,17 @@ class ReplicationPair:
         started = time.monotonic()
         primary = self.require_primary()
         if not primary.is_running():
-            raise HarnessError(f"{self!r}: the primary is down; promote the standby first")
+            # A test killed the primary and stopped there: the failover manager's turn.
+            if self.standby is not None and self.standby.is_running():
+                self.promote()
+                primary = self.require_primary()
+            else:  # nothing left to keep: start over on the same ports
+                for server in self.servers():
+                    server.close()
+                self.primary = self.standby = self.old_primary = None
+                self._build()
+                log.info("rebuilt %r in %.2fs", self, time.monotonic() - started)
+                return
         for server in (self.standby, self.old_primary):
             if server is not None and server is not primary:
                 server.close()
@@ -390,7 +413,9 @@ class ReplicationPair:
         standby.promote()
         old = self.primary
         self.primary, self.standby = standby, None
-        if old is not None and old.is_running():
+        if old is not None:  # killed, or up and read-only: deleted by restore()
+            if self.old_primary is not None and self.old_primary is not old:
+                self.old_primary.close()
             self.old_primary = old
         return standby
 
@@ -465,6 +490,30 @@ class ReplicationPair:
             )
             counts[server.port] = int(rows[0][0])
         return counts
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def unique_table(self, prefix: str = "t") -> str:
+        """A fresh table name (``prefix_<12 hex>``), dropped by :meth:`cleanup`."""
+        if not _IDENTIFIER.match(prefix) or len(prefix) > 40:
+            raise ValueError(
+                f"prefix: expected a short lowercase identifier ([a-z_][a-z0-9_]*), got {prefix!r}"
+            )
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self._tables.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        """Drop the tables :meth:`unique_table` handed out, on whichever server is primary now."""
+        tables, self._tables = self._tables, []
+        primary = self.primary
+        if primary is None or not primary.is_running() or not tables:
+            return
+        for table in tables:
+            try:
+                primary.admin_execute(f'DROP TABLE IF EXISTS "{table}"')
+            except Exception as exc:  # a read-only old primary, a lock: left behind
+                log.warning("could not drop table %s on %r: %s", table, primary, exc)
 
     # -- helpers ---------------------------------------------------------------------------
 
