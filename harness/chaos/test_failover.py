@@ -45,3 +45,27 @@ def test_failover_scenario(
     write_scenario(result, chaos_results)
     assert result.counts()["ok"] > 0, "no transaction was acknowledged at all"
     result.raise_for_violations()
+
+
+def test_a_pool_that_keeps_read_only_sessions_is_caught(
+    failover_pair: ReplicationPair, chaos_results: Path
+) -> None:
+    """A pool that takes 25006 for the caller's error (only ``OperationalError`` counts as
+    lost, as DBUtils' default ``failures`` does) keeps lending the old primary's
+    sessions after a switchover: every write on them fails, for ever."""
+    import psycopg
+
+    spec = FailoverSpec(
+        "switchover",
+        "psycopg",
+        "pooled",
+        options={
+            "pool_options": {"failures": (psycopg.OperationalError,)},
+            "label": "keeps_read_only",
+            "expect": ("sustained", "retired"),
+        },
+    )
+    result = run_failover_scenario(spec.build(), FailoverEnvironment(failover_pair, "psycopg"))
+    write_scenario(result, chaos_results)
+    assert result.caught, result.violations
+    assert not result.violated("durability") and not result.violated("atomicity")
