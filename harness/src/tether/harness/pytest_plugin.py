@@ -47,6 +47,7 @@ from pathlib import Path
 
 import pytest
 
+from .replication import ReplicationPair
 from .servers import (
     DatabaseServer,
     ServerKind,
@@ -54,7 +55,6 @@ from .servers import (
     provide_mariadb,
     provide_postgres,
 )
-from .replication import ReplicationPair
 from .targets import ALL_TARGETS, DBAPI_TARGETS, SERVER_TARGETS, DriverTarget, server_kind
 
 __all__ = [

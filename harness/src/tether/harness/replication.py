@@ -95,9 +95,10 @@ def libpq_conninfo(params: dict[str, str]) -> str:
     """``key=value`` pairs as a libpq conninfo string, values quoted where needed."""
     parts = []
     for key, value in params.items():
+        quoted = value
         if not value or any(c in value for c in " '\\"):
-            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        parts.append(f"{key}={value}")
+            quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        parts.append(f"{key}={quoted}")
     return " ".join(parts)
 
 
@@ -193,7 +194,8 @@ class ReplicationPair:
     ``primary`` is the server that accepts writes now (after a failover, the
     promoted one); ``standby`` the streaming standby, or None once promoted;
     ``old_primary`` the primary before the last promotion (killed, or left
-    running read-only by a switchover), or None. :attr:`ports` is fixed for the pair's life, in DSN order.
+    running read-only by a switchover), or None. :attr:`ports` is fixed for
+    the pair's life, in DSN order.
 
     Passwords never appear in ``repr()`` or in :meth:`redacted_conninfo`.
     """
@@ -252,7 +254,9 @@ class ReplicationPair:
         params["password"] = "***"
         return libpq_conninfo(params)
 
-    def connect_kwargs(self, driver: str, target_session_attrs: str = "read-write") -> dict[str, Any]:
+    def connect_kwargs(
+        self, driver: str, target_session_attrs: str = "read-write"
+    ) -> dict[str, Any]:
         """Keyword arguments with which ``driver``'s connect reaches the pair through libpq.
 
         psycopg and pgdb take the parameters as keywords (pgdb passes what it
@@ -283,7 +287,11 @@ class ReplicationPair:
             raise ValueError(f"driver: expected one of {', '.join(LIBPQ_DRIVERS)}, got {driver!r}")
         module = importlib.import_module(driver)
         return DriverTarget(
-            driver, module, self.require_primary(), (), self.connect_kwargs(driver, target_session_attrs)
+            driver,
+            module,
+            self.require_primary(),
+            (),
+            self.connect_kwargs(driver, target_session_attrs),
         )
 
     def __repr__(self) -> str:
@@ -366,9 +374,9 @@ class ReplicationPair:
                 self._build()
                 log.info("rebuilt %r in %.2fs", self, time.monotonic() - started)
                 return
-        for server in (self.standby, self.old_primary):
-            if server is not None and server is not primary:
-                server.close()
+        for other in (self.standby, self.old_primary):
+            if other is not None and other is not primary:
+                other.close()
         self.standby = self.old_primary = None
         first, second = self.ports
         free = second if primary.port == first else first
@@ -551,9 +559,7 @@ class ReplicationPair:
         target = primary.admin_execute("SELECT pg_current_wal_lsn()::text")[0][0]
         deadline = time.monotonic() + _WAIT
         while True:
-            rows = standby.admin_execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-            )
+            rows = standby.admin_execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,))
             if rows and rows[0][0]:
                 return
             if time.monotonic() > deadline:

@@ -266,7 +266,9 @@ def failover_matrix() -> tuple[FailoverSpec, ...]:
 # -- running -------------------------------------------------------------------------------
 
 
-def _pool_sessions(pair: ReplicationPair, at_most: int, settle: float) -> tuple[int, dict[int, int]]:
+def _pool_sessions(
+    pair: ReplicationPair, at_most: int, settle: float
+) -> tuple[int, dict[int, int]]:
     """The test user's sessions on both servers, waiting up to ``settle`` s for at most
     ``at_most``; (total, per port)."""
     deadline = time.monotonic() + settle

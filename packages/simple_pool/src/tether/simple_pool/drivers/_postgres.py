@@ -118,11 +118,7 @@ Parameter = Callable[[str], object]
 
 def reports_read_only(parameter: Parameter) -> bool:
     """True when the server told libpq that its sessions are read-only (no round trip)."""
-    for name in READ_ONLY_PARAMETERS:
-        value = parameter(name)
-        if value == "on" or value == b"on":
-            return True
-    return False
+    return any(parameter(name) in ("on", b"on") for name in READ_ONLY_PARAMETERS)
 
 
 def note_opened(conn: Any, parameter: Parameter) -> None:
