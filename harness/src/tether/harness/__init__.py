@@ -5,11 +5,14 @@ die. This package starts throwaway PostgreSQL and MariaDB servers (or uses
 the ones ``TETHER_PG_DSN`` / ``TETHER_MARIADB_DSN`` name, or Docker
 containers), describes how each database driver connects to them
 (:class:`~tether.harness.targets.DriverTarget`), and offers both as pytest
-fixtures through the ``tether.harness.pytest_plugin`` plugin.
+fixtures through the ``tether.harness.pytest_plugin`` plugin. For failover
+tests, :class:`~tether.harness.replication.ReplicationPair` is a primary and a
+synchronous streaming standby with the levers to kill, promote and switch over.
 """
 
 from __future__ import annotations
 
+from .replication import ReplicationPair
 from .servers import (
     ContainerServer,
     DatabaseServer,
@@ -42,6 +45,7 @@ __all__ = [
     "LocalMariaDB",
     "LocalPostgres",
     "NoServerError",
+    "ReplicationPair",
     "ServerNotControllableError",
     "ServerStartError",
     "ServerUnavailableError",
