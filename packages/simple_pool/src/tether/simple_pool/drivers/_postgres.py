@@ -133,8 +133,9 @@ def note_opened(conn: Any, parameter: Parameter) -> None:
     key = id(conn)
 
     def forget(ref: weakref.ref[Any]) -> None:
+        # Runs while ``conn`` is finalized, before its id can be reused by a new object.
         if _READ_WRITE_AT_OPEN.get(key) is ref:
-            del _READ_WRITE_AT_OPEN[key]
+            _READ_WRITE_AT_OPEN.pop(key, None)
 
     try:
         _READ_WRITE_AT_OPEN[key] = weakref.ref(conn, forget)
