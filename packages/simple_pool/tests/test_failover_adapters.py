@@ -5,7 +5,8 @@ read-only (the old primary of a switchover, reloaded with
 ``default_transaction_read_only = on``), must be retired: its 25006 counts as
 a lost connection, the refused statement never ran, and its ping fails once
 libpq heard of the change. A session opened read-only (a read pool on a
-standby, or any session opened after the server turned read-only) is kept. Real servers: this worker's replication pair.
+standby, or any session opened after the server turned read-only) is kept.
+Real servers: this worker's replication pair.
 """
 
 from __future__ import annotations
