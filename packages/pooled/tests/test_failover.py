@@ -80,6 +80,9 @@ def test_after_the_primary_dies_the_new_primary_serves_within_3_s(
         after=3.0,
         recovery_bound=3.0,  # the first commit after the promotion, at the latest
         quiet_after=2.0,  # from then on no transaction fails
+        # The promise here is "served, and nothing fails"; commit rates over this 1 s
+        # window are noise on a busy machine (the chaos suite judges them, on 2 s).
+        sustained_ratio=0.0,
         timeouts=Timeouts(connect=CONNECT_TIMEOUT, checkout=3.0),
     )
     result = run_failover_scenario(scenario, FailoverEnvironment(failover_pair, driver))
