@@ -7,7 +7,7 @@ nox -s lint        ruff
 nox -s typecheck   mypy --strict
 nox -s chaos       the chaos suite: real faults through toxiproxy and server restarts
 nox -s bench       benchmarks against DBUtils, psycopg_pool, SQLAlchemy, peewee
-nox -s provision   install PostgreSQL, MariaDB, libpq-dev (apt) and toxiproxy (go)
+nox -s provision   install PostgreSQL, MariaDB, libpq-dev, PgBouncer (apt) and toxiproxy (go)
 """
 
 from __future__ import annotations
@@ -35,10 +35,13 @@ PACKAGES = {
     "frameworks": ["simple_pool", "steady", "persistent", "pooled", "frameworks"],
 }
 #: Extras beyond the drivers, per package.
-EXTRAS = {"frameworks": "sqlalchemy,django,peewee"}
+EXTRAS = {"frameworks": "sqlalchemy,django,peewee", "pooled": "prometheus,otel"}
+#: What a package's tests need beyond the package: the OpenTelemetry SDK's in-memory
+#: reader for the exporters, mypy for the typed user program.
+TEST_DEPS = {"pooled": ["opentelemetry-sdk>=1.23", "mypy>=1.10"]}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
-APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc"]
+APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "pgbouncer"]
 
 
 def _package_specs(names: list[str]) -> list[str]:
@@ -70,6 +73,8 @@ def _missing_apt_packages() -> list[str]:
         missing.append("mariadb-server")
     if not shutil.which("gcc"):
         missing.append("gcc")
+    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+        missing.append("pgbouncer")
     return missing
 
 
@@ -93,7 +98,7 @@ def provision_machine(session: nox.Session) -> None:
         session.run("apt-get", "update", "-qq", external=True, env=env)
         session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
     else:
-        session.log("provision: PostgreSQL, MariaDB, libpq-dev and gcc are installed")
+        session.log("provision: PostgreSQL, MariaDB, libpq-dev, gcc and pgbouncer are installed")
     server = TOOLS / "toxiproxy-server"
     if server.exists():
         session.log(f"provision: toxiproxy server present at {server}")
@@ -130,7 +135,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over every package's sources and the harness."""
+    """mypy --strict over every package's sources, the harness, and a typed user program.
+
+    The exporters' dependencies (prometheus-client, opentelemetry-api) come with
+    tether-pooled's extras (EXTRAS).
+    """
     session.install(
         "mypy>=1.10", *_package_specs(list(PACKAGES)), f"{ROOT / 'harness'}[chaos,docker]"
     )
@@ -142,6 +151,7 @@ def typecheck(session: nox.Session) -> None:
         "packages/pooled/src/tether/pooled",
         "packages/frameworks/src/tether/frameworks",
         "harness/src/tether/harness",
+        "packages/pooled/tests/typed/user_program.py",  # what a user's code may lean on
     )
 
 
@@ -170,7 +180,9 @@ def tests(session: nox.Session, package: str) -> None:
         path = ROOT / "harness" / "tests"
     else:
         # Non-editable installs: the tests import what a user's pip would install.
-        session.install(*_package_specs(PACKAGES[package]), f"{ROOT / 'harness'}")
+        session.install(
+            *_package_specs(PACKAGES[package]), f"{ROOT / 'harness'}", *TEST_DEPS.get(package, [])
+        )
         path = ROOT / "packages" / package / "tests"
     session.run(
         "pytest", "-n", os.environ.get("TETHER_WORKERS", "auto"), "--import-mode=importlib",

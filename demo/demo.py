@@ -47,6 +47,24 @@ try:
     from tether.pooled import PooledDB
 except ImportError:  # tether-pooled is optional for this demo
     PooledDB = None
+PoolCollector: Any
+try:  # tether-pooled[prometheus]: the pooled run prints the metrics it exports
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tether.pooled.metrics.prometheus import PoolCollector
+except ImportError:
+    PoolCollector = None
+#: The exported lines the demo prints after its runs (the histogram's count and sum).
+SHOWN_METRICS = (
+    "tether_pool_size",
+    "tether_pool_in_use",
+    "tether_pool_waiting",
+    "tether_pool_checkouts_total",
+    "tether_pool_timeouts_total",
+    "tether_pool_connects_total",
+    "tether_pool_checkout_wait_seconds_count",
+    "tether_pool_checkout_wait_seconds_sum",
+)
 
 TABLE = "tether_demo_item"
 ROWS = 1000
@@ -178,6 +196,8 @@ class Way:
     name: str
     checkout: Callable[[], Any]
     close: Callable[[], None] = lambda: None
+    #: The metrics the way exports, as Prometheus' text format (pooled only), or None.
+    metrics: Callable[[], str] | None = None
 
 
 def connect_per_request(db: Database, threads: int) -> Way:
@@ -201,6 +221,10 @@ def persistent(db: Database, threads: int) -> Way:
 
 def pooled(db: Database, threads: int) -> Way:
     assert PooledDB is not None
+    collector = registry = None
+    if PoolCollector is not None:  # export what an operator would scrape
+        registry = CollectorRegistry()
+        collector = PoolCollector(registry=registry)
     pool = PooledDB(
         db.module,
         mincached=threads,
@@ -208,9 +232,19 @@ def pooled(db: Database, threads: int) -> Way:
         maxconnections=threads,
         blocking=True,
         ping=0,
+        name="demo",
+        on_event=collector.on_event if collector is not None else None,
         **db.kwargs,
     )
-    return Way(f"pooled ({threads} max)", pool.connection, pool.close)
+    if collector is None:
+        return Way(f"pooled ({threads} max)", pool.connection, pool.close)
+    collector.watch(pool)
+    return Way(
+        f"pooled ({threads} max)",
+        pool.connection,
+        pool.close,
+        lambda: generate_latest(registry).decode(),
+    )
 
 
 # -- running and measuring ----------------------------------------------------------------------
@@ -378,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             " get a connection, 2 SELECTs, commit, give it back\n"
         )
         results: list[Result] = []
+        exported: list[str] = []
         for make in ways:
             try:
                 way = make(db, args.threads)
@@ -386,9 +421,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 results.append(run_way(way, db, args.threads, args.seconds, args.requests))
+                if way.metrics is not None:
+                    exported = [
+                        line
+                        for line in way.metrics().splitlines()
+                        if line.startswith(SHOWN_METRICS)
+                    ]
             finally:
                 way.close()
         print_table(results)
+        if exported:
+            print("\npooled: what tether.pooled.metrics.prometheus exports (a few of its lines):")
+            for line in exported:
+                print(f"    {line}")
     if PooledDB is None:
         print("\npooled: skipped (tether.pooled is not installed: pip install tether-pooled)")
     if args.dsn is None:

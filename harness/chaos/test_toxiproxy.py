@@ -101,11 +101,11 @@ def test_env_binary_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def test_no_binary_anywhere_is_an_error_not_a_skip(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from tether.harness import toxiproxy
+    from tether.harness.toxiproxy import server
 
     monkeypatch.delenv(TOXIPROXY_SERVER_ENV, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(toxiproxy, "_repo_root", lambda: tmp_path)
+    monkeypatch.setattr(server, "_repo_root", lambda: tmp_path)
     with pytest.raises(ToxiproxyNotFoundError, match="nox -s provision"):
         find_toxiproxy_server()
 

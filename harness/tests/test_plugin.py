@@ -33,13 +33,14 @@ def test_d_marker(request, dbapi_target):
 # The local PostgreSQL binaries "missing".
 NO_BINARIES = """
 import tether.harness.servers as servers
+import tether.harness.servers.postgres as postgres
 
 def _missing():
     raise servers.ServerUnavailableError(
         "PostgreSQL server binaries not found. Install them: " + servers.INSTALL_HINT
     )
 
-servers._find_pg_bindir = _missing
+postgres._find_pg_bindir = _missing
 """
 
 

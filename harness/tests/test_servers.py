@@ -12,7 +12,7 @@ import psycopg
 import pymysql
 import pytest
 
-from tether.harness import servers
+from tether.harness import processes
 from tether.harness.servers import (
     DatabaseServer,
     ExternalServer,
@@ -208,12 +208,12 @@ def test_a_port_taken_before_the_first_start_is_replaced(
         blocker.listen()
         taken = blocker.getsockname()[1]
         offered = [taken]
-        real_free_port = servers.free_port
+        real_free_port = processes.free_port
 
         def free_port(host: str = "127.0.0.1") -> int:
             return offered.pop() if offered else real_free_port(host)
 
-        monkeypatch.setattr(servers, "free_port", free_port)
+        monkeypatch.setattr(processes, "free_port", free_port)
         server = cls(tmp_path)
         try:
             server.start()

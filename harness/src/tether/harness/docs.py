@@ -7,8 +7,10 @@ says, is a bug users find first. The convention:
   its exact standard output;
 * a block preceded by ``<!-- readme-test: sqlite3 postgresql -->`` runs on
   sqlite3 and on the harness's PostgreSQL; ``<!-- readme-test: postgresql -->``
-  only on PostgreSQL (examples that need a real server). Without the comment a
-  block runs on sqlite3 only.
+  only on PostgreSQL (examples that need a real server);
+  ``<!-- readme-test: pgbouncer_transaction -->`` / ``pgbouncer_session`` on the
+  harness's PgBouncer in that pool mode. Without the comment a block runs on
+  sqlite3 only.
 
 On PostgreSQL the example runs in a database of its own, with its sqlite3
 lines rewritten: each package's test gives the exact lines and how to write
@@ -57,7 +59,7 @@ _EXAMPLE = re.compile(
     re.S,
 )
 #: Where an example can be marked to run.
-TARGETS = frozenset({"sqlite3", "postgresql"})
+TARGETS = frozenset({"sqlite3", "postgresql", "pgbouncer_transaction", "pgbouncer_session"})
 
 #: sqlite3 lines of examples -> how to write each for a database on a PostgreSQL server.
 Rewrites = Mapping[str, Callable[["DatabaseServer", str], str]]

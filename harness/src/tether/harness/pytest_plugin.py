@@ -32,6 +32,17 @@ provisions its servers, and a developer gets the install command.
     ``failover_pair`` is the same pair made healthy again first (after an
     earlier test's failover) and its tables dropped afterwards. Tests using
     either are marked ``server`` and ``restart``.
+``pgbouncer_transaction``, ``pgbouncer_session`` (session scope)
+    A started :class:`~tether.harness.pgbouncer.PgBouncer` in that pool mode in
+    front of this worker's ``pg_server`` (one per worker and mode); the
+    per-test guard starts it again (and resumes it) when a test left it down
+    or paused. ``pgbouncer`` is either, parametrized with ids
+    ``transaction`` and ``session``.
+
+``bouncer_target``
+    A :class:`~tether.harness.targets.DriverTarget` for each PostgreSQL driver
+    (psycopg, pgdb, pg) aimed at PgBouncer in each mode, ids such as
+    ``psycopg-transaction``; ``target.server`` is the :class:`PgBouncer`.
 
 Markers: ``server`` (added automatically to tests that use a server) and
 ``restart`` (put it on tests that restart or kill a server; with external
@@ -47,6 +58,7 @@ from pathlib import Path
 
 import pytest
 
+from .pgbouncer import POOL_MODES, PgBouncer
 from .replication import ReplicationPair
 from .servers import (
     DatabaseServer,
@@ -58,11 +70,15 @@ from .servers import (
 from .targets import ALL_TARGETS, DBAPI_TARGETS, SERVER_TARGETS, DriverTarget, server_kind
 
 __all__ = [
+    "bouncer_target",
     "dbapi_target",
     "driver_target",
     "failover_pair",
     "mariadb_server",
     "pg_server",
+    "pgbouncer",
+    "pgbouncer_session",
+    "pgbouncer_transaction",
     "replication_pair",
     "server_target",
 ]
@@ -70,6 +86,7 @@ __all__ = [
 log = logging.getLogger("tether.harness.pytest_plugin")
 
 _SERVER_FIXTURES = {"postgresql": "pg_server", "mariadb": "mariadb_server"}
+_BOUNCER_FIXTURES = ("pgbouncer", "pgbouncer_transaction", "pgbouncer_session", "bouncer_target")
 
 #: Servers this process started, which the per-test guard keeps running.
 _started: list[DatabaseServer] = []
@@ -96,7 +113,13 @@ _PAIR_FIXTURES = frozenset({"replication_pair", "failover_pair"})
 
 def _uses_server(item: pytest.Item) -> bool:
     names = set(getattr(item, "fixturenames", ()))
-    if names & {"pg_server", "mariadb_server", "server_target", *_PAIR_FIXTURES}:
+    if names & {
+        "pg_server",
+        "mariadb_server",
+        "server_target",
+        *_BOUNCER_FIXTURES,
+        *_PAIR_FIXTURES,
+    }:
         return True
     callspec = getattr(item, "callspec", None)
     for fixture in ("driver_target", "dbapi_target"):
@@ -196,6 +219,57 @@ def failover_pair(replication_pair: ReplicationPair) -> Iterator[ReplicationPair
         yield replication_pair
     finally:
         replication_pair.cleanup()
+
+
+def _bouncer(mode: str, request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    backend: DatabaseServer = request.getfixturevalue("pg_server")
+    try:
+        bouncer = PgBouncer(backend, "transaction" if mode == "transaction" else "session")
+        bouncer.start()
+    except ServerUnavailableError as exc:
+        where = "CI=true: tether's CI must provision PgBouncer. " if _in_ci() else ""
+        pytest.fail(f"{where}No PgBouncer for the tests: {exc}", pytrace=False)
+    log.info("worker %s: %r", _worker_id(request.config), bouncer)
+    _started.append(bouncer)
+    try:
+        yield bouncer
+    finally:
+        _close(bouncer)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_transaction(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    """This worker's PgBouncer in transaction mode in front of ``pg_server``."""
+    yield from _bouncer("transaction", request)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_session(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    """This worker's PgBouncer in session mode in front of ``pg_server``."""
+    yield from _bouncer("session", request)
+
+
+@pytest.fixture(params=POOL_MODES, ids=list(POOL_MODES))
+def pgbouncer(request: pytest.FixtureRequest) -> PgBouncer:
+    """This worker's PgBouncer in each pool mode (``transaction``, ``session``)."""
+    bouncer: PgBouncer = request.getfixturevalue(f"pgbouncer_{request.param}")
+    return bouncer
+
+
+_BOUNCER_TARGETS = [(d, m) for d in ("psycopg", "pgdb", "pg") for m in POOL_MODES]
+
+
+@pytest.fixture(params=_BOUNCER_TARGETS, ids=[f"{d}-{m}" for d, m in _BOUNCER_TARGETS])
+def bouncer_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverTarget]:
+    """Each PostgreSQL driver aimed at this worker's PgBouncer in each pool mode."""
+    name, mode = request.param
+    bouncer: PgBouncer = request.getfixturevalue(f"pgbouncer_{mode}")
+    target = DriverTarget.build(name, bouncer, workdir=tmp_path)
+    target.ignore_existing_sessions()
+    try:
+        yield target
+    finally:
+        target.cleanup()
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,9 @@ and ``detach()`` on connections; and ``manage(module)``, SQLAlchemy 1.x's
 
 Read the modules in this order to learn how it works: :mod:`.pool` (the
 pool and its hot path), :mod:`.proxies`, :mod:`.reset`,
-:mod:`.maintenance`, :mod:`.leaks`, :mod:`.events`, :mod:`.fork`,
-:mod:`.errors`, then the fronts :mod:`.db` and :mod:`.pg`, and :mod:`.managed`.
+:mod:`.maintenance`, :mod:`.leaks`, :mod:`.events`, :mod:`.stats`, :mod:`.fork`,
+:mod:`.errors`, then the fronts :mod:`.db` and :mod:`.pg`, and :mod:`.managed`;
+the exporters to Prometheus and OpenTelemetry are in :mod:`.metrics`.
 """
 
 from ._version import __version__
@@ -37,7 +38,7 @@ from .errors import (
     TooManyConnectionsError,
     UnreachableTimeout,
 )
-from .events import PoolEvent
+from .events import EventKind, PoolEvent
 from .managed import ManagedModule, clear_managers, manage
 from .pg import PooledPg
 from .pool import Pool
@@ -48,12 +49,14 @@ from .proxies import (
     PooledSharedDBConnection,
 )
 from .reset import RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY
+from .stats import PoolStats
 
 __all__ = [
     "RESET_ALWAYS_ROLLBACK",
     "RESET_COMPLETELY",
     "CheckoutTimeout",
     "DatabaseUnreachable",
+    "EventKind",
     "InvalidConnection",
     "InvalidConnectionError",
     "ManagedModule",
@@ -63,6 +66,7 @@ __all__ = [
     "PoolError",
     "PoolEvent",
     "PoolExhausted",
+    "PoolStats",
     "PoolTimeout",
     "PooledConnection",
     "PooledDB",

@@ -115,10 +115,11 @@ from .errors import (
     TooManyConnectionsError,
     UnreachableTimeout,
 )
-from .events import EventHook, emit
+from .events import EventHook, EventKind, emit
 from .leaks import Stack, capture_stack, format_stack
 from .proxies import PooledConnection, _set_con, _set_entry, _set_pool
 from .reset import ResetPolicy
+from .stats import PoolStats
 
 if TYPE_CHECKING:
     from .maintenance import Maintenance
@@ -450,7 +451,7 @@ class Pool:
                     if waited:
                         self._count_wait(now - start)
                     if self._observed:
-                        self._observe_checkout(entry)
+                        self._observe_checkout(entry, start)
                     return entry
                 now = monotonic()  # the ping took some of the deadline
                 unanswered = now >= deadline  # all of it: the database did not answer
@@ -790,12 +791,14 @@ class Pool:
         finally:
             lock.release()
 
-    def _observe_checkout(self, entry: _Entry) -> None:
-        entry.taken_at = monotonic()
+    def _observe_checkout(self, entry: _Entry, start: float | None = None) -> None:
+        """Note when (and where) ``entry`` was taken; ``start``: when its checkout began."""
+        now = entry.taken_at = monotonic()
         if self._leak_threshold is not None:
             entry.stack = capture_stack()
         if self._on_event is not None:
-            emit(self._on_event, self._log, "checkout", self.name, entry.con)
+            waited = 0.0 if start is None else now - start  # None: the lock-free hot path
+            emit(self._on_event, self._log, "checkout", self.name, entry.con, "", waited)
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -829,6 +832,7 @@ class Pool:
         failure before anybody else is served, so the freed slot is not
         granted back to it.
         """
+        started = monotonic()  # for the connect event's duration
         try:
             con = self._connect(seconds)
         except BaseException as exc:
@@ -924,7 +928,7 @@ class Pool:
         if recovered:
             self._log.warning("tether: pool %s can connect again", self.name)
         if self._on_event is not None:
-            emit(self._on_event, self._log, "connect", self.name, con)
+            emit(self._on_event, self._log, "connect", self.name, con, "", now - started)
             if recovered:
                 emit(self._on_event, self._log, "reachable", self.name, con)
         return entry
@@ -1180,7 +1184,8 @@ class Pool:
     def _observe_checkin(self, entry: _Entry) -> None:
         entry.stack = None
         if self._on_event is not None:
-            emit(self._on_event, self._log, "checkin", self.name, entry.con)
+            held = monotonic() - entry.taken_at if entry.taken_at >= 0 else 0.0
+            emit(self._on_event, self._log, "checkin", self.name, entry.con, "", held)
 
     def _remove(
         self,
@@ -1249,7 +1254,7 @@ class Pool:
         if broken:
             self._log.info("tether: pool %s discarded a connection: %s", self.name, reason)
         if self._on_event is not None:
-            kind = "discard" if broken else "close"
+            kind: EventKind = "discard" if broken else "close"
             emit(self._on_event, self._log, kind, self.name, con, reason)
         if refill or (broken and self._unreachable):
             self._wake()
@@ -1604,8 +1609,8 @@ class Pool:
 
     # -- introspection ----------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of the pool's state and counters, as a plain dict.
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool's state and counters, as a plain dict (typed: PoolStats).
 
         ``size`` is the number of open connections (``idle + in_use`` plus
         any the maintenance thread is validating); ``opening`` those being

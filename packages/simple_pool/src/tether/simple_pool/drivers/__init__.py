@@ -9,6 +9,9 @@ function of your own) gets the generic :class:`DriverAdapter`; once the first
 connection exists, :func:`refine` swaps in the adapter of the driver that
 connection belongs to, so error classification works for it too.
 
+Behind PgBouncer, :func:`behind_pgbouncer` gives the adapter for a driver
+and PgBouncer's pool mode (:mod:`.pgbouncer`).
+
 The adapter modules are imported here so that they register themselves; none
 of them imports its driver before a connection is made, so this package
 imports without psycopg, PyGreSQL or PyMySQL installed.
@@ -31,6 +34,7 @@ __all__ = [
     "PyMySQLAdapter",
     "Sqlite3Adapter",
     "adapter_for",
+    "behind_pgbouncer",
     "refine",
     "register",
 ]
@@ -113,6 +117,7 @@ def _module_name(creator: object) -> str:
 
 # The adapters register themselves on import; imported last because they use register().
 from .pg import PgClassicAdapter  # noqa: E402
+from .pgbouncer import behind_pgbouncer  # noqa: E402  (presets: subclasses, not registered)
 from .pgdb import PgdbAdapter  # noqa: E402
 from .psycopg import PsycopgAdapter  # noqa: E402
 from .pymysql import PyMySQLAdapter  # noqa: E402

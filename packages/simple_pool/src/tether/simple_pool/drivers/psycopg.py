@@ -22,6 +22,12 @@ Measured with psycopg 3.3.9 and PostgreSQL 15:
 * Server down at connect: ``OperationalError`` "Connection refused".
 * A server that accepts TCP but never answers: ``ConnectionTimeout`` after
   ``connect_timeout`` (psycopg enforces it itself, minimum 2 s).
+* Behind PgBouncer 1.18 in transaction mode, psycopg's automatic prepared
+  statements meet other server sessions: ``InvalidSqlStatementName`` (26000),
+  ``DuplicatePreparedStatement`` (42P05) and ``ProtocolViolation`` (08P01,
+  "bind message supplies 1 parameters, but prepared statement "_pg3_2"
+  requires 0"), connection still usable. Class 08 would say "lost": these
+  are not, and carry :data:`PGBOUNCER_HINT` (see :mod:`.pgbouncer`).
 
 Settings a borrower can change on the connection object (:meth:`PsycopgAdapter.settings`):
 ``autocommit``, ``read_only``, ``isolation_level``, ``deferrable``,
@@ -41,6 +47,8 @@ the checkout) and ``add_notice_handler``/``add_notify_handler`` lists.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 from . import register
@@ -59,6 +67,8 @@ from ._postgres import (
     turned_read_only,
 )
 from .base import DriverAdapter, wait_readable
+
+log = logging.getLogger("tether.drivers")
 
 #: psycopg's own messages for a call refused because the connection is already
 #: closed or broken: raised before anything is sent.
@@ -277,10 +287,30 @@ class PsycopgAdapter(DriverAdapter):
         """
         if conn is not None and self.is_closed(conn):
             return True
+        if automatic_prepare_failed(conn, exc):
+            # Not lost: a pooler (PgBouncer in transaction mode) moved the session
+            # under psycopg's prepared statements. 08P01 would otherwise say "lost".
+            self._explain_prepare_failure(exc)
+            return False
         sqlstate = getattr(exc, "sqlstate", None)
         if sqlstate_means_lost(sqlstate):
             return True
         return conn is not None and must_retire(conn, exc, _parameter(conn))
+
+    _prepare_failure_logged = False
+
+    def _explain_prepare_failure(self, exc: BaseException) -> None:
+        """Add :data:`PGBOUNCER_HINT` to ``exc`` (a note) and log it, once per adapter."""
+        notes = getattr(exc, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            with contextlib.suppress(AttributeError, TypeError):  # no __dict__
+                exc.__notes__ = notes
+        if PGBOUNCER_HINT not in notes:
+            notes.append(PGBOUNCER_HINT)
+        if not self._prepare_failure_logged:
+            self._prepare_failure_logged = True
+            log.warning("psycopg: %s: %s", type(exc).__name__, PGBOUNCER_HINT)
 
     def is_auth_failure(self, exc: BaseException) -> bool:
         """SQLSTATE class 28 or 3D000, or libpq's FATAL message for them (connects have no
@@ -327,6 +357,41 @@ def _parameter(conn: Any) -> Parameter:
             return None
 
     return parameter
+
+
+#: What to do when psycopg's automatic prepared statements fail on another session.
+PGBOUNCER_HINT = (
+    "psycopg's automatic prepared statements (_pg3_N) were not found on the server session,"
+    " or clashed with one there: the server is most likely PgBouncer in transaction pool mode,"
+    " where each transaction may run on another server session. Pass"
+    " driver=behind_pgbouncer('transaction') (from tether.simple_pool.drivers) to the pool,"
+    " or connect with prepare_threshold=None."
+)
+
+#: The server's messages when a statement psycopg prepared is not on this session
+#: (26000), is there already (42P05), or is another statement (08P01), as measured
+#: through PgBouncer 1.18 in transaction mode.
+_PREPARE_FAILURES = {
+    "26000": "does not exist",
+    "42P05": "already exists",
+    "08P01": "bind message supplies",
+}
+
+
+def automatic_prepare_failed(conn: Any, exc: BaseException) -> bool:
+    """True when ``exc`` is the server refusing one of psycopg's own prepared statements.
+
+    psycopg names them ``_pg3_N``; the user's own ``prepare=True`` statements
+    share the names, so a connection whose ``prepare_threshold`` is None (no
+    automatic prepares) is never blamed.
+    """
+    expected = _PREPARE_FAILURES.get(str(getattr(exc, "sqlstate", None)))
+    if expected is None:
+        return False
+    text = str(exc)
+    if 'prepared statement "_pg3_' not in text or expected not in text:
+        return False
+    return conn is None or getattr(conn, "prepare_threshold", 0) is not None
 
 
 def _forget_prepared(conn: Any) -> None:
