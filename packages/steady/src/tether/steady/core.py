@@ -632,7 +632,7 @@ class SteadyBase:
         if raw is None:
             return None
         try:
-            return self._adapter.rollback(raw, *args, **kwargs)
+            result = self._adapter.rollback(raw, *args, **kwargs)
         except Exception as exc:
             if lost or self._is_lost(raw, exc):
                 self._forget(raw)
@@ -642,6 +642,9 @@ class SteadyBase:
                 )
                 return None
             raise
+        if lost:  # a session that must be retired (read-only now) rolls back fine: retire it
+            self._forget(raw)
+        return result
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""
