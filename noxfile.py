@@ -38,7 +38,7 @@ PACKAGES = {
 EXTRAS = {"frameworks": "sqlalchemy,django,peewee"}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
-APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc"]
+APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "valgrind"]
 
 
 def _package_specs(names: list[str]) -> list[str]:
@@ -70,6 +70,8 @@ def _missing_apt_packages() -> list[str]:
         missing.append("mariadb-server")
     if not shutil.which("gcc"):
         missing.append("gcc")
+    if not shutil.which("valgrind"):
+        missing.append("valgrind")  # the benchmarks' instructions phase (callgrind)
     return missing
 
 
