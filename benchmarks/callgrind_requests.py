@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 _NOW = [time.monotonic()]
-time.monotonic = functools.partial(operator.getitem, _NOW, 0)
+time.monotonic = functools.partial(operator.getitem, _NOW, 0)  # type: ignore[assignment]
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -92,6 +92,8 @@ class _FloorProxy:
     """One checkout of the floor: gives the connection back on close(), nothing else."""
 
     __slots__ = ("_con", "_pool")
+    _con: Any
+    _pool: Any
 
     def cursor(self) -> Any:
         return self._con.cursor()

@@ -187,11 +187,15 @@ def run(ctx: Context) -> dict[str, Any]:
             f"instructions: {len(keys)} configurations under callgrind, slope {n1} -> {n2}"
             f" requests, {JOBS} at once"
         )
+
+        def one(key: str) -> dict[str, Any]:
+            row = _measure(key, n1, n2, env, Path(tmp), cpus)
+            done = row.get("error") or row.get("skipped") or f"{row['seconds']} s"
+            ctx.log(f"instructions: {key}: {done}")
+            return row
+
         with ThreadPoolExecutor(max_workers=JOBS) as pool:
-            measured = list(pool.map(lambda key: _measure(key, n1, n2, env, Path(tmp), cpus), keys))
-    for row in measured:
-        if "error" in row or "skipped" in row:
-            ctx.log(f"instructions: {row['configuration']}: {row.get('error') or row['skipped']}")
+            measured = list(pool.map(one, keys))
     rows = {row["configuration"]: row for row in measured}
     for row in measured:
         row["label"] = CONFIGURATIONS[row["configuration"]][0]
