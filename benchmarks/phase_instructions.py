@@ -181,8 +181,9 @@ def run(ctx: Context) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tether-callgrind-") as tmp:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         # The worker's own bytecode cache: nothing is compiled under callgrind. A fixed
-        # hash seed: str hashes (so dict and set probes) are the same in every run; with
-        # a random one the same configuration moved by up to ~2.7% between processes.
+        # hash seed: str hashes (so dict and set probes) are the same in every run, one
+        # cause less for two runs' counts to differ (they moved by up to ~2.7% with
+        # random seeds; how much of that the seed was is not measured).
         env |= {
             "TETHER_BENCH_PG": json.dumps(params),
             "PYTHONPYCACHEPREFIX": f"{tmp}/pyc",
