@@ -60,6 +60,9 @@ LAYERS = ("driver", "floor", "tether.steady")
 QUICK = ("driver", "tether.steady", "tether.pooled", "tether.persistent", REFERENCE)
 #: Processes under callgrind at once (each is one thread of the machine's CPUs).
 JOBS = 2
+#: Seconds one configuration may take under callgrind: ~3 billion instructions at full N,
+#: ~5 minutes measured at load average 14 on 2 CPUs (callgrind ran ~80 million a second idle).
+TIMEOUT = 1800
 
 _TOTAL = re.compile(r"^(totals|summary):\s+(\d+)", re.MULTILINE)
 _PART = re.compile(r"^part:\s+(\d+)", re.MULTILINE)
@@ -131,7 +134,12 @@ def _measure(
         os.sched_setaffinity(proc.pid, cpus)
     except (AttributeError, OSError):
         pass
-    stdout, stderr = proc.communicate(timeout=1800)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"configuration": key, "error": f"under callgrind: not done in {TIMEOUT} s"}
     if proc.returncode != 0:
         tail = (stderr.strip() or f"exit {proc.returncode}").splitlines()[-1]
         return {"configuration": key, "error": f"under callgrind: {tail}"}
