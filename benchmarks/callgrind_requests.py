@@ -23,9 +23,10 @@ total from ``F`` and takes the slope between two ``N`` (start-up cancels).
 ``time.monotonic()`` in tether.steady, and under callgrind everything runs
 ~50x slower: real back-to-back statements would be milliseconds apart there
 and take the gap path. Sleeping for the gap would be no better (it only
-counts what ran, but makes the run long). So before anything but the
-standard library is imported, ``time.monotonic`` is replaced by a clock the
-loop sets: it stands still during a request and moves on between requests by
+counts what ran, but makes the run long). So when this file runs as
+the worker, before anything but the standard library is imported,
+``time.monotonic`` is replaced (:func:`install_clock`; never on import) by a
+clock the loop sets: it stands still during a request and moves on between requests by
 :data:`BACK_TO_BACK` (well inside ``ALIVE_BYPASS``) or :data:`GAP` (past it).
 It replaces the module attribute, so code that looks it up at call time and
 code that did ``from time import monotonic`` at import both see it: no
@@ -51,8 +52,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: The worker's clock (see the module docstring); installed by :func:`install_clock`.
 _NOW = [time.monotonic()]
-time.monotonic = functools.partial(operator.getitem, _NOW, 0)  # type: ignore[assignment]
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -253,5 +254,16 @@ def _run(unit: Callable[[], None], n: int, step: float) -> None:
         unit()
 
 
+def install_clock() -> None:
+    """Replace ``time.monotonic`` by the clock :func:`_run` moves: in the worker process only.
+
+    Never on import: the benchmark runner imports this module for its
+    constants, and its own phases need the real clock.
+    """
+    _NOW[0] = time.monotonic()
+    time.monotonic = functools.partial(operator.getitem, _NOW, 0)  # type: ignore[assignment]
+
+
 if __name__ == "__main__":
+    install_clock()  # before main() imports psycopg, the pools and tether
     sys.exit(main(sys.argv[1:]))
