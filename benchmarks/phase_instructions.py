@@ -236,9 +236,12 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    title = "## Instructions per request (callgrind, one thread, PostgreSQL)"
+    if "error" in result:
+        return f"{title}\n\nnot measured: {result['error']}"
     n1, n2 = result["n"]
     out = [
-        "## Instructions per request (callgrind, one thread, PostgreSQL)",
+        title,
         "",
         f"{result['valgrind']}; instructions per request = slope between {n1:,} and {n2:,}"
         " requests in one process (start-up cancels); a request = checkout, cursor(),"
