@@ -57,7 +57,7 @@ TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
 ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
 ACTIONLINT_VERSION = "v1.7.12"  # pinned, like toxiproxy
-APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "pgbouncer"]
+APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "pgbouncer", "valgrind"]
 
 
 def _package_specs(names: list[str]) -> list[str]:
@@ -126,6 +126,8 @@ def _missing_apt_packages() -> list[str]:
         missing.append("gcc")
     if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
         missing.append("pgbouncer")
+    if not shutil.which("valgrind"):
+        missing.append("valgrind")  # the benchmarks' instructions phase (callgrind)
     return missing
 
 

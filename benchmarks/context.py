@@ -53,6 +53,8 @@ class Settings:
     # web
     web_clients: int = 16
     web_duration: float = 1.0
+    # instructions (callgrind): the two request counts the slope is taken between
+    instructions_n: tuple[int, int] = (2000, 4000)
 
     @classmethod
     def quick_run(cls) -> Settings:
@@ -73,6 +75,7 @@ class Settings:
             spike_runs=1,  # the spike test is reported, not gated
             spike_settle=0.15,
             web_duration=0.25,
+            instructions_n=(500, 1000),
         )
 
 

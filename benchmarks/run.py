@@ -29,6 +29,7 @@ if str(HERE) not in sys.path:  # the modules beside this file, when imported fro
 import gate  # noqa: E402
 import phase_contention  # noqa: E402
 import phase_cycle  # noqa: E402
+import phase_instructions  # noqa: E402
 import phase_layers  # noqa: E402
 import phase_spike  # noqa: E402
 import phase_throughput  # noqa: E402
@@ -47,6 +48,7 @@ PHASES = {
     "contention": phase_contention,
     "spike": phase_spike,
     "web": phase_web,
+    "instructions": phase_instructions,
 }
 
 
