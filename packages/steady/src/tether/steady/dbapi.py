@@ -218,6 +218,7 @@ class SteadyDBCursor:
     """
 
     # Slots: one is made for every request. __dict__ stays, for attributes users set.
+    # No __del__: a dropped cursor's driver cursor goes with it, as the driver's own would.
     __slots__ = (
         "__dict__", "__weakref__", "_args", "_con", "_generation", "_holder", "_inputsizes",
         "_kwargs", "_lease", "_outputsizes", "_raw", "_state",
@@ -239,10 +240,11 @@ class SteadyDBCursor:
             # Making a driver cursor sends nothing, so there is nothing to check
             # yet: the statements that follow are checked before they are sent.
             try:
-                self._make(raw_con)
+                self._raw = raw_con.cursor(*args, **kwargs)  # _make(), inlined: the hot path
             except Exception:  # closed by the driver, say: the steady way below
                 pass
             else:
+                self._generation = state.generation
                 return
         con._run(self._make, PING_ON_CURSOR, writes=False)
 
@@ -292,8 +294,20 @@ class SteadyDBCursor:
                         lambda new: self._on(new).execute(*args, **kwargs),
                         raw_con, exc, False, True, True,
                     )  # fmt: skip
-                    raw_con = con._raw
-                con._answered(raw_con, now, True, True)
+                    con._answered(con._raw, now, True, True)
+                    return self._chain(result)
+                # SteadyBase._answered(), inlined: settled implies no maxusage and
+                # no max_lifetime, and autocommit mode before the statement. The
+                # two reads are what keeps the rule: SQL can open a transaction
+                # (BEGIN) or leave autocommit mode (MySQL's SET autocommit = 0).
+                state.alive_at = now
+                state.usage += 1
+                adapter = con._adapter
+                if adapter.autocommit(raw_con):
+                    state.settled = adapter.in_transaction(raw_con) is False
+                else:  # a setting to give back at checkin
+                    state.settled = False
+                    state.touched = True
                 if result is raw:  # psycopg returns its cursor: chain through this one
                     return self
                 # (after a reopen, the new driver cursor is the one returned)
@@ -477,10 +491,3 @@ class SteadyDBCursor:
         call.__doc__ = getattr(method, "__doc__", None)
         call.__wrapped__ = method  # type: ignore[attr-defined]
         return call
-
-    def __del__(self) -> None:
-        try:
-            if self._raw is not None:  # usually closed already: then nothing to call
-                self.close()
-        except Exception:
-            pass

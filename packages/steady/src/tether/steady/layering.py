@@ -59,8 +59,8 @@ def _defined(trees: Iterable[ast.AST]) -> set[str]:
 
 def private_names() -> frozenset[str]:
     """Every private name tether.steady defines (its layer API is everything else)."""
-    root = Path(__file__).parent
-    return frozenset(_defined(tree for _, tree in _sources(root)))
+    here = Path(__file__)
+    return frozenset(_defined(tree for path, tree in _sources(here.parent) if path != here))
 
 
 def _spelled_like_steady(node: ast.expr) -> bool:
