@@ -136,6 +136,19 @@ C = TypeVar("C", bound=SteadyBase)
 # -- the connections --------------------------------------------------------------------------
 
 
+class _RequestMark:
+    """``close()`` or the end of a ``with`` said the request is over.
+
+    The thread's next ``connection()`` then starts a new one, even while a
+    variable of the finished request still refers to the connection.
+    """
+
+    __slots__ = ("over",)
+
+    def __init__(self) -> None:
+        self.over = False
+
+
 class _Owned(SteadyBase):
     """A steady connection that belongs to one thread of a persistent generator.
 
@@ -147,20 +160,23 @@ class _Owned(SteadyBase):
 
     _tether_shared: _Shared | None = None
     _tether_pid: int | None = None  # the process that opened it
-    #: ``close()`` or the end of a ``with`` said the request is over: the
-    #: thread's next ``connection()`` starts a new one, even while a variable
-    #: of the finished request still refers to the connection.
-    _tether_request_over = False
+    _tether_request: _RequestMark
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set once here: a store on the connection itself would go through
+        # SteadyDBConnection's __setattr__ on every request.
+        self._tether_request = _RequestMark()
+        super().__init__(*args, **kwargs)
 
     def close(self) -> None:
         super().close()
-        self._tether_request_over = True
+        self._tether_request.over = True
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             super().__exit__(exc_type, exc, tb)  # type: ignore[misc]
         finally:
-            self._tether_request_over = True
+            self._tether_request.over = True
 
     def retire(self) -> None:
         pid = self._tether_pid
@@ -432,9 +448,10 @@ class _Persistent(Generic[C]):
                 if con is not None and not con.retired and not self._shared.closed:
                     # The previous request is over: this one starts afresh. (No
                     # local alias of `con` here: _unused() counts its references.)
-                    if con._tether_request_over:  # type: ignore[attr-defined]
+                    mark = con._tether_request  # type: ignore[attr-defined]
+                    if mark.over:
                         # close() or `with` ended it, and its transaction with it.
-                        con._tether_request_over = False  # type: ignore[attr-defined]
+                        mark.over = False
                         if con.needs_reset():
                             self._end_request(con)
                         else:

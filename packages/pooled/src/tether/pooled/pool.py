@@ -960,11 +960,12 @@ class Pool:
         """Take a connection back: reset it if need be, then keep it for the next checkout."""
         entry.ref = None  # closed properly: its proxy's death means nothing now
         con = entry.con
-        # Anything to do before it can be reused?
-        if self._checkin_work or not con.connected:
-            self._checkin_slow(entry)
-            return
-        if con.transaction_open():  # no driver read when its last statement left it idle
+        # Anything to do before it can be reused? (No driver read when its
+        # last statement left it idle in autocommit mode.)
+        if self._checkin_work or not con.idle():
+            if self._checkin_work or not con.connected:
+                self._checkin_slow(entry)
+                return
             # Every request on a non-autocommit connection that did not
             # commit ends here. The rollback is a round trip, made with no
             # lock held; after it the connection goes back the lock-free way.

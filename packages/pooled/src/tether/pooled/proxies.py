@@ -296,9 +296,7 @@ class PooledDedicatedDBConnection(PooledConnection):
             raise InvalidConnectionError(
                 f"this pooled connection was closed (given back to pool {self._pool.name})"
             )
-        cursor = con.cursor(*args, **kwargs)
-        cursor.held_by(self)
-        return cursor
+        return con.cursor_for(self, args, kwargs)
 
 
 class PooledSharedDBConnection(PooledDedicatedDBConnection):

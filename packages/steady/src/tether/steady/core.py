@@ -191,6 +191,7 @@ class SteadyBase:
         ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
         """
         old, self._raw = self._raw, None
+        self._state.new_session(None)  # nothing of the old session carries over, even if this fails
         if old is not None:
             self._adapter.close(old)
         self._dead = None
@@ -275,6 +276,23 @@ class SteadyBase:
             return False
         in_transaction = self._adapter.in_transaction(raw)
         return state.dirty if in_transaction is None else in_transaction
+
+    def idle(self) -> bool:
+        """Whether a driver connection is in place and no transaction is open (no round trip).
+
+        What a pool asks at checkin: then :meth:`end_checkout` alone readies
+        the connection for the next borrower. (A settled session, one whose
+        last statement left it idle in autocommit mode, answers without
+        looking at the driver: settled implies connected.)
+        """
+        state = self._state
+        if state.settled:
+            return True
+        raw = self._raw
+        if raw is None or state.begun or state.lost:
+            return False
+        in_transaction = self._adapter.in_transaction(raw)
+        return not (state.dirty if in_transaction is None else in_transaction)
 
     def needs_reset(self) -> bool:
         """Whether the next borrower would not start clean without more than :meth:`end_checkout`.
@@ -519,6 +537,7 @@ class SteadyBase:
                     self._state.lost = True
                 else:
                     self._raw, self._dead = None, raw
+                    self._state.settled = False
         else:
             alive = self._pinger(raw)
         if alive:
@@ -713,7 +732,7 @@ class SteadyBase:
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""
-        self._state.lost = False
+        self._state.lost = self._state.settled = False
         if self._raw is raw:
             self._raw, self._dead = None, raw
         self._adapter.close(raw)
