@@ -71,7 +71,7 @@ class ResetPolicy(NamedTuple):
         """Reset ``con``; raises when it must not be reused."""
         if con.transaction_open():
             con.rollback()  # a lost connection counts as rolled back and is dropped
-        raw = con.escape()  # the reset talks to the driver connection directly
+        raw = con.escape_to_driver()  # the reset talks to the driver connection directly
         if raw is None:
             raise ResetError("the connection was lost")
         if self.session:

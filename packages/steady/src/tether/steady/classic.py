@@ -91,7 +91,7 @@ class SteadyPgConnection(SteadyBase):
         """The ``pg.DB`` instance itself (bypasses tether)."""
         if self._raw is None:
             raise InvalidConnectionError("the steady connection is closed")
-        return self.escape()  # what is done with it is not seen here
+        return self.escape_to_driver()  # what is done with it is not seen here
 
     def __enter__(self) -> SteadyPgConnection:
         self.begin()
@@ -116,4 +116,5 @@ class SteadyPgConnection(SteadyBase):
             return MethodType(steady, self)  # a method, like pg.DB's own
         if self._raw is None:
             self._ready()
-        return getattr(self.escape(), name)  # pg.DB's other methods can change the session unseen
+        # pg.DB's other methods can change the session unseen.
+        return getattr(self.escape_to_driver(), name)

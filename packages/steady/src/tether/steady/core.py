@@ -401,8 +401,10 @@ class SteadyBase:
         self._adapter.close(raw)
         return False
 
-    def escape(self) -> Any:
+    def escape_to_driver(self) -> Any:
         """The driver connection, for use past tether (None if there is none now).
+
+        (Not ``escape()``: PyMySQL's connections have one, reached through tether.)
 
         The one way out to the driver: whatever is done with it is not seen
         here, so the session's state is read again before the next statement

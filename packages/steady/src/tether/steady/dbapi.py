@@ -127,7 +127,7 @@ class SteadyDBConnection(SteadyBase):
 
     def cancel(self) -> None:
         """Cancel the running statement (where the driver can) and end the transaction."""
-        raw = self.escape()
+        raw = self.escape_to_driver()
         self._state.begun = False
         cancel = getattr(raw, "cancel", None)
         if callable(cancel):
@@ -135,7 +135,7 @@ class SteadyDBConnection(SteadyBase):
 
     def ping(self, *args: Any, **kwargs: Any) -> Any:
         """The driver's own ``ping()`` where it has one, else the adapter's liveness check."""
-        raw = self.escape()  # a driver's ping may reconnect (PyMySQL's reconnect)
+        raw = self.escape_to_driver()  # a driver's ping may reconnect (PyMySQL's reconnect)
         method = getattr(raw, "ping", None)
         if callable(method):
             return method(*args, **kwargs)
@@ -144,7 +144,7 @@ class SteadyDBConnection(SteadyBase):
     @property
     def dbapi_connection(self) -> Any:
         """The driver's connection itself (bypasses tether: no reopen, no bookkeeping)."""
-        return self.escape()  # what is done with it is not seen here
+        return self.escape_to_driver()  # what is done with it is not seen here
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:
@@ -177,11 +177,11 @@ class SteadyDBConnection(SteadyBase):
             raw = self.__dict__.get("_raw")
             if raw is None or name[:2] == "__":
                 raise AttributeError(name)
-            return getattr(self.escape(), name)
+            return getattr(self.escape_to_driver(), name)
         # The driver's own methods can change the session behind tether's back
         # (psycopg's transaction(), execute()...): its state is read anew, and
         # its settings are compared with the configured ones at checkin.
-        raw = self.escape()
+        raw = self.escape_to_driver()
         if raw is None:
             dead = self.__dict__.get("_dead")
             if dead is not None:  # lost: its state is still readable, without reconnecting
@@ -202,7 +202,7 @@ class SteadyDBConnection(SteadyBase):
             object.__setattr__(self, name, value)
             return
         raw = self._raw if self._raw is not None else self._ready()
-        self.escape()
+        self.escape_to_driver()
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
 
