@@ -202,7 +202,7 @@ def test_rolling_back_a_forgotten_transaction_is_bounded_by_checkout_timeout(
             assert persist._adapter.is_closed(raw)
             db = persist.connection()
             assert db._raw is not raw
-            assert not db._in_transaction()
+            assert not db.transaction_open()
             assert _one(db) == 1
         finally:
             persist.close()
@@ -250,7 +250,7 @@ def test_persistent_pg_rollback_of_a_forgotten_begin_is_bounded_by_checkout_time
             assert persist._adapter.is_closed(raw)
             con = persist.connection()
             assert con._raw is not raw
-            assert not con._in_transaction()
+            assert not con.transaction_open()
             assert con.query("select 1").getresult() == [(1,)]
         finally:
             persist.close()

@@ -311,12 +311,12 @@ def test_close_rolls_back_an_open_transaction(make: Any, path: Path) -> None:
     db.begin()
     db.cursor().execute("INSERT INTO t VALUES (1)")
     db.close()
-    assert not db._in_transaction()
+    assert not db.transaction_open()
     assert count_rows(path) == 0
     # and the implicit kind: a statement without commit
     db.cursor().execute("INSERT INTO t VALUES (2)")
     db.close()
-    assert not db._in_transaction()
+    assert not db.transaction_open()
     assert count_rows(path) == 0
 
 
@@ -347,7 +347,7 @@ def test_abandoned_implicit_transaction_is_rolled_back_before_reuse(
     forgetful_request()
     with caplog.at_level(logging.WARNING, "tether.persistent"):
         db = persist.connection()
-    assert not db._in_transaction()
+    assert not db.transaction_open()
     assert "left open" in caplog.text
     db.cursor().execute("INSERT INTO t VALUES (2)")
     db.commit()
@@ -366,7 +366,7 @@ def test_abandoned_begin_is_rolled_back_before_reuse(make: Any, path: Path) -> N
 
     forgetful_request()
     db = persist.connection()
-    assert not db._in_transaction()
+    assert not db.transaction_open()
     db.commit()
     assert count_rows(path) == 0
 
@@ -391,7 +391,7 @@ def test_nested_connection_calls_keep_the_transaction(make: Any, path: Path) -> 
     db = persist.connection()
     db.cursor().execute("INSERT INTO t VALUES (1)")
     helper()  # asks for the connection while the request still holds it
-    assert db._in_transaction()
+    assert db.transaction_open()
     db.commit()
     assert count_rows(path) == 2
 

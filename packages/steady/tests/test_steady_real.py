@@ -225,7 +225,7 @@ def test_the_alive_bypass_window_decides_whether_the_socket_is_peeked(
     cur = con.cursor()
     cur.execute(driver_target.backend_id_sql)
     before = cur.fetchone()[0]
-    assert con._settled, "known idle after a statement in autocommit mode"
+    assert con._state.settled, "known idle after a statement in autocommit mode"
     driver_target.kill_backend(before)  # takes 100 ms: longer than the default window
     time.sleep(0.2)
     if window == "default":
@@ -247,7 +247,7 @@ def test_autocommit_ended_by_sql_is_seen(driver_target: Any) -> None:
     con = open_steady(driver_target, autocommit=True)
     cur = con.cursor()
     cur.execute("SET autocommit = 0")
-    assert not con._settled, "autocommit mode changed: not known idle in autocommit mode"
+    assert not con._state.settled, "autocommit mode changed: not known idle in autocommit mode"
     cur.execute(driver_target.backend_id_sql)
     session = cur.fetchone()[0]
     driver_target.kill_backend(session)

@@ -282,7 +282,7 @@ def test_ping_checks_happen_exactly_when_the_bitmask_says(
     cur.execute("SELECT 1")
     assert checks == (["ping"] if on_execute else [])
     checks.clear()
-    assert con._ping_check() == (True if flag & 1 else None)
+    assert con.check() == (True if flag & 1 else None)
 
 
 def test_a_failed_ping_reopens_before_the_statement(server: FakeServer) -> None:

@@ -101,7 +101,6 @@ from tether.simple_pool.errors import (
 )
 from tether.steady import SteadyDBConnection, SteadyPgConnection
 from tether.steady.core import (
-    PING_ON_REQUEST,
     Failures,
     SetSession,
     SteadyBase,
@@ -137,6 +136,19 @@ C = TypeVar("C", bound=SteadyBase)
 # -- the connections --------------------------------------------------------------------------
 
 
+class _RequestMark:
+    """``close()`` or the end of a ``with`` said the request is over.
+
+    The thread's next ``connection()`` then starts a new one, even while a
+    variable of the finished request still refers to the connection.
+    """
+
+    __slots__ = ("over",)
+
+    def __init__(self) -> None:
+        self.over = False
+
+
 class _Owned(SteadyBase):
     """A steady connection that belongs to one thread of a persistent generator.
 
@@ -148,29 +160,32 @@ class _Owned(SteadyBase):
 
     _tether_shared: _Shared | None = None
     _tether_pid: int | None = None  # the process that opened it
-    #: ``close()`` or the end of a ``with`` said the request is over: the
-    #: thread's next ``connection()`` starts a new one, even while a variable
-    #: of the finished request still refers to the connection.
-    _tether_request_over = False
+    _tether_request: _RequestMark
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set once here: a store on the connection itself would go through
+        # SteadyDBConnection's __setattr__ on every request.
+        self._tether_request = _RequestMark()
+        super().__init__(*args, **kwargs)
 
     def close(self) -> None:
         super().close()
-        self._tether_request_over = True
+        self._tether_request.over = True
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             super().__exit__(exc_type, exc, tb)  # type: ignore[misc]
         finally:
-            self._tether_request_over = True
+            self._tether_request.over = True
 
-    def _close(self) -> None:
+    def retire(self) -> None:
         pid = self._tether_pid
         if pid is not None and pid != os.getpid():
             _keep_orphan(self)
             return
         shared, self._tether_shared = self._tether_shared, None
         try:
-            super()._close()
+            super().retire()
         finally:
             if shared is not None:
                 shared.released()
@@ -255,7 +270,7 @@ class _Slot(Generic[C]):
                 # (the generator was dropped by another thread) dropping our
                 # reference is enough: the connection closes itself when its
                 # last user lets go of it (SteadyBase.__del__).
-                con._close()
+                con.retire()
         except Exception:
             pass
 
@@ -321,7 +336,7 @@ def _keep_orphan(con: SteadyBase) -> None:
     _orphans.append(con)
     if isinstance(con, _Owned):
         con._tether_shared = None
-    con._abandon()
+    con.abandon()
 
 
 def _after_fork_in_child() -> None:
@@ -434,19 +449,20 @@ class _Persistent(Generic[C]):
         if slot is not None:
             with slot.lock:
                 con = slot.con
-                if con is not None and not con._closed and not self._shared.closed:
+                if con is not None and not con.retired and not self._shared.closed:
                     # The previous request is over: this one starts afresh. (No
                     # local alias of `con` here: _unused() counts its references.)
-                    if con._tether_request_over:  # type: ignore[attr-defined]
+                    mark = con._tether_request  # type: ignore[attr-defined]
+                    if mark.over:
                         # close() or `with` ended it, and its transaction with it.
-                        con._tether_request_over = False  # type: ignore[attr-defined]
-                        if con._touched or con._begun:
+                        mark.over = False
+                        if con.needs_reset():
                             self._end_request(con)
                         else:
                             con.end_checkout()  # its cursors stop working; nothing to set back
-                    elif (con._touched or con._in_transaction()) and _unused(slot):
+                    elif con.needs_reset() and _unused(slot):
                         self._end_request(con)
-                    if con._ping_flags & PING_ON_REQUEST:
+                    if con.pings_on_request:
                         # A round trip, so only after the connection sat unused
                         # for ping_after seconds (HikariCP's rule): a busy thread
                         # pays nothing, and a dead session is still found before
@@ -469,7 +485,7 @@ class _Persistent(Generic[C]):
         set back to those the connection was opened with, as a pool does at
         checkin (see :meth:`tether.steady.SteadyBase.end_checkout`).
         """
-        if con._in_transaction():
+        if con.transaction_open():
             self._roll_back_leftover(con)
         try:
             con.end_checkout()
@@ -481,7 +497,7 @@ class _Persistent(Generic[C]):
                 type(exc).__name__,
                 str(exc),
             )
-            con._reopen("its driver settings could not be set back")
+            con.replace_driver_connection("its driver settings could not be set back")
 
     def _check(self, con: C, deadline: float) -> None:
         """The ping at ``connection()``, and the reopen after a failed one, within ``deadline``.
@@ -494,9 +510,9 @@ class _Persistent(Generic[C]):
         by its next statement, as steady connections do; a refused login is
         raised.
         """
-        if con._ping_check(PING_ON_REQUEST, reconnect=False, timeout=remaining(deadline)):
+        if con.check(timeout=remaining(deadline)):
             return
-        if con._in_transaction():
+        if con.transaction_open():
             return  # never replaced inside a transaction; its next statement fails
         self._reopen_within(con, deadline, "the ping check failed")
 
@@ -506,21 +522,21 @@ class _Persistent(Generic[C]):
         Bounded as the first connect is (:meth:`_connect_within`): libpq's
         connect timeout is whole seconds, at least 2, so the connect runs on
         a helper thread and a connection that comes late is closed there.
-        It is made with :meth:`SteadyBase._connect_raw`, which changes
+        It is made with :meth:`SteadyBase.new_driver_connection`, which changes
         nothing on ``con``: only a connection that came in time is installed.
         """
         seconds = remaining(deadline)
         adapter = con.adapter
-        kwargs = adapter.set_timeouts(dict(con._kwargs), seconds)
+        kwargs = adapter.set_timeouts(dict(con.connect_kwargs), seconds)
         try:
             if adapter.local or adapter.refinable:
                 # Made on this thread, as in _connect_within (thread-bound connections).
-                result: Any = con._connect_raw(kwargs)
+                result: Any = con.new_driver_connection(kwargs)
             elif seconds <= 0:
                 result = LATE
             else:
                 result = call_within(
-                    lambda: con._connect_raw(kwargs),
+                    lambda: con.new_driver_connection(kwargs),
                     seconds,
                     adapter.close,
                     "tether-persistent-reopen",
@@ -541,7 +557,7 @@ class _Persistent(Generic[C]):
                 f" (checkout_timeout): {reason}, and the database did not answer the"
                 f" {adapter.name} reconnect in time"
             )
-        con._reopen(reason, result)
+        con.replace_driver_connection(reason, result)
 
     def _roll_back_leftover(self, con: C) -> None:
         """Roll back what the previous request left open, within ``checkout_timeout``.
@@ -567,7 +583,7 @@ class _Persistent(Generic[C]):
             self._leftover_logged_at = now
         deadline = now + self._checkout_timeout
         try:
-            done = con._end_transaction_within(self._checkout_timeout)
+            done = con.roll_back_within(self._checkout_timeout)
         except Exception as exc:  # the connection's next statement will report it
             # text, not the exception: a kept record must not keep the connection alive
             self._log.warning("tether: could not roll back: %s: %s", type(exc).__name__, str(exc))
@@ -607,7 +623,7 @@ class _Persistent(Generic[C]):
             with slot.lock:
                 old, slot.con = slot.con, con
             if old is not None:
-                old._close()  # already closed, unless close() raced with us
+                old.retire()  # already closed, unless close() raced with us
         if not shared.add(slot):  # close() ran while this thread was connecting
             _discard(slot)
             raise PoolClosed(f"{self!r} is closed")
@@ -642,7 +658,7 @@ class _Persistent(Generic[C]):
                 f" did not answer the {self._adapter.name} connect in time"
             )
         con = cast(C, result)
-        con._kwargs = self._connect_kwargs()  # later reopens: the user's own arguments
+        con.connect_kwargs = self._connect_kwargs()  # later reopens: the user's own arguments
         if adapter.refinable and not con.adapter.refinable:
             # A creator tether could not place: its connections showed the driver.
             # The threads' next connections start with that driver's adapter.
@@ -657,7 +673,7 @@ class _Persistent(Generic[C]):
     def _close_late(self, con: C) -> None:
         """A connect that finished after its caller gave up: close it, free its count."""
         try:
-            con._close()
+            con.retire()
         finally:
             self._shared.released()
 
@@ -718,7 +734,7 @@ class _Persistent(Generic[C]):
                 if con is None or (slot.ident != me and not _unused(slot)):
                     continue
                 slot.con = None
-            con._close()
+            con.retire()
 
     def __enter__(self: _P) -> _P:
         return self
@@ -739,7 +755,7 @@ def _discard(slot: _Slot[Any]) -> None:
     with slot.lock:
         con, slot.con = slot.con, None
     if con is not None:
-        con._close()
+        con.retire()
 
 
 # -- the two fronts ---------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def unregister(pool: Pool) -> None:
 
 def abandon(con: SteadyBase) -> None:
     """Make the steady connection forget its driver connection without closing it."""
-    con._abandon()
+    con.abandon()
 
 
 def _before() -> None:

@@ -261,18 +261,7 @@ def _validate_idle(pool: Pool, now: float, interval: float) -> None:
     alive: list[_Entry] = []
     removed: list[tuple[_Entry, str]] = []
     for entry in due:
-        con = entry.con
-        raw = con._raw
-        try:
-            if raw is None or con._adapter.is_closed(raw):
-                ok = False
-            elif con._pinger_bounded:  # bounded: a blackholed server never answers
-                ok = con._adapter.ping(raw, pool._timeout)
-            else:
-                ok = bool(con._pinger(raw))
-        except Exception:
-            ok = False
-        if ok:
+        if entry.con.probe(pool._timeout):  # bounded: a blackholed server never answers
             alive.append(entry)
         else:
             removed.append((entry, "ping failed"))

@@ -260,7 +260,6 @@ class Pool:
         self._log = logger if logger is not None else log
         self._on_event = check_callable("on_event", on_event)
         self._adapter = adapter
-        self._txn_state = adapter.in_transaction
         self._kwargs = kwargs
 
         mincached = check_count("mincached", mincached)
@@ -636,7 +635,7 @@ class Pool:
             return None
         last_seen_alive = max(entry.idle_since, entry.validated_at)
         if not entry.fresh and now - last_seen_alive >= self._ping_after:
-            alive = entry.con._ping_check(1, reconnect=False, timeout=max(deadline - now, 0.0))
+            alive = entry.con.check(timeout=max(deadline - now, 0.0))
             if alive is False:
                 self._remove(entry, "ping failed", checked_out=True)
                 return None
@@ -807,7 +806,7 @@ class Pool:
         kwargs = self._adapter.set_timeouts(dict(self._kwargs), max(seconds, 0.001))
         con = self._new_connection(kwargs)
         # Later reopens of this steady connection use the user's own arguments.
-        con._kwargs = self._kwargs
+        con.connect_kwargs = self._kwargs
         return con
 
     def _expiry(self, now: float) -> float:
@@ -920,7 +919,7 @@ class Pool:
             lock.release()
         if closed:
             try:
-                con._close()
+                con.retire()
             finally:
                 if ours:
                     self._closed_one()
@@ -943,7 +942,6 @@ class Pool:
         """
         if not adapter.refinable:
             self._adapter = adapter
-            self._txn_state = adapter.in_transaction
             self._log.info(
                 "tether: pool %s: the creator's connections are %s's: using its driver adapter",
                 self.name,
@@ -966,23 +964,20 @@ class Pool:
         """Take a connection back: reset it if need be, then keep it for the next checkout."""
         entry.ref = None  # closed properly: its proxy's death means nothing now
         con = entry.con
-        raw = con._raw
-        # Anything to do before it can be reused? The transaction test is
-        # SteadyBase._in_transaction() inlined: this is the hot path.
-        if raw is None or con._begun or con._lost or self._checkin_work:
-            self._checkin_slow(entry)
-            return
-        if not con._settled:  # else known idle since its last statement: no state read
-            state = self._txn_state(raw)
-            if state or (state is None and con._dirty):
-                # Every request on a non-autocommit connection that did not
-                # commit ends here. The rollback is a round trip, made with no
-                # lock held; after it the connection goes back the lock-free way.
-                self._warn_rollback()
-                reason = self._reset_connection(con)
-                if reason is not None:
-                    self._checkin_slow(entry, clean=True, reason=reason)
-                    return
+        # Anything to do before it can be reused? (No driver read when its
+        # last statement left it idle in autocommit mode.)
+        if self._checkin_work or not con.idle():
+            if self._checkin_work or not con.connected:
+                self._checkin_slow(entry)
+                return
+            # Every request on a non-autocommit connection that did not
+            # commit ends here. The rollback is a round trip, made with no
+            # lock held; after it the connection goes back the lock-free way.
+            self._warn_rollback()
+            reason = self._reset_connection(con)
+            if reason is not None:
+                self._checkin_slow(entry, clean=True, reason=reason)
+                return
         # The borrower's cursors stop working; settings it changed are set
         # back (no round trip, not even a read, when it changed none).
         try:
@@ -1040,12 +1035,12 @@ class Pool:
         if self._observed:
             self._observe_checkin(entry)
         if not clean:
-            if con._in_transaction():
+            if con.transaction_open():
                 self._warn_rollback()
                 reason = self._reset_connection(con)
             elif self._reset.always:
                 reason = self._reset_connection(con)
-            elif con._raw is None:
+            elif not con.connected:
                 reason = "lost"
         # Shrunk by resize() below what is open: the first connections to come
         # back are closed until the pool fits (checkins come here meanwhile,
@@ -1136,7 +1131,7 @@ class Pool:
         try:
             self._reset.run(con, con.adapter)  # the adapter its driver turned out to need
         except Exception as exc:
-            if con._raw is None:
+            if not con.connected:
                 return "lost"
             self._log.warning(
                 "tether: pool %s: resetting a returned %s connection failed (%s); discarding it",
@@ -1170,7 +1165,7 @@ class Pool:
 
     def _restore_failed(self, con: SteadyBase, exc: Exception) -> str:
         """Why a connection whose driver settings could not be set back is not reused."""
-        if con._raw is None:
+        if not con.connected:
             return "lost"
         self._log.warning(
             "tether: pool %s: setting back the driver settings of a returned %s connection"
@@ -1244,7 +1239,7 @@ class Pool:
         """The closing half of :meth:`_remove`: the driver's close, logs, events; no lock."""
         con = entry.con
         try:
-            con._close()
+            con.retire()
         finally:
             if ours:
                 self._closed_one()
@@ -1328,7 +1323,7 @@ class Pool:
             ):
                 for candidate in shared:
                     if (best is None or candidate.shares < best.shares) and not (
-                        candidate.con._in_transaction()
+                        candidate.con.transaction_open()
                     ):
                         best = candidate
                 if best is not None:
@@ -1345,7 +1340,7 @@ class Pool:
             share = (
                 not self._closed
                 and len(self._shared) < self._maxshared
-                and not entry.con._in_transaction()
+                and not entry.con.transaction_open()
             )
             if share:
                 entry.shares = 1

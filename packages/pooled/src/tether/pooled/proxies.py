@@ -200,7 +200,7 @@ class PooledConnection:
             return
         con = self._con
         try:
-            if con._in_transaction():
+            if con.transaction_open():
                 if exc_type is None:
                     con.commit()
                 else:
@@ -267,7 +267,7 @@ class _Detached:
         self.name = f"{pool_name}, from which it was detached"
 
     def _checkin(self, entry: _Entry) -> None:
-        entry.con._close()
+        entry.con.retire()
 
     _discard = _checkin
     _unshare = _checkin  # never reached: a shared connection cannot be detached
@@ -296,12 +296,7 @@ class PooledDedicatedDBConnection(PooledConnection):
             raise InvalidConnectionError(
                 f"this pooled connection was closed (given back to pool {self._pool.name})"
             )
-        cursor = con.cursor(*args, **kwargs)
-        try:
-            cursor._tether_checkout = self
-        except AttributeError:  # a cursor class with __slots__
-            pass
-        return cursor
+        return con.cursor_for(self, args, kwargs)
 
 
 class PooledSharedDBConnection(PooledDedicatedDBConnection):

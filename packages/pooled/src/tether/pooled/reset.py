@@ -69,15 +69,14 @@ class ResetPolicy(NamedTuple):
 
     def run(self, con: SteadyBase, adapter: DriverAdapter) -> None:
         """Reset ``con``; raises when it must not be reused."""
-        if con._in_transaction():
+        if con.transaction_open():
             con.rollback()  # a lost connection counts as rolled back and is dropped
-        raw = con._raw
+        raw = con.escape_to_driver()  # the reset talks to the driver connection directly
         if raw is None:
             raise ResetError("the connection was lost")
-        con._unsettle()  # the reset talks to the driver connection directly
         if self.session:
             adapter.reset_session(raw)
-            setsession = con._setsession
+            setsession = con.setsession
             if setsession:  # undone by the reset: prepare the session again, as steady does
                 for sql in setsession:
                     adapter.execute(raw, sql)

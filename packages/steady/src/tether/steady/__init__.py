@@ -21,6 +21,7 @@ from .errors import (
     SteadyDBError,
     SteadyPgError,
 )
+from .state import SessionState
 
 try:
     __version__ = version("tether-steady")
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidConnectionError",
     "InvalidCursor",
     "InvalidCursorError",
+    "SessionState",
     "SetSessionError",
     "SteadyBase",
     "SteadyDBConnection",

@@ -91,8 +91,7 @@ class SteadyPgConnection(SteadyBase):
         """The ``pg.DB`` instance itself (bypasses tether)."""
         if self._raw is None:
             raise InvalidConnectionError("the steady connection is closed")
-        self._escape()  # what is done with it is not seen here
-        return self._raw
+        return self.escape_to_driver()  # what is done with it is not seen here
 
     def __enter__(self) -> SteadyPgConnection:
         self.begin()
@@ -115,6 +114,7 @@ class SteadyPgConnection(SteadyBase):
                 return self._run(lambda raw: getattr(raw, name)(*args, **kwargs), PING_ON_EXECUTE)
 
             return MethodType(steady, self)  # a method, like pg.DB's own
-        raw = self._raw if self._raw is not None else self._ready()
-        self._escape()  # pg.DB's other methods can change the session unseen
-        return getattr(raw, name)
+        if self._raw is None:
+            self._ready()
+        # pg.DB's other methods can change the session unseen.
+        return getattr(self.escape_to_driver(), name)

@@ -52,6 +52,7 @@ from tether.simple_pool.errors import AuthenticationError
 
 from .errors import SteadyDBError
 from .ping import parse_ping
+from .state import SessionState
 
 log = logging.getLogger("tether.steady")
 
@@ -71,10 +72,6 @@ PING_ON_REQUEST, PING_ON_CURSOR, PING_ON_EXECUTE = 1, 2, 4
 #: same grounds (``aliveBypassWindowMs``, 500 ms there). Measured: the peek is
 #: about 4 us of a 62 us ``SELECT 1`` round trip on loopback.
 ALIVE_BYPASS = 0.001
-
-
-# object's own attribute store, past a subclass's __setattr__ (see _run).
-_store = object.__setattr__
 
 
 class SetSessionError(SteadyDBError):
@@ -111,23 +108,14 @@ class SteadyBase:
         # (psycopg's ``closed``/``broken``...) can still be read: frameworks
         # look there to tell a disconnect. Reading it must not reconnect.
         self._dead: Any = None
-        # Session settings made through tether on the driver connection
-        # (``con.autocommit = True``, PyMySQL's ``con.autocommit(True)``...),
-        # by name: replayed on every new driver connection, so a transparent
-        # reopen never silently changes the session's mode.
-        self._replay: dict[str, Callable[[Any], object]] = {}
+        # Everything known about the session (transaction, liveness, usage,
+        # settings the borrower changed), in one object: see state.py.
+        self._state = SessionState()
         # The driver settings of the first connection, once prepared (its
         # autocommit, isolation level... as the creator's arguments,
         # ``setsession`` and ``on_connect`` left them): the configured state
         # that :meth:`end_checkout` gives every pool borrower back.
         self._baseline: dict[str, Any] | None = None
-        # `_touched`: something reached the driver connection past tether
-        # since the last end_checkout() (a setting, a driver method, the raw
-        # connection itself), so its settings may differ from the baseline.
-        self._touched = False
-        # `_lease` counts ended checkouts: a cursor made during one refuses to
-        # work after it (see SteadyDBCursor), whoever holds the connection now.
-        self._lease = 0
         # The class of the driver's connections (what isinstance checks see; see dbapi.py).
         self._driver_class: type | None = None
         # Every argument is checked before the first connection is opened, with
@@ -146,27 +134,7 @@ class SteadyBase:
         logger = check_logger(logger)
         self._log = logger if logger is not None else log
         self._args, self._kwargs = args, kwargs
-        # Transaction state. `_begun`: inside begin(). `_dirty`: a statement ran
-        # on a non-autocommit connection since the last commit/rollback; used
-        # where the adapter cannot read the transaction state from the driver.
-        self._begun = False
-        self._dirty = False
-        # `_lost`: the connection broke inside a transaction and is kept, dead,
-        # until the transaction ends, so that every statement of it fails.
-        self._lost = False
         self._closed = False
-        # `_generation` counts reopens, so cursors can tell their connection was replaced.
-        self._generation = 0
-        self._usage = 0
-        self._opened_at = 0.0
-        # When the session was last seen alive (opened, or a statement answered).
-        self._alive_at = 0.0
-        # `_settled`: the last statement left the session idle in autocommit
-        # mode, and nothing has reached the driver connection since but
-        # tether's own statements. Until ALIVE_BYPASS has passed, the next
-        # statement can then skip every check (see _run). Anything that hands
-        # out the driver connection or its methods clears it (_unsettle).
-        self._settled = False
         # Without maxusage/max_lifetime a statement never forces a reopen.
         self._unlimited = not self._maxusage and self._max_lifetime is None
         self._raw = self._open()
@@ -177,7 +145,8 @@ class SteadyBase:
     def _open(self) -> Any:
         """A new, fully prepared driver connection (setsession and on_connect done)."""
         raw = self._connect_raw(self._kwargs)
-        self._opened_at = self._alive_at = time.monotonic()
+        state = self._state
+        state.opened_at = state.alive_at = time.monotonic()
         return raw
 
     def _connect_raw(self, kwargs: dict[str, Any]) -> Any:
@@ -194,7 +163,7 @@ class SteadyBase:
         # driver's adapter once the connection shows which driver it is.
         self._adapter = adapter = refine(self._adapter, raw)
         try:
-            for replay in self._replay.values():
+            for replay in self._state.replay.values():
                 replay(raw)
             for sql in self._setsession:
                 adapter.execute(raw, sql)
@@ -222,38 +191,38 @@ class SteadyBase:
         ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
         """
         old, self._raw = self._raw, None
+        self._state.new_session(None)  # nothing of the old session carries over, even if this fails
         if old is not None:
             self._adapter.close(old)
-        self._begun = self._dirty = self._lost = self._settled = False
         self._dead = None
-        self._usage = 0
-        self._generation += 1
         self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
         if raw is None:
-            raw = self._open()
-        else:
-            self._opened_at = self._alive_at = time.monotonic()
+            raw = self._connect_raw(self._kwargs)
+        self._state.new_session(time.monotonic())
         self._raw = raw
         return raw
 
-    def _close(self) -> None:
-        """Really close; idempotent and never raising."""
+    def retire(self) -> None:
+        """Really close, whatever ``closeable`` says; idempotent and never raising.
+
+        Layer API: what a pool calls to take a connection out of service.
+        """
         raw, self._raw = self._raw, None
         self._dead = None
         self._closed = True
-        self._begun = self._dirty = self._lost = self._settled = False
+        self._state.new_session(None)
         if raw is not None:
             self._adapter.close(raw)
 
-    def _abandon(self) -> None:
+    def abandon(self) -> None:
         """Let go of the driver connection after ``fork()``, without closing it.
 
-        The parent still uses that session; the driver adapter makes sure
-        this process can never write to it. The next operation here opens a
-        connection of this process's own.
+        Layer API. The parent still uses that session; the driver adapter
+        makes sure this process can never write to it. The next operation
+        here opens a connection of this process's own.
         """
         raw, self._raw = self._raw, None
-        self._begun = self._dirty = self._lost = self._settled = False
+        self._state.new_session(None)
         if raw is not None:
             self._adapter.abandon(raw)
 
@@ -264,16 +233,108 @@ class SteadyBase:
         the next user, so it must not carry this user's transaction over.
         """
         if self._closeable:
-            self._close()
-        elif self._raw is not None and self._in_transaction():
+            self.retire()
+        elif self._raw is not None and self.transaction_open():
             self._end_transaction()
 
     def _remember(self, name: str, replay: Callable[[Any], object]) -> None:
         """Keep a session setting made on the driver connection, to replay it after a reopen."""
-        self._replay[name] = replay
-        _store(self, "_touched", True)
+        state = self._state
+        state.replay[name] = replay
+        state.touched = True
 
     # -- the layer API: what a pool calls ------------------------------------------------------
+    #
+    # The pools (tether.pooled, tether.persistent) are versioned separately and
+    # use only these names, never an underscore one (their tests check it).
+
+    @property
+    def connected(self) -> bool:
+        """Whether a driver connection is in place (else the next operation opens one)."""
+        return self._raw is not None
+
+    @property
+    def retired(self) -> bool:
+        """Whether :meth:`retire` (or ``close()`` of a closeable connection) closed it for good."""
+        return self._closed
+
+    def transaction_open(self) -> bool:
+        """Whether work done on this session since the last commit/rollback would be lost.
+
+        The one transaction test of every layer: ``begin()`` was called, or
+        the connection was lost inside a transaction, or the driver says a
+        transaction is open (where it cannot tell: a statement ran outside
+        autocommit since the last commit or rollback). No round trip.
+        """
+        state = self._state
+        if state.settled:
+            return False
+        if state.begun or state.lost:
+            return True
+        raw = self._raw
+        if raw is None:
+            return False
+        in_transaction = self._adapter.in_transaction(raw)
+        return state.dirty if in_transaction is None else in_transaction
+
+    def idle(self) -> bool:
+        """Whether a driver connection is in place and no transaction is open (no round trip).
+
+        What a pool asks at checkin: then :meth:`end_checkout` alone readies
+        the connection for the next borrower. (A settled session, one whose
+        last statement left it idle in autocommit mode, answers without
+        looking at the driver: settled implies connected.)
+        """
+        state = self._state
+        if state.settled:
+            return True
+        raw = self._raw
+        if raw is None or state.begun or state.lost:
+            return False
+        in_transaction = self._adapter.in_transaction(raw)
+        return not (state.dirty if in_transaction is None else in_transaction)
+
+    def needs_reset(self) -> bool:
+        """Whether the next borrower would not start clean without more than :meth:`end_checkout`.
+
+        True when a transaction is open (to be rolled back) or something
+        reached the driver connection past tether (its settings are compared
+        at :meth:`end_checkout`). No round trip.
+        """
+        return self._state.touched or self.transaction_open()
+
+    @property
+    def pings_on_request(self) -> bool:
+        """Whether the ``ping`` setting asks for a check when the connection is handed out."""
+        return bool(self._ping_flags & PING_ON_REQUEST)
+
+    def check(self, timeout: float | None = None) -> bool | None:
+        """The liveness check at checkout, if ``ping`` asks for one; nothing is reopened.
+
+        Returns None when no check is due, else whether the connection is
+        alive. ``timeout``: the most seconds to wait for the server (the
+        driver adapter's check honours it; a user's ``ping`` does not). A
+        check that fails or runs out of time leaves the driver connection
+        closed (it may be half-read); outside a transaction the next
+        operation opens a new one.
+        """
+        return self._ping_check(PING_ON_REQUEST, reconnect=False, timeout=timeout)
+
+    def probe(self, timeout: float | None = None) -> bool:
+        """Whether the connection answers a liveness check now, whatever ``ping`` says.
+
+        For a pool's idle validation: nothing is reopened or closed, a failed
+        check is only reported. ``timeout`` as for :meth:`check`.
+        """
+        raw = self._raw
+        try:
+            if raw is None or self._adapter.is_closed(raw):
+                return False
+            if self._pinger_bounded:  # bounded: a blackholed server never answers
+                return bool(self._adapter.ping(raw, timeout))
+            return bool(self._pinger(raw))
+        except Exception:
+            return False
 
     def end_checkout(self) -> bool:
         """End one borrower's use: the next one starts in the configured state.
@@ -296,17 +357,17 @@ class SteadyBase:
         Returns True if settings had to be changed back. Raises the driver's
         error when that fails: the connection must then not be reused.
         """
-        _store(self, "_lease", self._lease + 1)
-        _store(self, "_generation", self._generation + 1)
-        if not self._touched:
+        state = self._state
+        state.lease += 1
+        state.generation += 1
+        if not state.touched:
             return False
-        if self._replay:
-            self._replay.clear()
-        _store(self, "_touched", False)
+        state.replay.clear()
+        state.touched = False
         raw, baseline = self._raw, self._baseline
         if raw is None or baseline is None:
             return False  # a new connection is opened with the configured settings anyway
-        _store(self, "_settled", False)
+        state.settled = False
         changed = self._adapter.restore_settings(raw, baseline)
         if changed:
             self._log.debug(
@@ -315,10 +376,80 @@ class SteadyBase:
             )
         return changed
 
-    def _escape(self) -> None:
-        """The driver connection is used past tether: state and settings must be looked at again."""
-        _store(self, "_settled", False)
-        _store(self, "_touched", True)
+    def roll_back_within(self, timeout: float) -> bool:
+        """Roll back whatever is open, waiting for the server at most ``timeout`` seconds.
+
+        True when the transaction ended (rolled back, or gone with a lost
+        connection). False when the rollback did not finish in time: the
+        driver connection is then closed and forgotten (the server rolls
+        back a session that ends; its answer may still be on the way, so it
+        is never used again), and the next operation opens a new one. Where
+        the adapter cannot bound a rollback, the driver's own rollback runs.
+        """
+        raw = self._raw
+        if raw is None or self._state.lost:
+            self._end_transaction()
+            return True
+        done = self._adapter.rollback_within(raw, timeout)
+        if done is None:
+            self._end_transaction()
+            return True
+        self._state.transaction_ended()
+        if done:
+            return True
+        self._raw, self._dead = None, raw
+        self._adapter.close(raw)
+        return False
+
+    def escape_to_driver(self) -> Any:
+        """The driver connection, for use past tether (None if there is none now).
+
+        (Not ``escape()``: PyMySQL's connections have one, reached through tether.)
+
+        The one way out to the driver: whatever is done with it is not seen
+        here, so the session's state is read again before the next statement
+        and its settings are compared at :meth:`end_checkout`. (A pool's
+        reset hook, ``dbapi_connection``, driver methods and attributes all
+        come through here.)
+        """
+        self._state.unknown()
+        return self._raw
+
+    @property
+    def connect_kwargs(self) -> dict[str, Any]:
+        """The creator's keyword arguments for the next (re)open.
+
+        A pool opens the first connection with connect timeouts of its own
+        and then sets the user's arguments back here for later reopens.
+        """
+        return self._kwargs
+
+    @connect_kwargs.setter
+    def connect_kwargs(self, kwargs: dict[str, Any]) -> None:
+        object.__setattr__(self, "_kwargs", kwargs)  # past SteadyDBConnection's forwarding
+
+    @property
+    def setsession(self) -> tuple[str, ...]:
+        """The ``setsession`` statements run on every new driver connection."""
+        return tuple(self._setsession)
+
+    def new_driver_connection(self, kwargs: dict[str, Any]) -> Any:
+        """A new, fully prepared driver connection made with ``kwargs``; nothing else is changed.
+
+        So that a pool can make it on a helper thread bounded by its deadline
+        and install it with :meth:`replace_driver_connection` only if it came
+        in time: a connect that finishes late must not touch this connection.
+        """
+        return self._connect_raw(kwargs)
+
+    def replace_driver_connection(self, reason: str, raw: Any = None) -> None:
+        """Replace the driver connection now (``raw``, or a new one); no transaction may be open.
+
+        ``reason`` is logged. The old driver connection is closed.
+        """
+        self._reopen(reason, raw)
+
+    # -- ending transactions ------------------------------------------------------------------
 
     def _end_transaction(self) -> None:
         """Roll back whatever is open; a dead connection counts as rolled back."""
@@ -332,47 +463,7 @@ class SteadyBase:
             )
             self._reopen("rollback failed")
 
-    def _end_transaction_within(self, timeout: float) -> bool:
-        """Roll back whatever is open, waiting for the server at most ``timeout`` seconds.
-
-        True when the transaction ended (rolled back, or gone with a lost
-        connection). False when the rollback did not finish in time: the
-        driver connection is then closed and forgotten (the server rolls
-        back a session that ends; its answer may still be on the way, so it
-        is never used again), and the next operation opens a new one. Where
-        the adapter cannot bound a rollback, the driver's own rollback runs.
-        """
-        raw = self._raw
-        if raw is None or self._lost:
-            self._end_transaction()
-            return True
-        done = self._adapter.rollback_within(raw, timeout)
-        if done is None:
-            self._end_transaction()
-            return True
-        self._begun = self._dirty = self._settled = False
-        if done:
-            return True
-        self._raw, self._dead = None, raw
-        self._adapter.close(raw)
-        return False
-
     # -- state ------------------------------------------------------------------------------
-
-    def _unsettle(self) -> None:
-        """tether itself talks to the driver connection: its transaction state is read again."""
-        _store(self, "_settled", False)
-
-    def _in_transaction(self) -> bool:
-        """Whether work done on this session since the last commit/rollback would be lost."""
-        if self._settled:
-            return False
-        if self._begun or self._lost:
-            return True
-        if self._raw is None:
-            return False
-        state = self._adapter.in_transaction(self._raw)
-        return self._dirty if state is None else state
 
     def _ready(self, now: float | None = None) -> Any:
         """The driver connection to run the next operation on, reopened first if need be.
@@ -389,14 +480,15 @@ class SteadyBase:
             return self._reopen("it was lost")
         if now is None:
             now = time.monotonic()
-        if self._maxusage and self._usage >= self._maxusage:
+        state = self._state
+        if self._maxusage and state.usage >= self._maxusage:
             return self._reopen(f"maxusage ({self._maxusage}) reached")
-        if self._max_lifetime is not None and now - self._opened_at >= self._max_lifetime:
+        if self._max_lifetime is not None and now - state.opened_at >= self._max_lifetime:
             return self._reopen(f"max_lifetime ({self._max_lifetime:g} s) reached")
         adapter = self._adapter
         if adapter.is_closed(raw):
             return self._reopen("the driver reports it closed")
-        if now - self._alive_at >= ALIVE_BYPASS and adapter.peer_closed(raw):
+        if now - state.alive_at >= ALIVE_BYPASS and adapter.peer_closed(raw):
             # The server ended the session while we were idle (a restart, a
             # kill): seen on the socket, before sending anything, so the
             # statement about to run is safe to send on a new connection.
@@ -436,22 +528,23 @@ class SteadyBase:
             # leaves libpq ACTIVE (its own statement in progress), which read
             # afterwards looks like a transaction and kept the half-used
             # connection in service ("another command is already in progress").
-            in_transaction = self._in_transaction()
+            in_transaction = self.transaction_open()
             alive = self._adapter.ping(raw, timeout)
             if not alive:
                 # Possibly half-read: never used again, whatever the state.
                 self._adapter.close(raw)
                 if in_transaction:
                     # Kept, closed, until the transaction ends: each of its
-                    # statements fails, and rollback() forgets it (_lost).
-                    self._lost = True
+                    # statements fails, and rollback() forgets it (lost).
+                    self._state.lost = True
                 else:
                     self._raw, self._dead = None, raw
+                    self._state.settled = False
         else:
             alive = self._pinger(raw)
         if alive:
             return True
-        if reconnect and not self._in_transaction():
+        if reconnect and not self.transaction_open():
             try:
                 self._reopen("the ping check failed")
             except AuthenticationError:
@@ -481,8 +574,9 @@ class SteadyBase:
         """
         raw = self._raw
         adapter = self._adapter
+        state = self._state
         now = time.monotonic()
-        if self._settled and now - self._alive_at < ALIVE_BYPASS and not flag & self._ping_flags:
+        if state.settled and now - state.alive_at < ALIVE_BYPASS and not flag & self._ping_flags:
             # The hot path: the previous statement answered a moment ago and
             # left the session idle in autocommit mode; nothing has touched
             # the driver connection since. Every check below would find what
@@ -490,14 +584,14 @@ class SteadyBase:
             # reads in the driver, several microseconds per statement in all).
             in_transaction, autocommit = False, True
         else:
-            # _in_transaction(), inlined.
-            if self._begun or self._lost:
+            # transaction_open(), inlined.
+            if state.begun or state.lost:
                 in_transaction = True
             elif raw is None:
                 in_transaction = False
             else:
-                state = adapter.in_transaction(raw)
-                in_transaction = self._dirty if state is None else state
+                txn = adapter.in_transaction(raw)
+                in_transaction = state.dirty if txn is None else txn
             if not in_transaction:  # else never replaced, even if dead
                 raw = self._ready(now)
                 if flag & self._ping_flags:
@@ -525,14 +619,15 @@ class SteadyBase:
 
         ``in_transaction`` and ``autocommit`` are the session's state before the call.
         """
-        self._settled = False
+        state = self._state
+        state.settled = False
         adapter = self._adapter
         if not self._is_lost(raw, exc):
             if writes and not autocommit:
-                self._dirty = True  # a failed statement can leave a transaction open
+                state.dirty = True  # a failed statement can leave a transaction open
             raise exc
         if in_transaction:
-            self._lost = True
+            state.lost = True
             self._log.warning(
                 "tether: %s connection lost inside a transaction; not retrying."
                 " It will be reopened after rollback(). (%s)",
@@ -557,12 +652,11 @@ class SteadyBase:
     def _answered(self, raw: Any, now: float, autocommit: bool, writes: bool) -> None:
         """Bookkeeping after an operation on ``raw`` that started at ``now`` succeeded."""
         # It answered: known alive until now, so the next statement within
-        # ALIVE_BYPASS need not peek at the socket again. (Stored with
-        # _store: SteadyDBConnection's __setattr__ forwards to the driver, and
-        # a Python-level call per store costs more than the rest of this.)
-        _store(self, "_alive_at", now)
+        # ALIVE_BYPASS need not peek at the socket again.
+        state = self._state
+        state.alive_at = now
         if writes:
-            _store(self, "_usage", self._usage + 1)  # maxusage counts statements, as DBUtils
+            state.usage += 1  # maxusage counts statements, as DBUtils
             if autocommit:
                 # Two state reads here save the next statement and the pools'
                 # checkin theirs. A statement can open a transaction even in
@@ -571,40 +665,36 @@ class SteadyBase:
                 adapter = self._adapter
                 still = adapter.autocommit(raw)
                 if not still:  # SQL ended autocommit mode: a setting to give back at checkin
-                    _store(self, "_touched", True)
-                _store(
-                    self,
-                    "_settled",
-                    self._unlimited and still and adapter.in_transaction(raw) is False,
-                )
+                    state.touched = True
+                state.settled = self._unlimited and still and adapter.in_transaction(raw) is False
             else:
-                _store(self, "_dirty", True)
-                _store(self, "_settled", False)
+                state.dirty = True
+                state.settled = False
 
     # -- transactions -----------------------------------------------------------------------
 
     def begin(self, *args: Any, **kwargs: Any) -> Any:
         """Start a transaction: until commit or rollback, the connection is never replaced."""
-        if not self._in_transaction():
+        if not self.transaction_open():
             self._ready()
             self._ping_check(PING_ON_EXECUTE)
-        _store(self, "_begun", True)
-        _store(self, "_settled", False)
+        state = self._state
+        state.begun = True
+        state.settled = False
         return self._adapter.begin(self._raw, *args, **kwargs)
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
         """Commit. A commit that fails is never retried: its outcome is unknown."""
-        raw, lost = self._raw, self._lost
+        state = self._state
+        raw, lost = self._raw, state.lost
         # Nothing to commit -- by the driver's state, or where it cannot tell (PyMySQL
         # outside autocommit) because no statement ran since the last commit or
         # rollback and nothing reached the driver connection past tether: then
         # nothing is sent. (PyMySQL would send COMMIT and fail on a session the
         # server ended meanwhile, though no work of the caller's was lost.)
-        idle = not (args or kwargs or self._touched) and raw is not None
-        idle = idle and not self._in_transaction()
-        _store(self, "_begun", False)  # (_store: see _answered)
-        _store(self, "_dirty", False)
-        _store(self, "_settled", False)
+        idle = not (args or kwargs or state.touched) and raw is not None
+        idle = idle and not self.transaction_open()
+        state.transaction_ended()
         if raw is None:
             raise SteadyDBError("the steady connection is closed")
         if idle:
@@ -625,10 +715,9 @@ class SteadyBase:
 
     def rollback(self, *args: Any, **kwargs: Any) -> Any:
         """Roll back. On a lost connection that is what the server did already: no error."""
-        raw, lost = self._raw, self._lost
-        _store(self, "_begun", False)  # (_store: see _answered)
-        _store(self, "_dirty", False)
-        _store(self, "_settled", False)
+        state = self._state
+        raw, lost = self._raw, state.lost
+        state.transaction_ended()
         if raw is None:
             return None
         try:
@@ -648,7 +737,7 @@ class SteadyBase:
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""
-        self._lost = False
+        self._state.lost = self._state.settled = False
         if self._raw is raw:
             self._raw, self._dead = None, raw
         self._adapter.close(raw)
@@ -675,15 +764,15 @@ class SteadyBase:
     def __repr__(self) -> str:
         if self._raw is None:
             state = "closed" if self._closed else "to be reopened"
-        elif self._lost:
+        elif self._state.lost:
             state = "lost in transaction"
         else:
-            state = "in transaction" if self._begun or self._dirty else "idle"
-        return f"<{type(self).__name__} {self._adapter.name} {state}, used {self._usage}x>"
+            state = "in transaction" if self._state.begun or self._state.dirty else "idle"
+        return f"<{type(self).__name__} {self._adapter.name} {state}, used {self._state.usage}x>"
 
     def __del__(self) -> None:
         try:
-            self._close()
+            self.retire()
         except Exception:
             pass
 
