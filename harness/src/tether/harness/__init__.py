@@ -6,13 +6,12 @@ the ones ``TETHER_PG_DSN`` / ``TETHER_MARIADB_DSN`` name, or Docker
 containers), describes how each database driver connects to them
 (:class:`~tether.harness.targets.DriverTarget`), and offers both as pytest
 fixtures through the ``tether.harness.pytest_plugin`` plugin. A real
-PgBouncer in front of PostgreSQL (:mod:`~tether.harness.pgbouncer`) is one
+PgBouncer in front of PostgreSQL (:mod:`~tether.harness.servers.pgbouncer`) is one
 more server of the same kind.
 """
 
 from __future__ import annotations
 
-from .pgbouncer import PgBouncer
 from .servers import (
     ContainerServer,
     DatabaseServer,
@@ -20,6 +19,7 @@ from .servers import (
     HarnessError,
     LocalMariaDB,
     LocalPostgres,
+    PgBouncer,
     ServerNotControllableError,
     ServerStartError,
     ServerUnavailableError,
