@@ -31,14 +31,15 @@ behind it. PgBouncer refuses to run as root: as root it runs as the
 ``postgres`` OS user in a directory that user owns, as the harness runs
 PostgreSQL.
 
-The process handling is :mod:`tether.harness.processes`, as for every child
-of the harness: a free port chosen at the first start (tried again when
-PgBouncer finds it taken) and kept for every restart, ``setpriv --pdeathsig
-KILL`` so a killed test run takes PgBouncer along, close at exit. Ready means
-PgBouncer's own unix socket accepts (a stranger on the TCP port cannot fake
-that). Its directory (config, auth file, socket, ``pgbouncer.log``) goes to
-the harness's scratch space (:mod:`.scratch`), where dead runs' directories
-are swept.
+PgBouncer is a local server like :class:`~.postgres.LocalPostgres`
+(:class:`~.local._LocalServer`, on :mod:`tether.harness.processes`): a free
+port chosen at the first start (tried again when PgBouncer finds it taken)
+and kept for every restart, ``setpriv --pdeathsig KILL`` so a killed test
+run takes PgBouncer along, closed at exit; its directory (config, auth file,
+socket, ``pgbouncer.log``) in the harness's scratch space (:mod:`.scratch`),
+where the directories of dead runs are swept. Ready means PgBouncer's own
+unix socket accepts. This module says only what is PgBouncer's: the binary,
+the config, the signals, the admin console.
 
 Settings that differ from PgBouncer's defaults, and why:
 ``server_login_retry = 0.5`` (default 15 s: after one failed connect to a
@@ -59,24 +60,15 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
-import threading
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..processes import LOOPBACK, ChildProcess, spawn, start_on_free_port, track, untrack
-from .base import (
-    DatabaseServer,
-    HarnessError,
-    ServerStartError,
-    ServerUnavailableError,
-    ShutdownMode,
-    _check_mode,
-)
-from .local import _running_as_root
+from ..processes import LOOPBACK
+from .base import DatabaseServer, HarnessError, ServerUnavailableError, ShutdownMode
+from .local import _LocalServer, _running_as_root
 from .postgres import _postgres_os_user
-from .scratch import _scratch_dir, _sweep_stale_dirs
 
 __all__ = [
     "PGBOUNCER_BINARY_ENV",
@@ -94,14 +86,6 @@ POOL_MODES: tuple[PoolMode, ...] = ("transaction", "session")
 PGBOUNCER_BINARY_ENV = "TETHER_PGBOUNCER"
 INSTALL_HINT = "apt-get install -y pgbouncer"
 
-_START_TIMEOUT = 30.0
-_STOP_TIMEOUT = 10.0
-_POLL = 0.005
-_SIGNALS: dict[str, signal.Signals] = {"fast": signal.SIGTERM, "immediate": signal.SIGKILL}
-#: What PgBouncer logs when its port is taken (lower case, as :func:`spawn` compares).
-_PORT_IN_USE = ("address already in use",)
-#: Its directories are ``tether-pgbouncer-<pid>-...``, swept by :func:`_sweep_stale_dirs`.
-_DIR_PREFIX = "tether-pgbouncer-"
 
 #: PgBouncer's settings that differ from its defaults (see the module docstring).
 DEFAULT_SETTINGS: dict[str, str] = {
@@ -132,16 +116,25 @@ def _quote(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-class PgBouncer(DatabaseServer):
+class PgBouncer(_LocalServer):
     """PgBouncer in ``pool_mode`` in front of ``backend``, a child process on a free port.
 
     ``settings`` override :data:`DEFAULT_SETTINGS` and add any ``[pgbouncer]``
-    setting. ``workdir`` is where the config, auth file, socket and log go
-    (a new temporary directory when None; as root one the ``postgres`` user
-    owns).
+    setting. The config, auth file, socket and log go to a new temporary
+    directory (as root, one the ``postgres`` user owns). ``port`` fixes the
+    port; by default the first start chooses a free one.
     """
 
-    controllable: ClassVar[bool] = True
+    _mode_signals: ClassVar[dict[str, signal.Signals]] = {
+        "fast": signal.SIGTERM,  # PgBouncer's immediate shutdown: every client closed at once
+        "immediate": signal.SIGKILL,
+    }
+    _pdeathsig: ClassVar[str] = "KILL"
+    _dir_prefix: ClassVar[str] = "tether-pgbouncer-"
+    _log_name: ClassVar[str] = "pgbouncer.log"
+    _port_in_use: ClassVar[tuple[str, ...]] = ("address already in use",)
+    _start_timeout: ClassVar[float] = 30.0
+    _stop_timeout: ClassVar[float] = 10.0
 
     def __init__(
         self,
@@ -156,42 +149,16 @@ class PgBouncer(DatabaseServer):
             raise TypeError(f"backend: expected a PostgreSQL DatabaseServer, got {backend!r}")
         if pool_mode not in POOL_MODES:
             raise ValueError(f"pool_mode: expected 'transaction' or 'session', got {pool_mode!r}")
-        super().__init__(
-            "postgresql",
-            LOOPBACK,
-            port or 0,
-            backend.user,
-            backend.password,
-            backend.database,
-        )
+        super().__init__("postgresql", None, backend.user, backend.password, backend.database, port)
         self.backend = backend
         self.pool_mode: PoolMode = pool_mode
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.binary = Path(binary) if binary is not None else find_pgbouncer()
-        self._fixed_port = bool(port)
-        self._lock = threading.RLock()
-        self._child: ChildProcess | None = None
-        self._base: Path | None = None
-        self._closed = False
         self._paused = False
         self._owner = _postgres_os_user("PgBouncer") if _running_as_root() else None
 
-    # -- paths and state ---------------------------------------------------------------
-
-    @property
-    def base_dir(self) -> Path | None:
-        """PgBouncer's directory (config, auth file, unix socket, log), once started."""
-        return self._base
-
-    @property
-    def log_path(self) -> Path | None:
-        """PgBouncer's log (its stdout and stderr)."""
-        return self._base / "pgbouncer.log" if self._base is not None else None
-
-    @property
-    def pid(self) -> int | None:
-        child = self._child
-        return child.pid if child is not None else None
+    def _name(self) -> str:
+        return "pgbouncer"
 
     def _state(self) -> str:
         if self._closed:
@@ -200,38 +167,28 @@ class PgBouncer(DatabaseServer):
         where = f" -> :{self.backend.port}"
         return f" pgbouncer {self.pool_mode}{where}" + (f" pid={pid}" if pid else " stopped")
 
-    def is_running(self) -> bool:
-        child = self._child
-        return child is not None and child.running()
+    # -- the hooks of a local server ---------------------------------------------------
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start PgBouncer (the backend too if it is down) and wait until it accepts clients."""
-        with self._lock:
-            if self._closed:
-                raise HarnessError(f"{self!r} is closed")
-            self.backend.ensure_running()
-            if self.is_running():
-                return
-            self._reap()
-            if self._base is None:
-                self._base = self._make_base()
-                track(self)
-            # The first start chooses the port; restarts keep it, so clients see it come back.
-            choose = not self._fixed_port and self.port == 0
-            self._child = start_on_free_port(
-                self._spawn, port=None if choose else self.port, error=ServerStartError
-            )
-            log.info("started %r", self)
-
-    def _make_base(self) -> Path:
-        parent = _scratch_dir() or Path(tempfile.gettempdir())
-        _sweep_stale_dirs(parent)
-        base = Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=parent))
+    def _prepare(self, base: Path) -> None:
         if self._owner is not None:
             os.chown(base, *self._owner)
-        return base
+
+    def _command(self) -> list[str]:
+        return [str(self.binary), str(self._write_config())]
+
+    def _ready(self, proc: subprocess.Popen[bytes]) -> bool:
+        # PgBouncer's own unix socket: a stranger on the TCP port cannot fake that.
+        assert self._base is not None
+        return _accepts(self._base / f".s.PGSQL.{self.port}")
+
+    def _provision(self) -> None:
+        pass  # the test user and database are the backend's
+
+    def _popen_identity(self) -> dict[str, Any]:
+        if self._owner is None:
+            return {}
+        uid, gid = self._owner
+        return {"user": uid, "group": gid, "extra_groups": []}
 
     def _write_config(self) -> Path:
         assert self._base is not None
@@ -257,60 +214,34 @@ class PgBouncer(DatabaseServer):
         ini = self._base / "pgbouncer.ini"
         ini.write_text("\n".join(lines) + "\n")
         if self._owner is not None:
-            for path in (auth, ini):
+            log_path = self._base / self._log_name
+            log_path.touch()
+            for path in (auth, ini, log_path):
                 os.chown(path, *self._owner)
         return ini
 
-    def _spawn(self, port: int) -> ChildProcess:
-        assert self._base is not None
-        self.port = port  # before _write_config(), which puts it in pgbouncer.ini
-        ini = self._write_config()
-        log_path = self._base / "pgbouncer.log"
-        identity: dict[str, Any] = {}
-        if self._owner is not None:
-            identity = {"user": self._owner[0], "group": self._owner[1], "extra_groups": []}
-            log_path.touch()
-            os.chown(log_path, *self._owner)
-        socket_path = self._base / f".s.PGSQL.{port}"
-        return spawn(
-            [str(self.binary), str(ini)],
-            name=f"pgbouncer on port {port}",
-            log_path=log_path,
-            ready=lambda _popen: _accepts(socket_path),
-            error=ServerStartError,
-            port_in_use=_PORT_IN_USE,
-            timeout=_START_TIMEOUT,
-            poll=_POLL,
-            pdeathsig="KILL",
-            **identity,
-        )
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start PgBouncer (the backend too if it is down) and wait until it accepts clients."""
+        with self._lock:
+            if self._closed:
+                raise HarnessError(f"{self!r} is closed")
+            self.backend.ensure_running()
+            super().start()
 
     def stop(self, mode: ShutdownMode = "fast") -> None:
         """Stop PgBouncer: ``fast`` SIGTERM (every client connection closed at once),
         ``immediate`` SIGKILL. The backend keeps running."""
-        _check_mode(mode)
         with self._lock:
-            child = self._child
+            super().stop(mode)
             self._paused = False  # a new process starts unpaused
-            if child is None or not child.running():
-                self._reap()
-                return
-            if not child.stop(_SIGNALS[mode], _STOP_TIMEOUT):
-                log.warning(
-                    "%r ignored its %s shutdown for %.0fs: killed it", self, mode, _STOP_TIMEOUT
-                )
-            self._child = None
-            log.info("stopped pgbouncer on port %d (%s)", self.port, mode)
 
     def kill(self) -> None:
         """SIGKILL PgBouncer and wait for it; the backend keeps running."""
-        self.stop("immediate")
-
-    def restart(self, mode: ShutdownMode = "fast") -> None:
-        """Stop PgBouncer with ``mode`` and start it again on the same port."""
         with self._lock:
-            self.stop(mode)
-            self.start()
+            super().kill()
+            self._paused = False
 
     def ensure_running(self) -> None:
         """Start the backend and PgBouncer again if a test left either down (or paused)."""
@@ -321,24 +252,6 @@ class PgBouncer(DatabaseServer):
         elif self._paused:
             log.info("%r is paused: resuming it", self)
             self.resume()
-
-    def _reap(self) -> None:
-        child, self._child = self._child, None
-        if child is not None:
-            child.reap()
-
-    def close(self) -> None:
-        """Stop PgBouncer and delete its directory (the backend is left alone). Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._reap()
-            finally:
-                untrack(self)
-                if self._base is not None:
-                    shutil.rmtree(self._base, ignore_errors=True)
 
     # -- the database behind it --------------------------------------------------------
 
