@@ -33,7 +33,8 @@ PostgreSQL.
 
 PgBouncer is a local server like :class:`~.postgres.LocalPostgres`
 (:class:`~.local._LocalServer`, on :mod:`tether.harness.processes`): a free
-port chosen at the first start (tried again when PgBouncer finds it taken)
+port chosen at the first start (tried again when PgBouncer finds it taken:
+it logs a warning and would serve only its unix socket)
 and kept for every restart, ``setpriv --pdeathsig KILL`` so a killed test
 run takes PgBouncer along, closed at exit; its directory (config, auth file,
 socket, ``pgbouncer.log``) in the harness's scratch space (:mod:`.scratch`),
@@ -65,7 +66,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..processes import LOOPBACK
+from ..processes import LOOPBACK, PortInUseError, log_tail
 from .base import DatabaseServer, HarnessError, ServerUnavailableError, ShutdownMode
 from .local import _LocalServer, _running_as_root
 from .postgres import _postgres_os_user
@@ -179,7 +180,17 @@ class PgBouncer(_LocalServer):
     def _ready(self, proc: subprocess.Popen[bytes]) -> bool:
         # PgBouncer's own unix socket: a stranger on the TCP port cannot fake that.
         assert self._base is not None
-        return _accepts(self._base / f".s.PGSQL.{self.port}")
+        if not _accepts(self._base / f".s.PGSQL.{self.port}"):
+            return False
+        # A taken TCP port is only a warning to PgBouncer, logged before it listens on the
+        # unix socket; it then serves that socket alone, and clients on the port would reach
+        # the stranger. Its log lines carry its pid (setpriv execs it: the same pid).
+        output = log_tail(self.log_path, lines=200)
+        if f"[{proc.pid}] WARNING cannot listen on {LOOPBACK}:{self.port}" in output:
+            raise PortInUseError(
+                f"pgbouncer on port {self.port}: the port is in use; log {self.log_path}"
+            )
+        return True
 
     def _provision(self) -> None:
         pass  # the test user and database are the backend's
