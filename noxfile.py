@@ -1,10 +1,14 @@
 """Every task of the tether monorepo: ``nox -s <session>``.
 
 nox -s demo        the main job: a threaded workload, per-request connects vs pools
-nox -s ci          everything CI runs: provision, lint, typecheck, tests, chaos, bench --quick
-nox -s tests       each package installed alone (only its declared deps) and tested
-nox -s lint        ruff
-nox -s typecheck   mypy --strict
+nox -s ci          everything CI runs: provision, lint, typecheck, build, tests, chaos, demo,
+                   bench --quick
+nox -s tests       each package installed alone (only its declared deps) and tested, on every
+                   Python in PYTHONS (one: nox -s "tests-3.11(package='pooled')", or -p 3.11);
+                   `nox -s tests-all` is the same; ci runs the oldest and the newest Python
+nox -s lint        ruff, and actionlint over .github/workflows
+nox -s typecheck   mypy --strict, as the oldest and the newest Python see the code
+nox -s build       every sdist and wheel, twine check, each wheel installed alone and imported
 nox -s chaos       the chaos suite: real faults through toxiproxy and server restarts
 nox -s bench       benchmarks against DBUtils, psycopg_pool, SQLAlchemy, peewee
 nox -s provision   install PostgreSQL, MariaDB, libpq-dev, PgBouncer (apt) and toxiproxy (go)
@@ -14,18 +18,28 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True  # a Python we claim to support must be there
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 ROOT = Path(__file__).parent
-TOOLS = ROOT / ".tether" / "bin"  # tools built for this checkout (toxiproxy)
+TOOLS = ROOT / ".tether" / "bin"  # tools built for this checkout (toxiproxy, actionlint)
 DRIVERS = "psycopg,pygresql,pymysql"
+#: The `psycopg` extras ask for plain psycopg (the application picks the implementation);
+#: tether's own tests, demo and benchmarks pick the binary one.
+PSYCOPG_IMPLEMENTATION = "psycopg[binary]>=3.1"
+#: Every Python the packages support (requires-python, classifiers: tests/test_packaging.py
+#: checks they agree) and the test sessions run on.
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 # Each package and the packages it depends on, bottom layer first.
 PACKAGES = {
     "simple_pool": ["simple_pool"],
@@ -41,15 +55,52 @@ EXTRAS = {"frameworks": "sqlalchemy,django,peewee", "pooled": "prometheus,otel"}
 TEST_DEPS = {"pooled": ["opentelemetry-sdk>=1.23", "mypy>=1.10"]}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
+ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
+ACTIONLINT_VERSION = "v1.7.12"  # pinned, like toxiproxy
 APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "pgbouncer"]
 
 
 def _package_specs(names: list[str]) -> list[str]:
-    """pip specs of local packages, each with the driver extras."""
+    """pip specs of local packages, each with the driver extras, and psycopg's implementation."""
     return [
-        f"{ROOT / 'packages' / name}[{','.join(filter(None, [DRIVERS, EXTRAS.get(name)]))}]"
-        for name in names
+        *(
+            f"{ROOT / 'packages' / name}[{','.join(filter(None, [DRIVERS, EXTRAS.get(name)]))}]"
+            for name in names
+        ),
+        PSYCOPG_IMPLEMENTATION,
     ]
+
+
+def _select_pyenv_pythons() -> None:
+    """Make pyenv's ``python3.X`` shims answer for every version in :data:`PYTHONS`.
+
+    Under pyenv, ``python3.9`` on PATH is a shim that runs only the versions
+    pyenv has selected (``pyenv global``, ``.python-version``,
+    ``PYENV_VERSION``), so nox would find 3.9 missing although it is
+    installed. Selecting the newest installed patch of each version, after the
+    ones already selected, changes nothing else (``python3`` stays what it was).
+    Without pyenv (a CI runner with setup-python) this does nothing.
+    """
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return
+    try:
+        root, current = (
+            subprocess.run([pyenv, cmd], capture_output=True, text=True, check=True).stdout.strip()
+            for cmd in ("root", "version-name")
+        )
+        installed = os.listdir(Path(root) / "versions")
+    except (OSError, subprocess.CalledProcessError):
+        return
+    selected = current.split(":") if current else []
+    for minor in PYTHONS:
+        patches = [v for v in installed if re.fullmatch(re.escape(minor) + r"\.\d+", v)]
+        if patches:
+            selected.append(max(patches, key=lambda v: int(v.rsplit(".", 1)[1])))
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys(selected))
+
+
+_select_pyenv_pythons()
 
 
 def _test_env() -> dict[str, str]:
@@ -84,6 +135,25 @@ def _go() -> str | None:
     )
 
 
+def go_tool(session: nox.Session, module: str, version: str, dest: Path) -> Path:
+    """``dest``, built from the pinned Go ``module@version`` with ``go install`` if missing."""
+    if dest.exists():
+        session.log(f"{dest.name}: present at {dest}")
+        return dest
+    go = _go()
+    if go is None:
+        session.error(f"{dest.name} needs Go >= 1.22 to build (go install); no `go` found")
+    session.log(f"{dest.name}: go install {module}@{version} -> {dest}")
+    gobin = TOOLS / "gobuild"
+    gobin.mkdir(parents=True, exist_ok=True)
+    session.run(
+        go, "install", f"{module}@{version}",
+        external=True, env={"GOBIN": str(gobin), "CGO_ENABLED": "0"},
+    )  # fmt: skip
+    (gobin / module.rsplit("/", 1)[1]).rename(dest)  # go names the binary after the package
+    return dest
+
+
 def provision_machine(session: nox.Session) -> None:
     """Install the database servers and toxiproxy if they are missing, saying what was done."""
     missing = _missing_apt_packages()
@@ -99,21 +169,7 @@ def provision_machine(session: nox.Session) -> None:
         session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
     else:
         session.log("provision: PostgreSQL, MariaDB, libpq-dev, gcc and pgbouncer are installed")
-    server = TOOLS / "toxiproxy-server"
-    if server.exists():
-        session.log(f"provision: toxiproxy server present at {server}")
-        return
-    go = _go()
-    if go is None:
-        session.error("toxiproxy needs Go >= 1.22 to build (go install); no `go` found")
-    session.log(f"provision: go install {TOXIPROXY_MODULE}@{TOXIPROXY_VERSION} -> {server}")
-    gobin = TOOLS / "gobuild"
-    gobin.mkdir(parents=True, exist_ok=True)
-    session.run(
-        go, "install", f"{TOXIPROXY_MODULE}@{TOXIPROXY_VERSION}",
-        external=True, env={"GOBIN": str(gobin), "CGO_ENABLED": "0"},
-    )  # fmt: skip
-    (gobin / "server").rename(server)
+    go_tool(session, TOXIPROXY_MODULE, TOXIPROXY_VERSION, TOOLS / "toxiproxy-server")
 
 
 @nox.session(venv_backend="none")
@@ -127,24 +183,38 @@ def provision(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole tree."""
+    """ruff over the whole tree; actionlint (built with Go, pinned) over the CI workflow."""
     session.install("ruff>=0.8")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    actionlint = go_tool(
+        session, ACTIONLINT_MODULE, ACTIONLINT_VERSION, TOOLS / f"actionlint-{ACTIONLINT_VERSION}"
+    )
+    # Without shellcheck and pyflakes: actionlint runs them only when they are on PATH, and
+    # the same file must give the same verdict on every machine.
+    session.run(
+        str(actionlint), "-shellcheck=", "-pyflakes=",
+        *sorted(glob.glob(str(ROOT / ".github" / "workflows" / "*.yml"))), external=True,
+    )  # fmt: skip
 
 
-@nox.session
+#: mypy checks the code as the oldest and the newest supported Python see it, each on that
+#: Python (the newest mypy no longer targets 3.9; the one the 3.9 venv resolves does).
+TYPECHECK_PYTHONS = [PYTHONS[0], PYTHONS[-1]]
+
+
+@nox.session(python=TYPECHECK_PYTHONS)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every package's sources, the harness, and a typed user program.
 
-    The exporters' dependencies (prometheus-client, opentelemetry-api) come with
-    tether-pooled's extras (EXTRAS).
+    For this Python. The exporters' dependencies (prometheus-client, opentelemetry-api)
+    come with tether-pooled's extras (EXTRAS).
     """
     session.install(
         "mypy>=1.10", *_package_specs(list(PACKAGES)), f"{ROOT / 'harness'}[chaos,docker]"
     )
     session.run(
-        "mypy",
+        "mypy", "--python-version", str(session.python),
         "packages/simple_pool/src/tether/simple_pool",
         "packages/steady/src/tether/steady",
         "packages/persistent/src/tether/persistent",
@@ -152,26 +222,109 @@ def typecheck(session: nox.Session) -> None:
         "packages/frameworks/src/tether/frameworks",
         "harness/src/tether/harness",
         "packages/pooled/tests/typed/user_program.py",  # what a user's code may lean on
-    )
+    )  # fmt: skip
+
+
+#: Every distribution of the repository, by its directory.
+DISTRIBUTIONS = {name: ROOT / "packages" / name for name in PACKAGES}
+DISTRIBUTIONS["harness"] = ROOT / "harness"
+#: Modules that import what only an extra installs: left out of the import check of a wheel
+#: installed alone, and imported when it is installed with IMPORT_EXTRAS.
+OPTIONAL_MODULES = {
+    "pooled": ["tether.pooled.metrics.otel", "tether.pooled.metrics.prometheus"],
+    "frameworks": ["tether.frameworks." + name for name in ("django", "peewee", "sqlalchemy")],
+}
+IMPORT_EXTRAS = {
+    "pooled": "prometheus,otel",
+    "frameworks": "sqlalchemy,django,peewee,psycopg,pymysql",
+    "harness": "chaos,docker",
+}
 
 
 @nox.session
 def build(session: nox.Session) -> None:
-    """Build each distribution's wheel and sdist into dist/, one by one."""
-    session.install("build>=1.2")
-    for name in [*PACKAGES, "harness"]:
-        path = ROOT / "packages" / name if name in PACKAGES else ROOT / name
-        session.run("python", "-m", "build", "--outdir", str(ROOT / "dist"), str(path))
+    """Build every sdist and wheel, check them, install each wheel alone and import it.
+
+    The wheels are built from the sdists (``uv build``), so a file missing from an sdist
+    fails here. ``twine check --strict`` checks the metadata PyPI renders. Each wheel
+    then goes into a fresh venv with nothing but its declared dependencies (the tether ones
+    from ``dist/`` only; the layers need nothing from PyPI), and every module of every
+    installed tether package is imported; then once more with its extras.
+    ``tests/test_packaging.py`` checks the archives (LICENSE, metadata) and the imports.
+    """
+    session.install(
+        "uv>=0.5", "twine>=6.1", "packaging>=24", "pytest>=8", "tomli; python_version<'3.11'"
+    )
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    for path in DISTRIBUTIONS.values():
+        session.run("uv", "build", "--quiet", "--out-dir", str(dist), str(path))
+    archives = sorted(map(str, [*dist.glob("*.whl"), *dist.glob("*.tar.gz")]))
+    session.run("twine", "check", "--strict", *archives)
+    with tempfile.TemporaryDirectory(prefix="tether-build-") as tmp:
+        (Path(tmp) / "import_all.py").write_text(_IMPORT_ALL)
+        for name in DISTRIBUTIONS:
+            (wheel,) = dist.glob(f"tether_{name}-*.whl")
+            # The layers' only dependencies are each other: from dist/ alone, never from an
+            # index (where a stranger's distribution of the same name could be found).
+            skip = OPTIONAL_MODULES.get(name, [])
+            alone = Path(tmp) / name
+            _install_and_import(session, alone, str(wheel), skip, index=name == "harness")
+            if name in IMPORT_EXTRAS:
+                spec = f"{wheel}[{IMPORT_EXTRAS[name]}]"
+                _install_and_import(session, Path(tmp) / f"{name}-extras", spec, [], index=True)
+    session.run(
+        "pytest", "-p", "no:cacheprovider", str(ROOT / "tests"), *session.posargs,
+        env={"TETHER_DIST": str(dist), "TETHER_PYTHONS": ",".join(PYTHONS)},
+    )  # fmt: skip
+
+
+_IMPORT_ALL = """# Imports every module of every installed tether package but the prefixes given.
+import importlib, pkgutil, sys
+import tether
+skip = tuple(sys.argv[1:])
+names = []
+def walk(path, prefix):
+    for info in pkgutil.iter_modules(path, prefix):
+        if info.name.startswith(skip):
+            continue
+        module = importlib.import_module(info.name)
+        names.append(info.name)
+        if info.ispkg:
+            walk(module.__path__, info.name + ".")
+walk(tether.__path__, "tether.")
+print(f"imported {len(names)} modules:", " ".join(sorted(names)))
+"""
+
+
+def _install_and_import(
+    session: nox.Session, venv: Path, spec: str, skip: list[str], *, index: bool
+) -> None:
+    """Install ``spec`` into a fresh venv and import every tether module there.
+
+    Tether distributions come from ``dist/`` (``--find-links``); with ``index``
+    the others come from PyPI, without it nothing may.
+    """
+    python = str(venv / "bin" / "python")
+    session.run("uv", "venv", "--quiet", "--python", str(Path(session.bin) / "python"), str(venv))
+    sources = ["--find-links", str(ROOT / "dist"), *([] if index else ["--no-index"])]
+    session.run("uv", "pip", "install", "--quiet", "--python", python, *sources, spec)
+    session.run(python, str(venv.parent / "import_all.py"), *skip, external=True)
 
 
 # -- tests -------------------------------------------------------------------------------------
 
 
 TESTED = [*PACKAGES, "harness"]
-TEST_SESSIONS = [f"tests(package='{name}')" for name in TESTED]
+#: The Pythons ``nox -s ci`` tests on: the oldest and the newest. All five would bring CI
+#: (30 minutes at most) to an estimated 26 on an idle 2-core machine, too close (measured
+#: there: the six test sessions take 3.2 minutes on 3.11; ci took 10 with one Python).
+#: ``nox -s tests`` (or ``tests-all``) runs every Python.
+CI_PYTHONS = [PYTHONS[0], PYTHONS[-1]]
+TEST_SESSIONS = [f"tests-{python}(package='{name}')" for python in CI_PYTHONS for name in TESTED]
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 @nox.parametrize("package", TESTED)
 def tests(session: nox.Session, package: str) -> None:
     """One package, installed with only its declared dependencies, against real servers."""
@@ -188,6 +341,14 @@ def tests(session: nox.Session, package: str) -> None:
         "pytest", "-n", os.environ.get("TETHER_WORKERS", "auto"), "--import-mode=importlib",
         str(path), *session.posargs, env=_test_env(),
     )  # fmt: skip
+
+
+@nox.session(name="tests-all", venv_backend="none")
+def tests_all(session: nox.Session) -> None:
+    """The test sessions of every package on every supported Python (ci: oldest and newest)."""
+    for python in PYTHONS:
+        for name in TESTED:
+            session.notify(f"tests-{python}(package='{name}')", posargs=session.posargs)
 
 
 @nox.session
@@ -244,7 +405,8 @@ def ci(session: nox.Session) -> None:
     """Everything CI runs, in order; provisions the machine first."""
     provision_machine(session)
     # notify() takes exact names: "tests" alone would queue only its first parametrization.
-    for name in ("lint", "typecheck", *TEST_SESSIONS, "chaos", "demo"):
+    typechecks = [f"typecheck-{python}" for python in TYPECHECK_PYTHONS]
+    for name in ("lint", *typechecks, "build", *TEST_SESSIONS, "chaos", "demo"):
         session.notify(name)
     # The benchmark smoke run: fails if a tether pool is over 2x slower than the
     # fastest peer measured in the same run (a ratio, not a time).

@@ -2,7 +2,7 @@
 
 Table-driven: every parameter of ``PersistentDB`` and ``PersistentPg`` with
 the bad values of its kind. The checks are the steady layer's and the simple
-pool's own (tether.simple_pool._checks): same parameter, same message.
+pool's own (tether.simple_pool.checks): same parameter, same message.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bad arguments are refused at construction, naming the parameter; DBUtils' values still work.
 
 Table-driven: every parameter of every public constructor of this package,
-with the bad values of its kind. The same checks (tether.simple_pool._checks)
+with the bad values of its kind. The same checks (tether.simple_pool.checks)
 are used by every layer above, so the tables there look like this one.
 """
 

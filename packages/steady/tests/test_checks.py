@@ -2,7 +2,7 @@
 
 Table-driven: every parameter of ``connect``, ``SteadyDBConnection`` and
 ``SteadyPgConnection`` with the bad values of its kind, checked by the same
-functions (tether.simple_pool._checks) as in every other layer.
+functions (tether.simple_pool.checks) as in every other layer.
 """
 
 from __future__ import annotations

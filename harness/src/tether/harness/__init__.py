@@ -5,13 +5,16 @@ die. This package starts throwaway PostgreSQL and MariaDB servers (or uses
 the ones ``TETHER_PG_DSN`` / ``TETHER_MARIADB_DSN`` name, or Docker
 containers), describes how each database driver connects to them
 (:class:`~tether.harness.targets.DriverTarget`), and offers both as pytest
-fixtures through the ``tether.harness.pytest_plugin`` plugin. A real
-PgBouncer in front of PostgreSQL (:mod:`~tether.harness.servers.pgbouncer`) is one
+fixtures through the ``tether.harness.pytest_plugin`` plugin. For failover
+tests, :class:`~tether.harness.replication.ReplicationPair` is a primary and a
+synchronous streaming standby with the levers to kill, promote and switch over.
+A real PgBouncer in front of PostgreSQL (:mod:`~tether.harness.servers.pgbouncer`) is one
 more server of the same kind.
 """
 
 from __future__ import annotations
 
+from .replication import ReplicationPair
 from .servers import (
     ContainerServer,
     DatabaseServer,
@@ -46,6 +49,7 @@ __all__ = [
     "LocalPostgres",
     "NoServerError",
     "PgBouncer",
+    "ReplicationPair",
     "ServerNotControllableError",
     "ServerStartError",
     "ServerUnavailableError",

@@ -24,6 +24,14 @@ stopped or killed it) is started again, on the same port.
 A server that cannot be provided is an error, never a skip: tether's CI
 provisions its servers, and a developer gets the install command.
 
+``replication_pair`` (session), ``failover_pair`` (function)
+    A :class:`~tether.harness.replication.ReplicationPair` of this worker: a
+    primary and a synchronous streaming standby of its own (always local
+    servers, whatever ``TETHER_PG_DSN`` says), reached through
+    ``pair.conninfo()`` / ``pair.target(driver)``, a libpq multi-host DSN.
+    ``failover_pair`` is the same pair made healthy again first (after an
+    earlier test's failover) and its tables dropped afterwards. Tests using
+    either are marked ``server`` and ``restart``.
 ``pgbouncer_transaction``, ``pgbouncer_session`` (session scope)
     A started :class:`~tether.harness.servers.PgBouncer` in that pool mode in
     front of this worker's ``pg_server`` (one per worker and mode); the
@@ -50,6 +58,7 @@ from pathlib import Path
 
 import pytest
 
+from .replication import ReplicationPair
 from .servers import (
     POOL_MODES,
     DatabaseServer,
@@ -65,11 +74,13 @@ __all__ = [
     "bouncer_target",
     "dbapi_target",
     "driver_target",
+    "failover_pair",
     "mariadb_server",
     "pg_server",
     "pgbouncer",
     "pgbouncer_session",
     "pgbouncer_transaction",
+    "replication_pair",
     "server_target",
 ]
 
@@ -94,11 +105,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _uses_server(item):
             item.add_marker(pytest.mark.server)
+        if set(getattr(item, "fixturenames", ())) & _PAIR_FIXTURES:
+            item.add_marker(pytest.mark.restart)  # it kills and promotes servers
+
+
+_PAIR_FIXTURES = frozenset({"replication_pair", "failover_pair"})
 
 
 def _uses_server(item: pytest.Item) -> bool:
     names = set(getattr(item, "fixturenames", ()))
-    if names & {"pg_server", "mariadb_server", "server_target", *_BOUNCER_FIXTURES}:
+    if names & {
+        "pg_server",
+        "mariadb_server",
+        "server_target",
+        *_BOUNCER_FIXTURES,
+        *_PAIR_FIXTURES,
+    }:
         return True
     callspec = getattr(item, "callspec", None)
     for fixture in ("driver_target", "dbapi_target"):
@@ -161,6 +183,43 @@ def mariadb_server(
         yield server
     finally:
         _close(server)
+
+
+@pytest.fixture(scope="session")
+def replication_pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReplicationPair]:
+    """This worker's primary and synchronous standby (started on first use, closed at the end).
+
+    Its servers are not kept running by the per-test guard: starting a
+    killed primary again behind a promoted standby would make two primaries.
+    """
+    worker = _worker_id(request.config)
+    pair = ReplicationPair(tmp_path_factory.mktemp(f"replication-{worker}", numbered=True))
+    try:
+        pair.start()
+    except ServerUnavailableError as exc:
+        pair.close()
+        where = "CI=true: tether's CI must provision this server. " if _in_ci() else ""
+        pytest.fail(f"{where}No PostgreSQL pair for the tests: {exc}", pytrace=False)
+    except BaseException:
+        pair.close()
+        raise
+    log.info("worker %s: %r", worker, pair)
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+@pytest.fixture
+def failover_pair(replication_pair: ReplicationPair) -> Iterator[ReplicationPair]:
+    """This worker's pair, healthy at the start of the test; its tables dropped afterwards."""
+    replication_pair.restore()
+    try:
+        yield replication_pair
+    finally:
+        replication_pair.cleanup()
 
 
 def _bouncer(mode: str, request: pytest.FixtureRequest) -> Iterator[PgBouncer]:

@@ -24,7 +24,8 @@ Quick use (pytest, with the harness plugin and :mod:`.fixtures` loaded)::
 Modules: :mod:`.faults`, :mod:`.ledger` (the workload), :mod:`.pools` and
 :mod:`.doubles` (pools, good and deliberately broken), :mod:`.invariants`,
 :mod:`.runner`, :mod:`.report`, :mod:`.matrix`, :mod:`.fixtures`,
-:mod:`.timeouts`.
+:mod:`.timeouts`; :mod:`.failover` runs the ledger through a multi-host DSN
+while a replication pair fails over or switches over.
 """
 
 from __future__ import annotations

@@ -291,7 +291,8 @@ class TetherPool(Pool):
             return f"TetherPool ({self._mode}, not started)"
         if isinstance(generator, PooledDB):
             stats = generator.stats()
-            shown = ", ".join(f"{k}={stats[k]}" for k in ("size", "idle", "in_use") if k in stats)
+            keys = ("size", "idle", "in_use")
+            shown = ", ".join(f"{k}={stats.get(k)}" for k in keys if k in stats)
             return f"TetherPool ({self._mode}): {shown or stats}"
         return f"TetherPool ({self._mode}): {generator!r}"
 

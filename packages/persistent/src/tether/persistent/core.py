@@ -81,7 +81,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from tether.simple_pool._checks import (
+from tether.simple_pool.checks import (
     check_bool,
     check_callable,
     check_count,
@@ -90,7 +90,7 @@ from tether.simple_pool._checks import (
     check_seconds,
     check_setsession,
 )
-from tether.simple_pool._deadline import LATE, call_within, remaining
+from tether.simple_pool.deadline import LATE, call_within, remaining
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.simple_pool.errors import (
     AuthenticationError,
@@ -374,7 +374,7 @@ class _Persistent(Generic[C]):
     ) -> None:
         self._adapter = adapter
         # Every argument is checked here, before the first connection, with
-        # the checks every layer uses (tether.simple_pool._checks); the steady
+        # the checks every layer uses (tether.simple_pool.checks); the steady
         # layer would check some of them only when a thread first connects.
         self._ping_after = check_seconds(
             "ping_after", ping_after, allow_none=False, allow_zero=True
@@ -426,7 +426,11 @@ class _Persistent(Generic[C]):
         :meth:`close`, :class:`TooManyConnectionsError` or
         :class:`~tether.simple_pool.PoolTimeout` when the cap is reached.
         """
-        slot: _Slot[C] | None = getattr(self._local, "slot", None)
+        # Not getattr(self._local, "slot", None): before Python 3.11, that miss in a
+        # _threading_local.local raises through contextlib, whose frame and the
+        # exception form a cycle keeping the thread, and its connection after it
+        # ends, alive until the garbage collector runs.
+        slot: _Slot[C] | None = vars(self._local).get("slot")
         if slot is not None:
             with slot.lock:
                 con = slot.con

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tether.simple_pool._checks import (
+from tether.simple_pool.checks import (
     check_bool,
     check_callable,
     check_count,
@@ -121,7 +121,7 @@ class PooledDB(Pool):
         if not threadsafety:
             raise NotSupportedError("Database module is not thread-safe.")
         # The arguments only this front takes, checked with the checks every
-        # layer uses (tether.simple_pool._checks); _setup checks the rest, all
+        # layer uses (tether.simple_pool.checks); _setup checks the rest, all
         # before anything is opened.
         maxshared = check_count("maxshared", maxshared)
         if not threadsafety > 1:

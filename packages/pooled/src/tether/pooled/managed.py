@@ -46,7 +46,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from tether.simple_pool._checks import check_count
+from tether.simple_pool.checks import check_count
 
 from .db import PooledDB
 

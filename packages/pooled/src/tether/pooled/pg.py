@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether.simple_pool._checks import check_bool, check_callable, check_count, check_setsession
+from tether.simple_pool.checks import check_bool, check_callable, check_count, check_setsession
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.steady import SteadyPgConnection
 from tether.steady.core import SetSession
@@ -109,7 +109,7 @@ class PooledPg(Pool):
         else:
             adapter = adapter_for(pg.DB, driver)
         # The arguments only this front takes, checked with the checks every
-        # layer uses (tether.simple_pool._checks); _setup checks the rest.
+        # layer uses (tether.simple_pool.checks); _setup checks the rest.
         self._args = args
         self._maxusage = check_count("maxusage", maxusage)
         self._setsession = check_setsession(setsession)

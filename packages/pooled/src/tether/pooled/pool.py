@@ -92,7 +92,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from tether.simple_pool._checks import (
+from tether.simple_pool.checks import (
     check_bool,
     check_callable,
     check_count,
@@ -102,7 +102,7 @@ from tether.simple_pool._checks import (
     check_seconds_pair,
     check_str,
 )
-from tether.simple_pool._deadline import LATE, call_within
+from tether.simple_pool.deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
 from tether.simple_pool.errors import AuthenticationError
 from tether.steady import SteadyBase
@@ -253,7 +253,7 @@ class Pool:
         self._closed = True  # until set up: __del__ and close() must work whatever fails
         self._maintenance: Maintenance | None = None
         # Every argument is checked before anything is opened, with the checks
-        # every layer uses (tether.simple_pool._checks).
+        # every layer uses (tether.simple_pool.checks).
         name = check_str("name", name)
         self.name = name if name is not None else f"{type(self).__name__}-{next(_names)}"
         logger = check_logger(logger)

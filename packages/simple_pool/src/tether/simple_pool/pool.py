@@ -69,8 +69,8 @@ from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any, NoReturn
 
-from ._checks import check_int, check_seconds
-from ._deadline import LATE, call_within
+from .checks import check_int, check_seconds
+from .deadline import LATE, call_within
 from .drivers import DriverAdapter, adapter_for, refine
 from .errors import ConnectionReturned, NotSupportedError, PoolClosed, PoolTimeout
 
@@ -98,7 +98,7 @@ class SimplePooledDB:
         driver: str | DriverAdapter | type[DriverAdapter] | None = None,
         **kwargs: Any,
     ) -> None:
-        # Checked before anything is opened (tether.simple_pool._checks: the
+        # Checked before anything is opened (tether.simple_pool.checks: the
         # same checks, with the same messages, as every layer above).
         check_int("maxconnections", maxconnections, minimum=1)
         self._timeout = check_seconds("timeout", timeout)

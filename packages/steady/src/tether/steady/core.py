@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Union
 
-from tether.simple_pool._checks import (
+from tether.simple_pool.checks import (
     check_bool,
     check_callable,
     check_count,
@@ -131,7 +131,7 @@ class SteadyBase:
         # The class of the driver's connections (what isinstance checks see; see dbapi.py).
         self._driver_class: type | None = None
         # Every argument is checked before the first connection is opened, with
-        # the checks every layer uses (tether.simple_pool._checks).
+        # the checks every layer uses (tether.simple_pool.checks).
         self._adapter = adapter_for(creator, driver)
         self._maxusage = check_count("maxusage", maxusage)
         self._setsession = check_setsession(setsession)
@@ -632,7 +632,7 @@ class SteadyBase:
         if raw is None:
             return None
         try:
-            return self._adapter.rollback(raw, *args, **kwargs)
+            result = self._adapter.rollback(raw, *args, **kwargs)
         except Exception as exc:
             if lost or self._is_lost(raw, exc):
                 self._forget(raw)
@@ -642,6 +642,9 @@ class SteadyBase:
                 )
                 return None
             raise
+        if lost:  # a session that must be retired (read-only now) rolls back fine: retire it
+            self._forget(raw)
+        return result
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""

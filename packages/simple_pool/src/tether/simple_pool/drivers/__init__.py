@@ -106,6 +106,7 @@ def refine(adapter: DriverAdapter, conn: Any) -> DriverAdapter:
             # A creator given as a wrapper module keeps its connect(), but the driver's
             # exception classes and threadsafety come from the driver's own module.
             refined.module = driver_module
+        refined.opened(conn)  # opened by the guess: the driver's adapter notes it now
         return refined
     return adapter
 

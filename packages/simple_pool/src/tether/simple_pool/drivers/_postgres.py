@@ -3,7 +3,8 @@
 psycopg 3 and PyGreSQL (``pg`` and ``pgdb``) both sit on libpq, so they report
 the same transaction states and the server's SQLSTATE codes, and take the same
 ``connect_timeout`` rules. Keeping those facts here gives the three adapters
-one answer to "is this error a lost connection?".
+one answer to "is this error a lost connection?", and to "has this session's
+server stopped accepting writes?" (see :func:`turned_read_only`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import math
 import re
 import struct
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ._socket import peek, socket_readable
@@ -30,6 +33,18 @@ TRANS_UNKNOWN = 4
 #: idle_in_transaction_session_timeout: all FATAL, the backend exits.
 #: 57014 query_canceled is deliberately absent: the session survives a cancel.
 LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "25P03"})
+
+#: SQLSTATE 25006 read_only_sql_transaction: a write refused because the
+#: transaction is read-only. The server refuses the statement before running
+#: it, so nothing of it was applied.
+READ_ONLY_SQLSTATE = "25006"
+
+#: Parameters a PostgreSQL 14+ server reports to libpq on its own whenever they
+#: change (``ParameterStatus``; what ``target_session_attrs=read-write`` checks
+#: at connect): ``in_hot_standby`` is ``on`` on a standby,
+#: ``default_transaction_read_only`` on a server set read-only (a primary
+#: demoted in a switchover). libpq keeps the last value it was told.
+READ_ONLY_PARAMETERS = ("default_transaction_read_only", "in_hot_standby")
 
 #: libpq rounds any positive ``connect_timeout`` below 2 seconds up to 2.
 LIBPQ_MIN_CONNECT_TIMEOUT = 2
@@ -82,6 +97,68 @@ def libpq_auth_failure(exc: BaseException) -> bool:
 def sqlstate_means_lost(sqlstate: object) -> bool:
     """True for a SQLSTATE that means the server ended the session (class 08 or 57P0x...)."""
     return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in LOST_SQLSTATES)
+
+
+# -- sessions whose server stopped accepting writes --------------------------------------
+#
+# After a switchover the old primary stays up, read-only: its sessions stay
+# connected and answer their next write with 25006. A session opened on a
+# server that accepted writes and now reports read-only can never write again
+# and must be retired; a session opened read-only (a read pool on a standby,
+# ``target_session_attrs=prefer-standby``) is what its pool asked for and is
+# kept. The connection objects themselves cannot say how they were opened
+# (psycopg's are slotted; PyGreSQL keeps no conninfo), so the connections
+# opened read-write are remembered here, by id, held weakly.
+
+_READ_WRITE_AT_OPEN: dict[int, weakref.ref[Any]] = {}
+
+#: ``parameter(name)``: the value libpq holds for a reported server parameter, or None.
+Parameter = Callable[[str], object]
+
+
+def reports_read_only(parameter: Parameter) -> bool:
+    """True when the server told libpq that its sessions are read-only (no round trip)."""
+    return any(parameter(name) in ("on", b"on") for name in READ_ONLY_PARAMETERS)
+
+
+def note_opened(conn: Any, parameter: Parameter) -> None:
+    """Remember ``conn``, just opened, if its server accepted writes then.
+
+    A server before PostgreSQL 14 reports neither parameter: its sessions
+    count as read-write at open, and :func:`turned_read_only` never fires
+    for them (the parameters never say ``on``).
+    """
+    if reports_read_only(parameter):
+        return
+    key = id(conn)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        # Runs while ``conn`` is finalized, before its id can be reused by a new object.
+        if _READ_WRITE_AT_OPEN.get(key) is ref:
+            _READ_WRITE_AT_OPEN.pop(key, None)
+
+    try:
+        _READ_WRITE_AT_OPEN[key] = weakref.ref(conn, forget)
+    except TypeError:  # an object without weak references (a raw C connection): not tracked
+        pass
+
+
+def turned_read_only(conn: Any, parameter: Parameter) -> bool:
+    """True when ``conn`` was opened read-write and its server now reports read-only."""
+    ref = _READ_WRITE_AT_OPEN.get(id(conn))
+    return ref is not None and ref() is conn and reports_read_only(parameter)
+
+
+def must_retire(conn: Any, exc: BaseException, parameter: Parameter) -> bool:
+    """True when ``exc`` is the 25006 of a session whose server stopped accepting writes.
+
+    A 25006 on a session that is still read-write (the user's ``BEGIN READ
+    ONLY``) or was read-only from the start (a read pool) is the caller's
+    error, not a reason to reconnect.
+    """
+    return getattr(exc, "sqlstate", None) == READ_ONLY_SQLSTATE and turned_read_only(
+        conn, parameter
+    )
 
 
 def transaction_state(status: Any) -> bool | None:

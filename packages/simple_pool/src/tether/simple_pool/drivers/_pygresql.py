@@ -12,12 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from ._postgres import (
+    READ_ONLY_SQLSTATE,
     TRANS_IDLE,
     TRANS_INERROR,
+    Parameter,
     connect_timeout,
     libpq_auth_failure,
+    must_retire,
+    note_opened,
     pygresql_presend_error,
     sqlstate_means_lost,
+    turned_read_only,
 )
 from .base import DriverAdapter, wait_readable
 
@@ -25,14 +30,44 @@ from .base import DriverAdapter, wait_readable
 class PyGreSQLAdapter(DriverAdapter):
     """Base of :class:`PgdbAdapter` and :class:`PgClassicAdapter`."""
 
+    def libpq(self, conn: Any) -> Any:
+        """PyGreSQL's libpq connection object behind ``conn`` (None once closed)."""
+        return getattr(conn, "_cnx", None)
+
+    def _parameter(self, conn: Any) -> Parameter:
+        """What libpq holds for a server-reported parameter of ``conn`` (``cnx.parameter``)."""
+
+        def parameter(name: str) -> object:
+            try:
+                return self.libpq(conn).parameter(name)
+            except Exception:
+                return None
+
+        return parameter
+
+    def opened(self, conn: Any) -> None:
+        """Remember whether the server accepted writes when ``conn`` was opened."""
+        note_opened(conn, self._parameter(conn))
+
+    def turned_read_only(self, conn: Any) -> bool:
+        """True when ``conn`` was opened read-write and its server now reports read-only."""
+        return turned_read_only(conn, self._parameter(conn))
+
     # -- errors -----------------------------------------------------------------------------
 
     def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
         """Lost when libpq's status went bad (PyGreSQL raises ProgrammingError, then
-        LookupError, for that) or the SQLSTATE says so; not for cancels or SQL errors."""
+        LookupError, for that) or the SQLSTATE says so; not for cancels or SQL errors.
+
+        Also a 25006 (read-only transaction) on a session whose server stopped
+        accepting writes since it was opened (the old primary after a
+        switchover): that session must be retired, and the statement did not run.
+        """
         if conn is not None and self.is_closed(conn):
             return True
-        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
+        if sqlstate_means_lost(getattr(exc, "sqlstate", None)):
+            return True
+        return conn is not None and must_retire(conn, exc, self._parameter(conn))
 
     def is_auth_failure(self, exc: BaseException) -> bool:
         """libpq's FATAL message for a refused login (measured with PyGreSQL 6.2.3: a wrong
@@ -40,7 +75,11 @@ class PyGreSQLAdapter(DriverAdapter):
         return libpq_auth_failure(exc)
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
-        """True for PyGreSQL's own refusal to use a closed or bad connection."""
+        """True for PyGreSQL's own refusal to use a closed or bad connection, and for a
+        statement the server refused as a write in a read-only transaction (25006:
+        refused before it ran)."""
+        if getattr(exc, "sqlstate", None) == READ_ONLY_SQLSTATE:
+            return True
         if conn is not None and not self.is_closed(conn):
             return False
         return pygresql_presend_error(exc)

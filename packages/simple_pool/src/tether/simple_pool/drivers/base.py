@@ -149,7 +149,7 @@ class DriverAdapter:
         never as "database unreachable", and never retried.
         """
         try:
-            return self.connect(*args, **kwargs)
+            conn = self.connect(*args, **kwargs)
         except Exception as exc:
             if not self.is_auth_failure(exc):
                 raise
@@ -162,6 +162,17 @@ class DriverAdapter:
                 f"{self.name}: the database refused the login of {describe_target(args, kwargs)}"
                 f" ({type(exc).__name__}: {text}); check the user, password and database name"
             ) from exc
+        self.opened(conn)
+        return conn
+
+    def opened(self, conn: Any) -> None:
+        """Note what a new connection's state says about it, as it was opened. No round trip.
+
+        Called by :meth:`open` (and by :func:`~tether.simple_pool.drivers.refine`
+        for the first connection of a creator it refined). The PostgreSQL
+        adapters remember whether the server accepted writes then (see
+        :meth:`ping`); the generic adapter notes nothing. Never raises.
+        """
 
     def close(self, conn: Any) -> None:
         """Close ``conn``, never raising: closing a dead connection is not an error."""

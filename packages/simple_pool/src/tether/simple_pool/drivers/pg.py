@@ -113,6 +113,10 @@ class PgClassicAdapter(PyGreSQLAdapter):
             return vars(conn).get("db")
         return conn
 
+    def libpq(self, conn: Any) -> Any:
+        """The libpq connection (``db.db`` of a ``pg.DB``)."""
+        return self._raw(conn)
+
     def _status(self, conn: Any) -> int | None:
         raw = self._raw(conn)
         if raw is None:
@@ -255,7 +259,9 @@ class PgClassicAdapter(PyGreSQLAdapter):
             ping_cnx(self._raw(conn), timeout)
         except Exception:
             return False
-        return not self.is_closed(conn)
+        # After the round trip libpq knows if the server turned read-only (see
+        # PsycopgAdapter.ping): such a session is of no use to the pool that opened it.
+        return not self.is_closed(conn) and not self.turned_read_only(conn)
 
     def reset_session(self, conn: Any) -> None:
         """Roll back any transaction, ``DISCARD ALL``, and forget ``pg.DB``'s table metadata.

@@ -227,7 +227,9 @@ class PgdbAdapter(PyGreSQLAdapter):
             ping_cnx(cnx, timeout)
         except Exception:
             return False
-        return not self.is_closed(conn)
+        # After the round trip libpq knows if the server turned read-only (see
+        # PsycopgAdapter.ping): such a session is of no use to the pool that opened it.
+        return not self.is_closed(conn) and not self.turned_read_only(conn)
 
     def reset_session(self, conn: Any) -> None:
         """Roll back, then ``DISCARD ALL`` on the libpq connection (outside any transaction)."""

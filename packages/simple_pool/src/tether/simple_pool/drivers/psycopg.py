@@ -54,12 +54,17 @@ from typing import Any
 from . import register
 from ._postgres import (
     DISCARD_ALL,
+    READ_ONLY_SQLSTATE,
     TRANS_IDLE,
+    Parameter,
     connect_timeout,
     libpq_auth_failure,
+    must_retire,
+    note_opened,
     peer_closed,
     sqlstate_means_lost,
     transaction_state,
+    turned_read_only,
 )
 from .base import DriverAdapter, wait_readable
 
@@ -104,6 +109,10 @@ class PsycopgAdapter(DriverAdapter):
             if in_dsn is not None and (given is None or in_dsn < given):
                 kwargs["connect_timeout"] = in_dsn
         return self._connect(*args, **kwargs)
+
+    def opened(self, conn: Any) -> None:
+        """Remember whether the server accepted writes when ``conn`` was opened."""
+        note_opened(conn, _parameter(conn))
 
     # -- state, without round trips -------------------------------------------------------
 
@@ -159,7 +168,15 @@ class PsycopgAdapter(DriverAdapter):
     # -- round trips ------------------------------------------------------------------------
 
     def ping(self, conn: Any, timeout: float | None = None) -> bool:
-        """One round trip that leaves the transaction state as it was.
+        """One round trip that leaves the transaction state as it was; False on a session
+        whose server stopped accepting writes since it was opened.
+
+        The server reports ``default_transaction_read_only`` / ``in_hot_standby``
+        with its answer to the first statement after they changed (a switchover
+        reloads the old primary read-only; its idle sessions hear of it then), so
+        after the round trip libpq knows. Such a session can never write again and
+        is not usable for the read-write pool that opened it; a session opened
+        read-only (a read pool on a standby) stays usable.
 
         With ``timeout`` the empty statement is sent on libpq directly and its
         answer awaited with ``poll()`` for at most that long (libpq has no
@@ -177,7 +194,7 @@ class PsycopgAdapter(DriverAdapter):
         if conn is None or self.is_closed(conn):
             return False
         if timeout is not None:
-            return _ping_within(conn, timeout)
+            return _ping_within(conn, timeout) and not turned_read_only(conn, _parameter(conn))
         try:
             switch = not conn.autocommit and self.in_transaction(conn) is False
             if switch:
@@ -189,7 +206,7 @@ class PsycopgAdapter(DriverAdapter):
                     conn.autocommit = False
         except Exception:
             return False
-        return True
+        return not turned_read_only(conn, _parameter(conn))
 
     def rollback_within(self, conn: Any, timeout: float) -> bool | None:
         """``ROLLBACK`` sent on libpq directly, its answer awaited for at most ``timeout`` s.
@@ -260,7 +277,10 @@ class PsycopgAdapter(DriverAdapter):
     # -- errors -----------------------------------------------------------------------------
 
     def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:
-        """Lost when psycopg marked the connection closed/broken, or the SQLSTATE says so.
+        """Lost when psycopg marked the connection closed/broken, or the SQLSTATE says so;
+        also a ``ReadOnlySqlTransaction`` (25006) on a session whose server stopped
+        accepting writes since it was opened (the old primary after a switchover): that
+        session must be retired, and the statement did not run.
 
         ``QueryCanceled`` (57014, a cancel or ``statement_timeout``) leaves the
         connection open and is not lost; neither are SQL errors.
@@ -272,7 +292,10 @@ class PsycopgAdapter(DriverAdapter):
             # under psycopg's prepared statements. 08P01 would otherwise say "lost".
             self._explain_prepare_failure(exc)
             return False
-        return sqlstate_means_lost(getattr(exc, "sqlstate", None))
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate_means_lost(sqlstate):
+            return True
+        return conn is not None and must_retire(conn, exc, _parameter(conn))
 
     _prepare_failure_logged = False
 
@@ -282,7 +305,7 @@ class PsycopgAdapter(DriverAdapter):
         if not isinstance(notes, list):
             notes = []
             with contextlib.suppress(AttributeError, TypeError):  # no __dict__
-                exc.__notes__ = notes
+                exc.__notes__ = notes  # type: ignore[attr-defined, unused-ignore]  # 3.11+
         if PGBOUNCER_HINT not in notes:
             notes.append(PGBOUNCER_HINT)
         if not self._prepare_failure_logged:
@@ -295,8 +318,13 @@ class PsycopgAdapter(DriverAdapter):
         return libpq_auth_failure(exc)
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
-        """True for psycopg's refusal to use an already closed connection (nothing was sent)."""
-        if getattr(exc, "sqlstate", None) is not None:
+        """True for psycopg's refusal to use an already closed connection (nothing was
+        sent), and for a statement the server refused as a write in a read-only
+        transaction (25006: refused before it ran)."""
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate == READ_ONLY_SQLSTATE:
+            return True
+        if sqlstate is not None:
             return False  # the server answered
         operational = self.error_class("OperationalError")
         if operational is None or type(exc) is not operational:
@@ -317,6 +345,18 @@ class PsycopgAdapter(DriverAdapter):
         if self.creator_is_driver:
             kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
         return kwargs
+
+
+def _parameter(conn: Any) -> Parameter:
+    """What libpq holds for a server-reported parameter of ``conn`` (bytes or None)."""
+
+    def parameter(name: str) -> object:
+        try:
+            return conn.pgconn.parameter_status(name.encode())
+        except Exception:
+            return None
+
+    return parameter
 
 
 #: What to do when psycopg's automatic prepared statements fail on another session.

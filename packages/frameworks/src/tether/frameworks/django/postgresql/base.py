@@ -62,10 +62,13 @@ class DatabaseWrapper(TetherWrapperMixin, postgresql.DatabaseWrapper):  # type: 
 
     def _tether_prepare(self, raw: Any, autocommit: bool) -> None:
         options = self.settings_dict["OPTIONS"]
-        if options.get("server_side_binding") is not True:
+        # Django 5 names its server-side cursor class; 4.2 (the last Django for
+        # Python 3.9) uses psycopg's default, as the connection then does.
+        server_side_cursor = getattr(postgresql, "ServerSideCursor", None)
+        if server_side_cursor is not None and options.get("server_side_binding") is not True:
             # What Django's create_cursor() does for named cursors, made the
             # connection's default so that tether creates them (see create_cursor).
-            raw.server_cursor_factory = postgresql.ServerSideCursor
+            raw.server_cursor_factory = server_side_cursor
         level = self._tether_isolation_level()
         if level is not None:
             raw.isolation_level = level

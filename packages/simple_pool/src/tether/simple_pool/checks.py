@@ -1,5 +1,9 @@
 """Argument checks shared by every layer, so bad input fails the same way everywhere.
 
+A public module of ``tether-simple-pool``: the layers above (steady,
+persistent, pooled) import it, and so may a pool of your own that wants
+tether's messages.
+
 Every public constructor of tether (the simple pool, steady connections, the
 persistent generators, the pools) checks its arguments with these functions
 before it opens anything, so a mistake is reported at once, where it was
@@ -45,7 +49,7 @@ def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = Fal
     """``value`` as an int >= ``minimum`` (or None, if allowed); never a bool, float or str."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):  # in this order mypy 1.x narrows it
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}")

@@ -6,6 +6,9 @@ connect function takes no timeout. So a connect that must respect a
 checkout deadline runs on a short-lived thread of its own, and the caller
 stops waiting at the deadline. Whatever the connect makes after that is not
 lost: it goes to ``late``, which keeps or closes it.
+
+A public module of ``tether-simple-pool``: the persistent and pooled layers
+bound their connects with it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["LATE", "call_within"]
+__all__ = ["LATE", "call_within", "remaining"]
 
 T = TypeVar("T")
 
