@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tether.harness import HarnessError
+from tether.harness import HarnessError, ServerStartError, processes
 from tether.harness.pgbouncer import PgBouncer
 from tether.harness.targets import DriverTarget
 
@@ -191,3 +192,43 @@ def test_close_is_idempotent_and_removes_its_directory(pg_server: Any) -> None:
     assert not base.exists() and not bouncer.is_running()
     with pytest.raises(HarnessError, match="closed"):
         bouncer.start()
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_a_taken_fixed_port_fails_the_start(pg_server: Any) -> None:
+    """PgBouncer only warns when its TCP port is taken and serves its unix socket alone:
+    the harness must not call that started (clients on the port would reach the stranger)."""
+    with _listening_socket() as stranger:
+        bouncer = PgBouncer(pg_server, port=stranger.getsockname()[1])
+        try:
+            with pytest.raises(ServerStartError, match="port is in use"):
+                bouncer.start()
+            assert not bouncer.is_running()
+        finally:
+            bouncer.close()
+
+
+def test_a_port_taken_before_pgbouncer_bound_it_is_replaced(
+    pg_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free-port race: the first port chosen is taken by the time PgBouncer binds it."""
+    with _listening_socket() as stranger:
+        taken = stranger.getsockname()[1]
+        choices = iter([taken])
+        real_free_port = processes.free_port
+        monkeypatch.setattr(
+            processes, "free_port", lambda host: next(choices, None) or real_free_port(host)
+        )
+        bouncer = PgBouncer(pg_server)
+        try:
+            bouncer.start()
+            assert bouncer.port != taken
+            assert _one(DriverTarget.build("psycopg", bouncer)) == 42
+        finally:
+            bouncer.close()

@@ -8,14 +8,12 @@ containers), describes how each database driver connects to them
 fixtures through the ``tether.harness.pytest_plugin`` plugin. For failover
 tests, :class:`~tether.harness.replication.ReplicationPair` is a primary and a
 synchronous streaming standby with the levers to kill, promote and switch over.
-fixtures through the ``tether.harness.pytest_plugin`` plugin. A real
-PgBouncer in front of PostgreSQL (:mod:`~tether.harness.pgbouncer`) is one
+A real PgBouncer in front of PostgreSQL (:mod:`~tether.harness.servers.pgbouncer`) is one
 more server of the same kind.
 """
 
 from __future__ import annotations
 
-from .pgbouncer import PgBouncer
 from .replication import ReplicationPair
 from .servers import (
     ContainerServer,
@@ -24,6 +22,7 @@ from .servers import (
     HarnessError,
     LocalMariaDB,
     LocalPostgres,
+    PgBouncer,
     ServerNotControllableError,
     ServerStartError,
     ServerUnavailableError,

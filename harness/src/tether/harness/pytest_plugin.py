@@ -33,7 +33,7 @@ provisions its servers, and a developer gets the install command.
     earlier test's failover) and its tables dropped afterwards. Tests using
     either are marked ``server`` and ``restart``.
 ``pgbouncer_transaction``, ``pgbouncer_session`` (session scope)
-    A started :class:`~tether.harness.pgbouncer.PgBouncer` in that pool mode in
+    A started :class:`~tether.harness.servers.PgBouncer` in that pool mode in
     front of this worker's ``pg_server`` (one per worker and mode); the
     per-test guard starts it again (and resumes it) when a test left it down
     or paused. ``pgbouncer`` is either, parametrized with ids
@@ -58,10 +58,11 @@ from pathlib import Path
 
 import pytest
 
-from .pgbouncer import POOL_MODES, PgBouncer
 from .replication import ReplicationPair
 from .servers import (
+    POOL_MODES,
     DatabaseServer,
+    PgBouncer,
     ServerKind,
     ServerUnavailableError,
     provide_mariadb,

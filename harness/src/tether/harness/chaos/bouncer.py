@@ -1,7 +1,7 @@
 """Chaos behind PgBouncer: the pool talks to PgBouncer, the faults hit PgBouncer or the database.
 
 The workload runs as in every scenario (:mod:`.runner`), but its path is
-client -> toxiproxy -> :class:`~tether.harness.pgbouncer.PgBouncer` -> PostgreSQL,
+client -> toxiproxy -> :class:`~tether.harness.servers.PgBouncer` -> PostgreSQL,
 and the pool uses the documented configuration for PgBouncer's pool mode
 (``driver=behind_pgbouncer(mode, driver)``). The same invariants hold: no
 acknowledged commit lost or duplicated, no transaction split over two
@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from ..pgbouncer import POOL_MODES, PgBouncer
+from ..servers import POOL_MODES, PgBouncer
 from ..targets import DriverTarget
 from ..toxiproxy import Proxy, ToxiproxyError, ToxiproxyServer, proxy_for
 from .faults import Fault, FaultContext

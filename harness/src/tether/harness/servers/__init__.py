@@ -16,6 +16,8 @@ servers, and this package provides them. One module per idea:
   of built data directories, the sweep of directories dead runs left.
 - :mod:`.postgres` (:class:`LocalPostgres`), :mod:`.mariadb`
   (:class:`LocalMariaDB`): the two local servers.
+- :mod:`.pgbouncer` (:class:`PgBouncer`): a real PgBouncer in front of a
+  PostgreSQL server, in transaction or session pool mode.
 - :mod:`.external` (:class:`ExternalServer`), :mod:`.containers`
   (:class:`ContainerServer`): servers the harness does not run itself.
 
@@ -57,6 +59,7 @@ from .local import _LocalServer as _LocalServer
 from .local import _running_as_root as _running_as_root
 from .mariadb import MARIADB_BINDIR_ENV, LocalMariaDB
 from .mariadb import _find_mariadb_binaries as _find_mariadb_binaries
+from .pgbouncer import PGBOUNCER_BINARY_ENV, POOL_MODES, PgBouncer, PoolMode, find_pgbouncer
 from .postgres import PG_BINDIR_ENV, LocalPostgres
 from .postgres import _find_pg_bindir as _find_pg_bindir
 from .postgres import _postgres_os_user as _postgres_os_user
@@ -83,8 +86,10 @@ __all__ = [
     "INSTALL_HINT",
     "MARIADB_BINDIR_ENV",
     "MARIADB_DSN_ENV",
+    "PGBOUNCER_BINARY_ENV",
     "PG_BINDIR_ENV",
     "PG_DSN_ENV",
+    "POOL_MODES",
     "SCRATCH_ENV",
     "USE_DOCKER_ENV",
     "ContainerServer",
@@ -93,6 +98,8 @@ __all__ = [
     "HarnessError",
     "LocalMariaDB",
     "LocalPostgres",
+    "PgBouncer",
+    "PoolMode",
     "Row",
     "ServerKind",
     "ServerNotControllableError",
@@ -100,6 +107,7 @@ __all__ = [
     "ServerUnavailableError",
     "ShutdownMode",
     "docker_available",
+    "find_pgbouncer",
     "free_port",
     "provide_mariadb",
     "provide_postgres",

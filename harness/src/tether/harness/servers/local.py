@@ -1,8 +1,9 @@
 """Local servers: a database server process that is a child of this Python process.
 
-:class:`_LocalServer` is what :class:`~.postgres.LocalPostgres` and
-:class:`~.mariadb.LocalMariaDB` share: a directory of its own (data, unix
-socket, ``server.log``) created at the first start in scratch space
+:class:`_LocalServer` is what :class:`~.postgres.LocalPostgres`,
+:class:`~.mariadb.LocalMariaDB` and :class:`~.pgbouncer.PgBouncer` share: a
+directory of its own (data, unix socket, ``server.log``) created at the first
+start in scratch space
 (:mod:`.scratch`), a free loopback port chosen at the first start and kept
 for every restart after it, and the process handling of
 :mod:`tether.harness.processes`. A subclass says how to create the data
@@ -67,6 +68,12 @@ class _LocalServer(DatabaseServer):
     _mode_signals: ClassVar[dict[str, signal.Signals]]
     _pdeathsig: ClassVar[str]
     _dir_prefix: ClassVar[str]
+    #: Its log file in its directory, and the phrases it logs when its port is taken.
+    _log_name: ClassVar[str] = "server.log"
+    _port_in_use: ClassVar[tuple[str, ...]] = _PORT_IN_USE
+    #: How long it may take to become ready, and to shut down when asked.
+    _start_timeout: ClassVar[float] = _START_TIMEOUT
+    _stop_timeout: ClassVar[float] = _STOP_TIMEOUT
 
     def __init__(
         self,
@@ -105,6 +112,10 @@ class _LocalServer(DatabaseServer):
     def _provision(self) -> None:
         """Create the test user and database (after the first start)."""
 
+    def _name(self) -> str:
+        """What the server is called in errors and log records (``postgresql server``)."""
+        return f"{self.kind} server"
+
     def _popen_identity(self) -> dict[str, Any]:
         """Extra ``Popen`` arguments to run the server as another OS user."""
         return {}
@@ -131,7 +142,7 @@ class _LocalServer(DatabaseServer):
     @property
     def log_path(self) -> Path | None:
         """The server's log file (stdout and stderr of the server process)."""
-        return self._base / "server.log" if self._base is not None else None
+        return self._base / self._log_name if self._base is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -190,12 +201,12 @@ class _LocalServer(DatabaseServer):
         self.port = port  # before _command(), which puts it on the command line
         return spawn(
             self._command(),
-            name=f"{self.kind} server on port {port}",
-            log_path=self._base / "server.log",
+            name=f"{self._name()} on port {port}",
+            log_path=self._base / self._log_name,
             ready=self._ready,
             error=ServerStartError,
-            port_in_use=_PORT_IN_USE,
-            timeout=_START_TIMEOUT,
+            port_in_use=self._port_in_use,
+            timeout=self._start_timeout,
             poll=_POLL,
             pdeathsig=self._pdeathsig,
             **self._popen_identity(),
@@ -213,14 +224,17 @@ class _LocalServer(DatabaseServer):
                 self._reap()
                 return
             started = time.monotonic()
-            if not child.stop(self._mode_signals[mode], _STOP_TIMEOUT):
+            if not child.stop(self._mode_signals[mode], self._stop_timeout):
                 log.warning(
-                    "%r ignored its %s shutdown for %.0fs: killed it", self, mode, _STOP_TIMEOUT
+                    "%r ignored its %s shutdown for %.0fs: killed it",
+                    self,
+                    mode,
+                    self._stop_timeout,
                 )
             self._child = None
             log.info(
-                "stopped %s server on port %d (%s) in %.2fs",
-                self.kind,
+                "stopped %s on port %d (%s) in %.2fs",
+                self._name(),
                 self.port,
                 mode,
                 time.monotonic() - started,
@@ -234,7 +248,7 @@ class _LocalServer(DatabaseServer):
                 return
             child.kill()
             self._child = None
-            log.info("killed %s server on port %d", self.kind, self.port)
+            log.info("killed %s on port %d", self._name(), self.port)
 
     def _reap(self) -> None:
         child, self._child = self._child, None

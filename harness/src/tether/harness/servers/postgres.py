@@ -81,12 +81,13 @@ def _find_pg_bindir() -> Path:
     )
 
 
-def _postgres_os_user() -> tuple[int, int]:
+def _postgres_os_user(program: str = "PostgreSQL") -> tuple[int, int]:
+    """The ``postgres`` OS user's (uid, gid): as root, ``program`` runs as that user."""
     try:
         entry = pwd.getpwnam("postgres")
     except KeyError:
         raise ServerUnavailableError(
-            "running as root, PostgreSQL must run as the 'postgres' OS user, which does not"
+            f"running as root, {program} must run as the 'postgres' OS user, which does not"
             f" exist; install the server package ({INSTALL_HINT}) or run as a non-root user"
         ) from None
     return entry.pw_uid, entry.pw_gid

@@ -12,7 +12,8 @@ fingerprints) and copied for each server (:func:`_create_data_dir`), which
 then starts in ~0.15 s.
 
 A harness process that died without cleaning up leaves its directories
-behind, named ``tether-pg-<pid>-...`` / ``tether-mariadb-<pid>-...``;
+behind, named ``tether-pg-<pid>-...``, ``tether-mariadb-<pid>-...`` or
+``tether-pgbouncer-<pid>-...``;
 :func:`_sweep_stale_dirs` deletes those whose process is gone.
 """
 
@@ -44,7 +45,7 @@ SCRATCH_ENV = "TETHER_HARNESS_TMPDIR"
 _CACHE_FORMAT = "1"  # bump when the template build changes
 _SHM = Path("/dev/shm")
 _SHM_MIN_FREE = 2 * 1024**3
-_STALE_DIR = re.compile(r"tether-(?:pg|mariadb)-(\d+)-")
+_STALE_DIR = re.compile(r"tether-(?:pg|mariadb|pgbouncer)-(\d+)-")
 _swept: set[Path] = set()
 
 
