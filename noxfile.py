@@ -269,12 +269,16 @@ def build(session: nox.Session) -> None:
             (wheel,) = dist.glob(f"tether_{name}-*.whl")
             # The layers' only dependencies are each other: from dist/ alone, never from an
             # index (where a stranger's distribution of the same name could be found).
-            skip = OPTIONAL_MODULES.get(name, [])
+            # A wheel installs the layers below it without their extras: their optional
+            # modules are left out too (frameworks brings pooled, not pooled[otel]).
+            others = [m for dep, ms in OPTIONAL_MODULES.items() if dep != name for m in ms]
+            skip = [*OPTIONAL_MODULES.get(name, []), *others]
             alone = Path(tmp) / name
             _install_and_import(session, alone, str(wheel), skip, index=name == "harness")
             if name in IMPORT_EXTRAS:
                 spec = f"{wheel}[{IMPORT_EXTRAS[name]}]"
-                _install_and_import(session, Path(tmp) / f"{name}-extras", spec, [], index=True)
+                extras = Path(tmp) / f"{name}-extras"
+                _install_and_import(session, extras, spec, others, index=True)
     session.run(
         "pytest", "-p", "no:cacheprovider", str(ROOT / "tests"), *session.posargs,
         env={"TETHER_DIST": str(dist), "TETHER_PYTHONS": ",".join(PYTHONS)},
