@@ -76,3 +76,36 @@ def test_a_read_only_transaction_of_the_callers_own_is_not_a_reason_to_retire(
             assert adapter.ping(conn), driver
         finally:
             adapter.close(conn)
+
+
+def test_the_sessions_own_read_only_guard_is_not_a_reason_to_retire(
+    failover_pair: ReplicationPair,
+) -> None:
+    """``SET default_transaction_read_only = on`` of the session's own (an application's
+    guard) reaches libpq like a server-wide change; a write it refused must not count as
+    lost, or the steady rule would re-run it on a new session, past the guard (found by
+    an outside attack: the write committed)."""
+    pair = failover_pair
+    table = pair.unique_table("guard")
+    primary = pair.require_primary()
+    primary.admin_execute(f"CREATE TABLE {table} (n int)")
+    for driver in LIBPQ_DRIVERS:
+        target = pair.target(driver)
+        adapter = adapter_for(target.creator)
+        conn = adapter.open(**target.kwargs)
+        try:
+            if driver != "pg":  # classic pg is in autocommit already
+                conn.autocommit = True
+            for guard in (
+                "SET default_transaction_read_only = on",
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            ):
+                target.query(conn, guard)
+                exc = _write(target, conn, table)
+                assert getattr(exc, "sqlstate", None) == "25006", (driver, guard, exc)
+                assert not adapter.is_connection_lost(conn, exc), (driver, guard)
+                target.query(conn, "RESET default_transaction_read_only")
+        finally:
+            adapter.close(conn)
+    rows = primary.admin_execute(f"SELECT count(*) FROM {table}")
+    assert rows == [(0,)], rows

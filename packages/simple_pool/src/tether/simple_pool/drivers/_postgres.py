@@ -63,6 +63,7 @@ DISCARD_ALL = "DISCARD ALL"
 _AUTH_MESSAGES = (
     "password authentication failed",  # 28P01
     "authentication failed for user",  # ident, peer, SCRAM, GSSAPI, SSPI, LDAP, cert: 28000
+    "SASL authentication failed",  # PgBouncer 1.18 refusing a SCRAM login (no user named)
     "no pg_hba.conf entry",  # 28000
     "pg_hba.conf rejects connection",  # 28000
     "is not permitted to log in",  # 28000
@@ -149,16 +150,54 @@ def turned_read_only(conn: Any, parameter: Parameter) -> bool:
     return ref is not None and ref() is conn and reports_read_only(parameter)
 
 
-def must_retire(conn: Any, exc: BaseException, parameter: Parameter) -> bool:
+#: Asked only after a 25006 on a session libpq reports read-only: is it the *server*
+#: that turned read-only (recovery, or ``default_transaction_read_only`` from the
+#: configuration after a reload), or this session's own ``SET`` (source ``session``)?
+#: Both reach libpq as the same reported parameter.
+SERVER_READ_ONLY_SQL = (
+    "SELECT pg_is_in_recovery() OR EXISTS (SELECT 1 FROM pg_settings"
+    " WHERE name = 'default_transaction_read_only' AND setting = 'on'"
+    " AND source <> 'session')"
+)
+
+#: ``server_read_only()``: the answer to :data:`SERVER_READ_ONLY_SQL`, or None when it
+#: cannot be asked (the session is inside a transaction, or the query failed).
+ServerReadOnly = Callable[[], "bool | None"]
+
+
+def must_retire(
+    conn: Any,
+    exc: BaseException,
+    parameter: Parameter,
+    server_read_only: ServerReadOnly | None = None,
+) -> bool:
     """True when ``exc`` is the 25006 of a session whose server stopped accepting writes.
 
     A 25006 on a session that is still read-write (the user's ``BEGIN READ
     ONLY``) or was read-only from the start (a read pool) is the caller's
-    error, not a reason to reconnect.
+    error, not a reason to reconnect. Nor is the session's own
+    ``SET default_transaction_read_only = on`` (an application's guard, which
+    libpq reports just like a server-wide change): outside a transaction,
+    ``server_read_only`` asks the server which it is, so that a write the guard
+    refused is never re-run on a new session. Inside a transaction it cannot
+    be asked; the error reaches the caller there anyway, and nothing is re-run.
     """
-    return getattr(exc, "sqlstate", None) == READ_ONLY_SQLSTATE and turned_read_only(
+    if getattr(exc, "sqlstate", None) != READ_ONLY_SQLSTATE or not turned_read_only(
         conn, parameter
-    )
+    ):
+        return False
+    return server_read_only is None or server_read_only() is not False
+
+
+def ask_server_read_only(run: Callable[[str], object]) -> bool | None:
+    """:data:`SERVER_READ_ONLY_SQL` through ``run`` (returns the one value), or None."""
+    try:
+        value = run(SERVER_READ_ONLY_SQL)
+    except Exception:
+        return None
+    if isinstance(value, str):  # PyGreSQL with its bool conversion off: 't' / 'f'
+        return value.lower() in ("t", "true", "on")
+    return None if value is None else bool(value)
 
 
 def transaction_state(status: Any) -> bool | None:

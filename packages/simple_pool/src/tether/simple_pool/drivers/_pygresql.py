@@ -16,6 +16,7 @@ from ._postgres import (
     TRANS_IDLE,
     TRANS_INERROR,
     Parameter,
+    ask_server_read_only,
     connect_timeout,
     libpq_auth_failure,
     must_retire,
@@ -67,7 +68,23 @@ class PyGreSQLAdapter(DriverAdapter):
             return True
         if sqlstate_means_lost(getattr(exc, "sqlstate", None)):
             return True
-        return conn is not None and must_retire(conn, exc, self._parameter(conn))
+        return conn is not None and must_retire(
+            conn, exc, self._parameter(conn), lambda: self._server_read_only(conn)
+        )
+
+    def _server_read_only(self, conn: Any) -> bool | None:
+        """Ask the server whether it (not the session) is read-only; None in a transaction.
+
+        Asked on libpq's connection directly (PyGreSQL's DB-API layer would open
+        a transaction first), and only when the session is idle.
+        """
+        cnx = self.libpq(conn)
+        try:
+            if cnx is None or cnx.transaction() != TRANS_IDLE:
+                return None
+        except Exception:
+            return None
+        return ask_server_read_only(lambda sql: cnx.query(sql).getresult()[0][0])
 
     def is_auth_failure(self, exc: BaseException) -> bool:
         """libpq's FATAL message for a refused login (measured with PyGreSQL 6.2.3: a wrong

@@ -416,6 +416,10 @@ _PASSWORD_KEYS = ("password", "passwd", "pass")
 _CONNINFO_PAIR = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
 
 
+#: Keywords that may hold a whole conninfo string or URL (pgdb takes it as ``database``).
+_CONNINFO_KEYS = ("dsn", "conninfo", "dbname", "database")
+
+
 def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """Whom connect arguments log in as, where: ``user 'u' at host h:p, database 'd'``.
 
@@ -424,7 +428,7 @@ def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """
     found: dict[str, str] = {}
     texts = [a for a in args[:1] if isinstance(a, str)]
-    texts += [kwargs[k] for k in ("dsn", "conninfo", "dbname") if isinstance(kwargs.get(k), str)]
+    texts += [kwargs[k] for k in _CONNINFO_KEYS if isinstance(kwargs.get(k), str)]
     for text in texts:
         if "://" in text:
             url = urllib.parse.urlsplit(text)
@@ -440,7 +444,7 @@ def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     for name, role in _TARGET_KEYS:
         value = kwargs.get(name)
         text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-        if text and not (name == "dbname" and "=" in text):  # a conninfo was read above
+        if text and not (name in _CONNINFO_KEYS and "=" in text):  # a conninfo, read above
             found[role] = text
     parts = [f"user {found.get('user', '(default)')!r}"]
     host = found.get("host", "(default)")
@@ -453,7 +457,7 @@ def _secrets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
     """The passwords in connect arguments, to keep them out of error messages."""
     found = [str(kwargs[k]) for k in _PASSWORD_KEYS if kwargs.get(k)]
     for text in [a for a in args[:1] if isinstance(a, str)] + [
-        v for k, v in kwargs.items() if k in ("dsn", "conninfo", "dbname") and isinstance(v, str)
+        v for k, v in kwargs.items() if k in _CONNINFO_KEYS and isinstance(v, str)
     ]:
         if "://" in text:
             password = urllib.parse.urlsplit(text).password

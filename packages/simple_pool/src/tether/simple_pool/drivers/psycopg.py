@@ -57,6 +57,7 @@ from ._postgres import (
     READ_ONLY_SQLSTATE,
     TRANS_IDLE,
     Parameter,
+    ask_server_read_only,
     connect_timeout,
     libpq_auth_failure,
     must_retire,
@@ -295,7 +296,9 @@ class PsycopgAdapter(DriverAdapter):
         sqlstate = getattr(exc, "sqlstate", None)
         if sqlstate_means_lost(sqlstate):
             return True
-        return conn is not None and must_retire(conn, exc, _parameter(conn))
+        return conn is not None and must_retire(
+            conn, exc, _parameter(conn), lambda: _server_read_only(conn)
+        )
 
     _prepare_failure_logged = False
 
@@ -345,6 +348,22 @@ class PsycopgAdapter(DriverAdapter):
         if self.creator_is_driver:
             kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
         return kwargs
+
+
+def _server_read_only(conn: Any) -> bool | None:
+    """Ask the server whether it (not the session) is read-only; None inside a transaction.
+
+    Only an idle session is asked, and in autocommit, so that the question opens no
+    transaction of its own.
+    """
+    if conn.pgconn.transaction_status != TRANS_IDLE or not conn.autocommit:
+        return None
+
+    def run(sql: str) -> object:
+        row = conn.execute(sql, prepare=False).fetchone()
+        return None if row is None else row[0]
+
+    return ask_server_read_only(run)
 
 
 def _parameter(conn: Any) -> Parameter:
