@@ -90,8 +90,8 @@ from tether.simple_pool.checks import (
     check_seconds,
     check_setsession,
 )
-from tether.simple_pool.deadline import LATE, call_within, remaining
 from tether.simple_pool.dbapi import DBAPIConnection
+from tether.simple_pool.deadline import LATE, call_within, remaining
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.simple_pool.errors import (
     AuthenticationError,
