@@ -76,3 +76,22 @@ def test_misuse_of_a_persistent_connection_is_an_error(mypy_errors: Errors) -> N
     assert len(marked) == 6
     found = {line: set(codes) for line, codes in mypy_errors.get("connection_attrs.py", {}).items()}
     assert found == marked
+
+
+def test_the_generic_generator_subscripts_and_instantiates_at_run_time() -> None:
+    """``PersistentDB[psycopg.Connection]`` is a run-time expression too (an alias, a base)."""
+    import sqlite3
+
+    import psycopg
+
+    from tether.persistent import PersistentDB
+
+    assert repr(PersistentDB[psycopg.Connection]).endswith("PersistentDB[psycopg.Connection]")
+    persist = PersistentDB[sqlite3.Connection](sqlite3.connect, database=":memory:")
+    try:
+        assert isinstance(persist, PersistentDB)
+        with persist.connection() as db:
+            assert isinstance(db, sqlite3.Connection)
+            assert db.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        persist.close()

@@ -111,3 +111,19 @@ def test_no_such_method_on_a_pooled_connection_is_an_error(mypy_errors: Errors) 
     assert marked
     found = {line: set(codes) for line, codes in mypy_errors.get("connection_attrs.py", {}).items()}
     assert found == marked
+
+
+def test_the_generic_pool_subscripts_and_instantiates_at_run_time() -> None:
+    """``PooledDB[psycopg.Connection]`` is a run-time expression too (an alias, a base)."""
+    import sqlite3
+
+    import psycopg
+
+    from tether.pooled import PooledDB
+
+    assert repr(PooledDB[psycopg.Connection]).endswith("PooledDB[psycopg.Connection]")
+    with PooledDB[sqlite3.Connection](sqlite3.connect, database=":memory:") as pool:
+        assert isinstance(pool, PooledDB)
+        with pool.connection() as db:
+            assert isinstance(db, sqlite3.Connection)
+            assert db.execute("SELECT 1").fetchone() == (1,)
