@@ -52,7 +52,7 @@ PACKAGES = {
 EXTRAS = {"frameworks": "sqlalchemy,django,peewee", "pooled": "prometheus,otel"}
 #: What a package's tests need beyond the package: the OpenTelemetry SDK's in-memory
 #: reader for the exporters, mypy for the typed user program.
-TEST_DEPS = {"pooled": ["opentelemetry-sdk>=1.23", "mypy>=1.10"]}
+TEST_DEPS = {"pooled": ["opentelemetry-sdk>=1.23", "mypy>=1.10"], "persistent": ["mypy>=1.10"]}
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 TOXIPROXY_VERSION = "v2.12.0"  # pinned: CI builds the same server every time
 ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
@@ -224,6 +224,7 @@ def typecheck(session: nox.Session) -> None:
         "packages/frameworks/src/tether/frameworks",
         "harness/src/tether/harness",
         "packages/pooled/tests/typed/user_program.py",  # what a user's code may lean on
+        "packages/persistent/tests/typed/persistent_program.py",
     )  # fmt: skip
 
 

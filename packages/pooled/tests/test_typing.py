@@ -9,13 +9,13 @@ against tether.pooled as installed, ``py.typed`` and all:
   included (``stats()`` is a ``PoolStats``, each key its own type;
   ``PoolEvent.kind`` an ``EventKind``), and it runs;
 * every ``# E: <code>`` line of ``misuse.py`` must be an error of that code
-  (a misspelt stats key, an event kind that does not exist), and no other
-  line may be one;
-* ``connection_attrs.py``: a method the driver's connection lacks, called
-  on a pooled connection, should be an error. It is not yet:
-  ``PooledDB.connection()`` returns ``Any`` (generics over the connection
-  type are being considered separately), so that test is an xfail, strict:
-  it fails the day the types catch it, to be turned into a plain test.
+  (a misspelt stats key, an event kind that does not exist, a wrong argument
+  to the driver's method, the creator's argument in DBUtils' ``mincached``
+  place), and no other line may be one;
+* ``connection_attrs.py``: a pooled connection is typed as the creator's
+  connection (``sqlite3.Connection``, ``psycopg.Connection``; the DB-API 2
+  Protocol for a module creator), its ``assert_type`` calls hold, and a
+  method that type lacks is an error on each marked line, nowhere else.
 """
 
 from __future__ import annotations
@@ -96,22 +96,34 @@ def test_user_program_runs() -> None:
     assert done.stdout.splitlines() == [
         "[('checkin', 1), ('checkout', 1), ('connect', 1)] 1 24",
         "['tether_pool_checkouts_total{pool=\"typed\"} 1.0']",
+        "True (1,)",
     ]
 
 
 def test_misuse_is_an_error(mypy_errors: Errors) -> None:
     marked = _marked("misuse.py")
-    assert len(marked) == 5
+    assert len(marked) == 8
     assert {line: set(codes) for line, codes in mypy_errors["misuse.py"].items()} == marked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PooledDB.connection() returns Any: a pooled connection's attributes are unchecked"
-    " (generics over the connection type are being considered separately)",
-)
 def test_no_such_method_on_a_pooled_connection_is_an_error(mypy_errors: Errors) -> None:
     marked = _marked("connection_attrs.py")
     assert marked
     found = {line: set(codes) for line, codes in mypy_errors.get("connection_attrs.py", {}).items()}
     assert found == marked
+
+
+def test_the_generic_pool_subscripts_and_instantiates_at_run_time() -> None:
+    """``PooledDB[psycopg.Connection]`` is a run-time expression too (an alias, a base)."""
+    import sqlite3
+
+    import psycopg
+
+    from tether.pooled import PooledDB
+
+    assert repr(PooledDB[psycopg.Connection]).endswith("PooledDB[psycopg.Connection]")
+    with PooledDB[sqlite3.Connection](sqlite3.connect, database=":memory:") as pool:
+        assert isinstance(pool, PooledDB)
+        with pool.connection() as db:
+            assert isinstance(db, sqlite3.Connection)
+            assert db.execute("SELECT 1").fetchone() == (1,)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
+
 from tether.pooled import EventKind, PooledDB, PoolEvent
 
 
-def mistakes(pool: PooledDB, event: PoolEvent) -> None:
+def mistakes(pool: PooledDB[sqlite3.Connection], event: PoolEvent) -> None:
     stats = pool.stats()
     stats["in_uses"]  # E: typeddict-item
     stats["size"] = "many"  # E: typeddict-item
@@ -19,3 +21,13 @@ def mistakes(pool: PooledDB, event: PoolEvent) -> None:
     kind: EventKind = "chekout"  # E: assignment
     PoolEvent("chekout", "pool")  # E: arg-type
     print(total, kind, sqlite3)
+
+
+def connection_mistakes(conninfo: str) -> None:
+    with PooledDB(sqlite3.connect, database=":memory:").connection() as db:
+        db.execute(42)  # E: arg-type
+    with PooledDB(sqlite3, database=":memory:").connection() as plain:
+        cursor: int = plain.cursor()  # E: assignment
+    # The second positional argument is DBUtils' mincached, not the creator's:
+    PooledDB(psycopg.connect, conninfo)  # E: call-overload
+    print(cursor)

@@ -16,6 +16,7 @@ from tether.pooled import EventKind, PooledDB, PoolEvent, PoolStats
 from tether.pooled.events import EventHook
 from tether.pooled.metrics.otel import PoolInstruments
 from tether.pooled.metrics.prometheus import PoolCollector
+from tether.simple_pool.dbapi import DBAPIConnection
 
 seen: dict[EventKind, int] = {}
 
@@ -41,7 +42,8 @@ def main() -> None:
     with PooledDB(sqlite3, database=":memory:", name="typed", on_event=on_event) as pool:
         collector.watch(pool)
         instruments.watch(pool)
-        with pool.connection() as db:
+        with pool.connection() as db:  # a module creator: the DB-API 2 Protocol
+            assert_type(db, DBAPIConnection)
             db.cursor().execute("SELECT 1")
         stats = pool.stats()
         assert_type(stats, PoolStats)
@@ -54,6 +56,14 @@ def main() -> None:
         print(sorted(seen.items()), stats["checkouts"], len(plain))
     scraped = generate_latest(registry).decode()
     print([line for line in scraped.splitlines() if line.startswith("tether_pool_checkouts")])
+    # A typed connect function: the pool's connections are sqlite3.Connection,
+    # as the proxy's isinstance check agrees at run time.
+    with PooledDB(sqlite3.connect, database=":memory:") as typed:
+        assert_type(typed, PooledDB[sqlite3.Connection])
+        with typed.connection() as con:
+            assert_type(con, sqlite3.Connection)
+            row = con.execute("SELECT 1").fetchone()
+            print(isinstance(con, sqlite3.Connection), row)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ class PooledDatabase(peewee.Database):
         self._stale_timeout = _make_int(stale_timeout)
         self._wait_timeout = _make_int(timeout)
         self._tether_options: dict[str, Any] = dict(tether or {})
-        self._pool: PooledDB | None = None
+        self._pool: PooledDB[Any] | None = None
         self._pool_guard = threading.Lock()  # creating or replacing _pool; never held for I/O
         #: The checkouts of every thread, by id of tether's connection. Changed
         #: by single dict operations (atomic in CPython), so a weak reference
@@ -210,7 +210,7 @@ class PooledDatabase(peewee.Database):
     # -- the tether pool --------------------------------------------------------------------
 
     @property
-    def tether_pool(self) -> PooledDB:
+    def tether_pool(self) -> PooledDB[Any]:
         """The :class:`~tether.pooled.PooledDB` behind this database (made on first use)."""
         pool = self._pool
         if pool is not None:

@@ -87,7 +87,7 @@ __all__ = ["PERSISTENT", "POOLED", "TetherPool"]
 POOLED = "pooled"
 PERSISTENT = "persistent"
 
-TetherGenerator = Union[PooledDB, PersistentDB]
+TetherGenerator = Union[PooledDB[Any], PersistentDB[Any]]
 _FULL = (PoolTimeout, PooledTooMany, PersistentTooMany)
 
 

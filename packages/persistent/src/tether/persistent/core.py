@@ -79,7 +79,7 @@ import weakref
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overload
 
 from tether.simple_pool.checks import (
     check_bool,
@@ -90,6 +90,7 @@ from tether.simple_pool.checks import (
     check_seconds,
     check_setsession,
 )
+from tether.simple_pool.dbapi import DBAPIConnection
 from tether.simple_pool.deadline import LATE, call_within, remaining
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.simple_pool.errors import (
@@ -761,7 +762,11 @@ def _discard(slot: _Slot[Any]) -> None:
 # -- the two fronts ---------------------------------------------------------------------------
 
 
-class PersistentDB(_Persistent[SteadyDBConnection]):
+#: The type of the creator's connections: what ``PersistentDB.connection()`` is typed as.
+CT = TypeVar("CT")
+
+
+class PersistentDB(_Persistent[SteadyDBConnection], Generic[CT]):
     """Generator of persistent DB-API 2 connections: one steady connection per thread.
 
     DBUtils 3.2's parameters, in its order: ``creator`` (a DB-API 2 module
@@ -784,7 +789,58 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
     (seconds a connection must have sat unused before ``ping`` 1 checks it
     at ``connection()``; default 1, as pooled; 0: every time), and, passed to
     the steady layer, ``driver``, ``max_lifetime``, ``on_connect``, ``logger``.
+
+    Typed as ``PersistentDB[CT]``: ``connection()`` is a ``CT``, the type the
+    creator returns (``PersistentDB(sqlite3.connect, ...)`` gives
+    ``sqlite3.Connection``); a module creator gives a
+    :class:`~tether.simple_pool.dbapi.DBAPIConnection`.
     """
+
+    @overload
+    def __init__(
+        self: PersistentDB[CT],
+        creator: Callable[..., CT],
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        closeable: bool = False,
+        threadlocal: Callable[[], Any] | None = None,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        checkout_timeout: float = 30.0,
+        ping_after: float = 1.0,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        max_lifetime: float | None = None,
+        on_connect: Callable[[Any], object] | None = None,
+        logger: logging.Logger | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: PersistentDB[DBAPIConnection],
+        creator: ModuleType,
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        closeable: bool = False,
+        threadlocal: Callable[[], Any] | None = None,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        checkout_timeout: float = 30.0,
+        ping_after: float = 1.0,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        max_lifetime: float | None = None,
+        on_connect: Callable[[Any], object] | None = None,
+        logger: logging.Logger | None = None,
+        **kwargs: Any,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -835,6 +891,16 @@ class PersistentDB(_Persistent[SteadyDBConnection]):
         self._ping = ping
         self._isfatal = isfatal
         self._args, self._kwargs = args, kwargs
+
+    if TYPE_CHECKING:  # the types only: at run time these are _Persistent's
+        # Typed as the creator's connection, though they return a steady one:
+        # it passes every attribute it does not define to the driver's
+        # connection, and isinstance(con, type(driver connection)) holds (its
+        # __class__ is the driver's), so what CT promises is there. (Hence the
+        # override of _Persistent's SteadyDBConnection return type.)
+        def connection(self, shareable: bool = False) -> CT: ...  # type: ignore[override]
+
+        def dedicated_connection(self) -> CT: ...  # type: ignore[override]
 
     def _steady(
         self, cls: type[SteadyDBConnection], kwargs: dict[str, Any] | None = None

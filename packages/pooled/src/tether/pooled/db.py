@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from tether.simple_pool.checks import (
     check_bool,
@@ -33,6 +33,7 @@ from tether.simple_pool.checks import (
     check_failures,
     check_setsession,
 )
+from tether.simple_pool.dbapi import DBAPIConnection
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.steady import SteadyDBConnection
 from tether.steady.core import Failures, SetSession
@@ -47,8 +48,11 @@ from .reset import reset_policy
 
 __all__ = ["PooledDB"]
 
+#: The type of the creator's connections: what ``connection()`` is typed as.
+CT = TypeVar("CT")
 
-class PooledDB(Pool):
+
+class PooledDB(Pool, Generic[CT]):
     """A pool of steady DB-API 2 connections (DBUtils' ``PooledDB``).
 
     DBUtils' arguments: ``creator`` (a DB-API 2 module or a function returning
@@ -77,11 +81,84 @@ class PooledDB(Pool):
     maximum) seconds), ``on_connect`` (called with each new driver
     connection), ``on_event`` (hook, :mod:`tether.pooled.events`), ``driver``
     (the driver adapter), ``logger``, ``name``.
+
+    Typed as ``PooledDB[CT]``: ``connection()`` is a ``CT``, the type the
+    creator returns (``PooledDB(sqlite3.connect, ...)`` pools
+    ``sqlite3.Connection``); a module creator gives a
+    :class:`~tether.simple_pool.dbapi.DBAPIConnection`.
     """
 
     version = __version__
     _proxy = PooledDedicatedDBConnection
     _shared_proxy = PooledSharedDBConnection
+
+    @overload
+    def __init__(
+        self: PooledDB[CT],
+        creator: Callable[..., CT],
+        mincached: int | None = 0,
+        maxcached: int | None = 0,
+        maxshared: int | None = 0,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        reset: bool | Callable[[Any], object] | None = True,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        checkout_timeout: float = 30.0,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        max_waiting: int = 0,
+        max_connecting: int = 2,
+        reset_session: bool = False,
+        leak_threshold: float | None = None,
+        validate_interval: float | None = None,
+        ping_after: float = 1.0,
+        reconnect_backoff: tuple[float, float] = (0.05, 5.0),
+        on_connect: Callable[[Any], object] | None = None,
+        on_event: EventHook | None = None,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        logger: logging.Logger | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: PooledDB[DBAPIConnection],
+        creator: ModuleType,
+        mincached: int | None = 0,
+        maxcached: int | None = 0,
+        maxshared: int | None = 0,
+        maxconnections: int | None = 0,
+        blocking: bool = False,
+        maxusage: int | None = None,
+        setsession: SetSession | None = None,
+        reset: bool | Callable[[Any], object] | None = True,
+        failures: Failures | None = None,
+        ping: Any = 1,
+        isfatal: Callable[[BaseException], bool] | None = None,
+        *args: Any,
+        checkout_timeout: float = 30.0,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        max_waiting: int = 0,
+        max_connecting: int = 2,
+        reset_session: bool = False,
+        leak_threshold: float | None = None,
+        validate_interval: float | None = None,
+        ping_after: float = 1.0,
+        reconnect_backoff: tuple[float, float] = (0.05, 5.0),
+        on_connect: Callable[[Any], object] | None = None,
+        on_event: EventHook | None = None,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        logger: logging.Logger | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -159,6 +236,16 @@ class PooledDB(Pool):
             logger=logger,
             name=name,
         )
+
+    if TYPE_CHECKING:  # the types only: at run time these are Pool's, the hot path unchanged
+        # Typed as the creator's connection, though they return a proxy: the
+        # proxy passes every attribute it does not define to the driver's
+        # connection, and isinstance(proxy, type(driver connection)) holds (the
+        # proxy's __class__ is the driver's), so what CT promises is there.
+        # tether's own extras (invalidate(), detach()) are on PooledConnection.
+        def connection(self, shareable: bool = True) -> CT: ...
+
+        def dedicated_connection(self) -> CT: ...
 
     def _new_connection(self, kwargs: dict[str, Any]) -> SteadyDBConnection:
         return self._steady(False, kwargs)

@@ -106,10 +106,10 @@ class ManagedModule:
         # mincached=0, so nothing is opened.
         self._make(0, (), {}).close()
         self._lock = threading.Lock()
-        self._pools: dict[Hashable, PooledDB] = {}
+        self._pools: dict[Hashable, PooledDB[Any]] = {}
         self._made = 0
 
-    def _make(self, number: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PooledDB:
+    def _make(self, number: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PooledDB[Any]:
         """A new pool for these connect arguments, with ``mincached=0``: it opens nothing."""
         options = dict(self._options)
         options["mincached"] = 0
@@ -117,10 +117,10 @@ class ManagedModule:
         prefix = self._name or f"manage-{getattr(self._module, '__name__', 'module')}"
         options["name"] = f"{prefix}-{number}"
         # By position, then by keyword: mypy cannot see that the two never overlap.
-        make: Callable[..., PooledDB] = PooledDB
+        make: Callable[..., PooledDB[Any]] = PooledDB
         return make(self._module, *positional, *args, **options, **kwargs)
 
-    def get_pool(self, *args: Any, **kwargs: Any) -> PooledDB:
+    def get_pool(self, *args: Any, **kwargs: Any) -> PooledDB[Any]:
         """The pool for these connect arguments, made on first use."""
         key = _key(args, kwargs)
         pool = self._pools.get(key)  # one atomic dict read: the common case takes no lock
@@ -159,7 +159,7 @@ class ManagedModule:
         for pool in pools:  # after the lock: closing talks to the servers
             pool.close()
 
-    def pools(self) -> list[PooledDB]:
+    def pools(self) -> list[PooledDB[Any]]:
         """The pools made so far (one per set of connect arguments)."""
         with self._lock:
             return list(self._pools.values())

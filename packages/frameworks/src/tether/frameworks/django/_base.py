@@ -54,7 +54,7 @@ class _Holder:
         self,
         alias: str,
         mode: str,
-        generator: PooledDB | PersistentDB,
+        generator: PooledDB[Any] | PersistentDB[Any],
         local: threading.local,
     ) -> None:
         self.alias = alias
@@ -76,7 +76,7 @@ _holders: dict[tuple[Any, ...], _Holder] = {}
 _holders_lock = threading.Lock()
 
 
-def pools() -> dict[str, PooledDB | PersistentDB]:
+def pools() -> dict[str, PooledDB[Any] | PersistentDB[Any]]:
     """The tether pools (``PooledDB``) or generators (``PersistentDB``) in use, by alias."""
     with _holders_lock:
         return {holder.alias: holder.generator for holder in _holders.values()}
@@ -201,7 +201,7 @@ class TetherWrapperMixin:
                 user_on_connect(raw)
 
         creator = functools.partial(connect, **params)
-        generator: PooledDB | PersistentDB
+        generator: PooledDB[Any] | PersistentDB[Any]
         try:
             if mode == "pooled":
                 generator = PooledDB(creator, on_connect=prepare, **options)
