@@ -252,3 +252,74 @@ def test_kept_cursor_methods_and_cursor_connection_never_reach_the_next_borrower
     assert not other.dbapi_connection.info.transaction_status  # IDLE: nothing ran on it
     assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
     other.close()
+
+
+# -- found by an outside attack after the hot-path rework -------------------------------------
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "sqlite3"], indirect=True)
+def test_the_cursor_of_connection_execute_ends_with_the_checkout(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """``db.execute()`` (psycopg, sqlite3) returned the driver's own cursor: kept, it ran on
+    the next borrower's session and could commit the next borrower's transaction."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("cx")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    kept = db.execute("SELECT 1")
+    assert kept.fetchone() == (1,)
+    db.close()
+    other = pool.connection()
+    other.execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(InvalidCursorError):
+        kept.execute(f"INSERT INTO {table} VALUES (2)")
+    other.rollback()
+    assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    other.close()
+
+
+def test_an_iterator_over_a_cursor_ends_with_the_checkout(dbapi_target: Any, pools: Any) -> None:
+    """``iter(cursor)`` returned the driver cursor itself (pgdb, PyMySQL, sqlite3)."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    cur = db.cursor()
+    cur.execute("SELECT 1 UNION ALL SELECT 2")
+    rows = iter(cur)
+    assert next(rows) == (1,) or list(next(rows)) == [1]
+    db.close()
+    other = pool.connection()
+    assert not hasattr(rows, "execute")
+    with pytest.raises(InvalidCursorError):
+        next(rows)
+    other.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_autocommit_set_on_the_driver_connection_survives_a_transparent_reopen(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """A borrower switched autocommit off on ``dbapi_connection``; the session died; the
+    reopen gave autocommit back on, and the borrower's rollback() then undid nothing."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("carry")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    db.autocommit = True
+    pid = backend_id(target, db)
+    db.dbapi_connection.autocommit = False
+    db.rollback()
+    target.kill_backend(pid)
+    cur = db.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1)")  # reopened, then run: outside a transaction
+    db.rollback()
+    assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+    db.close()
