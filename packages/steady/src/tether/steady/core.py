@@ -32,7 +32,6 @@ connection it wraps; the pools above make sure of that.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -192,31 +191,14 @@ class SteadyBase:
         ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
         """
         old, self._raw = self._raw, None
-        state = self._state
-        # Settings the borrower changed on the driver connection itself (through
-        # ``dbapi_connection``: tether did not see the change, so it has nothing to
-        # replay) are read off the dead connection and carried over: a write the
-        # borrower believes autocommitted must not land in a transaction (found by
-        # an outside attack). The driver keeps them readable on a dead connection.
-        carried = None
-        source = old if old is not None else self._dead
-        if state.touched and source is not None:
-            with contextlib.suppress(Exception):
-                carried = self._adapter.settings(source)
-        state.new_session(None)  # nothing of the old session carries over, even if this fails
+        self._state.new_session(None)  # nothing of the old session carries over, even if this fails
         if old is not None:
             self._adapter.close(old)
         self._dead = None
         self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
         if raw is None:
             raw = self._connect_raw(self._kwargs)
-        if carried is not None:
-            try:
-                self._adapter.restore_settings(raw, carried)
-            except BaseException:
-                self._adapter.close(raw)
-                raise
-        state.new_session(time.monotonic())
+        self._state.new_session(time.monotonic())
         self._raw = raw
         return raw
 

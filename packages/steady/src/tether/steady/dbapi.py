@@ -178,15 +178,8 @@ class SteadyDBConnection(SteadyBase):
             if raw is None or name[:2] == "__":
                 raise AttributeError(name)
             return getattr(self.escape_to_driver(), name)
-        if name == "execute":
-            # The driver's connection-level execute() (psycopg, sqlite3) is a cursor
-            # made and run in one call: made here with tether's cursor, it follows
-            # the steady rule and its cursor ends with the checkout, as any other.
-            probe = self._raw if self._raw is not None else self.__dict__.get("_dead")
-            if probe is None or callable(getattr(probe, "execute", None)):
-                return MethodType(_connection_execute, self)
         # The driver's own methods can change the session behind tether's back
-        # (psycopg's transaction()...): its state is read anew, and
+        # (psycopg's transaction(), execute()...): its state is read anew, and
         # its settings are compared with the configured ones at checkin.
         raw = self.escape_to_driver()
         if raw is None:
@@ -212,11 +205,6 @@ class SteadyDBConnection(SteadyBase):
         self.escape_to_driver()
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
-
-
-def _connection_execute(con: Any, *args: Any, **kwargs: Any) -> Any:
-    """``con.execute(...)``: a new tether cursor's ``execute(...)``, as the drivers define it."""
-    return con.cursor().execute(*args, **kwargs)
 
 
 def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -457,19 +445,11 @@ class SteadyDBCursor:
         return raw
 
     def __iter__(self) -> Iterator[Any]:
-        # Row by row through fetchone(), which checks the checkout each time: the
-        # driver's own iterator is often the driver cursor itself (pgdb, PyMySQL,
-        # sqlite3), which would keep working on the next borrower's session.
-        self._results()
-        return self._rows()
-
-    def _rows(self) -> Iterator[Any]:
-        fetchone = self.fetchone
-        while True:
-            row = fetchone()
-            if row is None:
-                return
-            yield row
+        raw = self._results()
+        try:
+            return iter(raw)
+        except TypeError:
+            return iter(raw.fetchone, None)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:
