@@ -696,11 +696,7 @@ class SteadyBase:
         idle = idle and not self.transaction_open()
         state.transaction_ended()
         if raw is None:
-            if self._closed:
-                raise SteadyDBError("the steady connection is closed")
-            # Dropped after its session was lost (a rollback, a failed commit): nothing
-            # ran since, so there is nothing to commit; the next statement reopens.
-            return None
+            raise SteadyDBError("the steady connection is closed")
         if idle:
             return None
         try:
