@@ -297,7 +297,9 @@ class PersistentModel(RuleBasedStateMachine):
                     ) from exc
                 return
             except Exception:
-                self.lost_unseen = False
+                # The failed commit ended the transaction (steady's rule, as
+                # test_commit_of_a_lost_transaction_raises_and_is_never_retried says).
+                self.end_tx(self.rolled_back)
                 return
             raise AssertionError("commit() succeeded after the transaction's session was lost")
         try:

@@ -567,7 +567,10 @@ class PooledModel(RuleBasedStateMachine):
                     ) from exc
                 return
             except Exception:
-                b.lost_unseen = False  # still broken: the transaction ends with rollback()
+                # The failed commit ended the transaction (steady's rule, as
+                # test_commit_of_a_lost_transaction_raises_and_is_never_retried says):
+                # its work is gone; the next statement may open a new session.
+                self.end_tx(b, self.rolled_back)
                 return
             raise AssertionError("commit() succeeded after the transaction's session was lost")
         try:

@@ -166,6 +166,25 @@ def interrupted_transaction(server_target: Any, how: str) -> None:
     con.close()
 
 
+@pytest.mark.restart
+def test_commit_right_after_the_rollback_of_a_lost_transaction_has_nothing_to_do(
+    server_target: Any,
+) -> None:
+    """The rollback dropped the dead session; a commit with nothing run since is no error
+    (found by the pooled model test on 3.9: it raised "the steady connection is closed")."""
+    table = make_table(server_target)
+    con = open_steady(server_target)
+    con.begin()
+    rows(server_target, con, f"INSERT INTO {table} VALUES (1)")
+    server_target.server.restart(mode="fast")
+    con.rollback()
+    con.commit()
+    rows(server_target, con, f"INSERT INTO {table} VALUES (3)")
+    end(server_target, con)
+    assert committed_keys(server_target, table) == [3]
+    con.close()
+
+
 def test_maxusage_changes_the_backend_after_exactly_n_statements(server_target: Any) -> None:
     con = open_steady(server_target, maxusage=3)
     seen = []
