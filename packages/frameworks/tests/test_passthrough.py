@@ -29,12 +29,16 @@ DBAPI_INTERCEPTED = {"close", "commit", "cursor", "rollback"}
 INTERCEPTED: dict[str, set[str]] = {
     # Session setters are the driver's methods, wrapped to be remembered and
     # replayed on a transparently reopened connection (the adapter lists them).
+    # Connection-level execute() (psycopg, pgdb, sqlite3; executemany() and
+    # executescript() where the driver has them) runs on a tether cursor: the
+    # cursor it returns ends with the checkout, and it follows the reopen rule.
     "psycopg": DBAPI_INTERCEPTED
-    | {"cancel", "set_autocommit", "set_isolation_level", "set_read_only", "set_deferrable"},
-    "pgdb": DBAPI_INTERCEPTED,
+    | {"cancel", "execute", "set_autocommit", "set_isolation_level", "set_read_only"}
+    | {"set_deferrable"},
+    "pgdb": DBAPI_INTERCEPTED | {"execute", "executemany"},
     "pymysql": DBAPI_INTERCEPTED
     | {"begin", "ping", "autocommit", "select_db", "set_character_set"},
-    "sqlite3": DBAPI_INTERCEPTED,
+    "sqlite3": DBAPI_INTERCEPTED | {"execute", "executemany", "executescript"},
     # Classic PyGreSQL: begin/commit/end/rollback keep the transaction state,
     # close/reopen/reset manage the session; ``db`` is the pg.DB itself
     # (PyGreSQL's is its pg.Connection) and ``adapter`` tether's driver adapter

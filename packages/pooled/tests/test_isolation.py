@@ -252,3 +252,91 @@ def test_kept_cursor_methods_and_cursor_connection_never_reach_the_next_borrower
     assert not other.dbapi_connection.info.transaction_status  # IDLE: nothing ran on it
     assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
     other.close()
+
+
+# -- found by an outside attack after the hot-path rework -------------------------------------
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "sqlite3"], indirect=True)
+def test_the_cursor_of_connection_execute_ends_with_the_checkout(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """``db.execute()`` (psycopg, sqlite3) returned the driver's own cursor: kept, it ran on
+    the next borrower's session and could write into the next borrower's transaction."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("cx")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    kept = db.execute("SELECT 1")
+    assert tuple(kept.fetchone()) == (1,)
+    db.close()
+    other = pool.connection()
+    other.execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(InvalidCursorError):
+        kept.execute(f"INSERT INTO {table} VALUES (2)")
+    other.rollback()
+    assert tuple(other.execute(f"SELECT count(*) FROM {table}").fetchone()) == (0,)
+    other.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg"], indirect=True)
+def test_connection_execute_follows_the_reopen_rule(dbapi_target: Any, pools: Any) -> None:
+    """``db.execute()`` outside a transaction is reopened transparently after a kill, as
+    ``db.cursor().execute()`` is; inside one it fails and is never re-run elsewhere."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("cxr")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    with pool.connection() as db:
+        pid = backend_id(target, db)
+        db.rollback()
+        target.kill_backend(pid)
+        assert tuple(db.execute("SELECT 1").fetchone()) == (1,)  # a new session, transparently
+        assert backend_id(target, db) != pid
+    db = pool.connection()
+    db.execute(f"INSERT INTO {table} VALUES (1)")  # opens a transaction
+    target.kill_backend(backend_id(target, db))
+    with pytest.raises(Exception) as lost:
+        db.execute(f"INSERT INTO {table} VALUES (2)")
+    assert not isinstance(lost.value, InvalidCursorError)  # the driver's error
+    db.rollback()
+    assert tuple(db.execute(f"SELECT count(*) FROM {table}").fetchone()) == (0,)
+    db.close()
+
+
+def test_an_iterator_over_a_cursor_ends_with_the_checkout(dbapi_target: Any, pools: Any) -> None:
+    """``iter(cursor)`` returned the driver cursor itself (pgdb, sqlite3): kept, its
+    ``execute()`` ran on the next borrower's session (and psycopg's server-side cursors
+    FETCH while they iterate)."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    cur = db.cursor()
+    cur.execute("SELECT 1 UNION ALL SELECT 2")
+    rows = iter(cur)
+    assert tuple(next(rows)) == (1,)
+    db.close()
+    other = pool.connection()
+    assert not callable(getattr(rows, "execute", None))
+    with pytest.raises(InvalidCursorError):
+        next(rows)
+    other.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "sqlite3"], indirect=True)
+def test_a_temporary_connections_execute_keeps_the_checkout_until_the_fetch(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """``pool.connection().execute(...).fetchall()``: nothing refers to the proxy after
+    ``execute()`` but its cursor, which must keep the checkout (and its rows) alive."""
+    pool = make_pool(dbapi_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    rows = pool.connection().execute("SELECT 1 UNION ALL SELECT 2").fetchall()
+    assert [tuple(r) for r in rows] == [(1,), (2,)]
+    assert pool.stats()["in_use"] == 0  # given back once the cursor went

@@ -46,6 +46,8 @@ from __future__ import annotations
 from types import BuiltinMethodType, MethodType
 from typing import TYPE_CHECKING, Any
 
+from tether.steady import CONNECTION_SHORTCUTS
+
 from .errors import InvalidConnectionError, NotSupportedError
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class PooledConnection:
     _con: Any  # the steady connection (None once given back)
     _entry: _Entry | None
     _pool: Pool | _Detached  # _Detached once detach() took the connection out of the pool
+    #: The driver's connection-level execute*() run on a steady cursor (DB-API proxies).
+    _shortcuts: frozenset[str] = frozenset()
 
     def __init__(self, pool: Pool, entry: _Entry) -> None:
         _set_pool(self, pool)
@@ -168,9 +172,14 @@ class PooledConnection:
             raise InvalidConnectionError(
                 f"this pooled connection was closed (given back to pool {self._pool.name})"
             )
+        if name in self._shortcuts:
+            # db.execute(...): on a steady cursor that keeps this checkout alive
+            # (``pool.connection().execute(...).fetchall()`` must not give the
+            # connection back before the fetch), refused once the checkout ended.
+            return _bound_to_checkout(self, con.shortcut(name, self))
         value = getattr(con, name)
         if isinstance(value, _METHODS):
-            # A method (the driver's ``execute``, ``transaction``...) kept past
+            # A method (the driver's ``transaction``, ``copy``...) kept past
             # close() must not run on the connection's next borrower.
             return _bound_to_checkout(self, value)
         return value
@@ -288,6 +297,7 @@ class PooledDedicatedDBConnection(PooledConnection):
     """A DB-API 2 connection used by this checkout alone."""
 
     __slots__ = ()
+    _shortcuts = CONNECTION_SHORTCUTS
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """A steady cursor that keeps this checkout alive while it is used."""

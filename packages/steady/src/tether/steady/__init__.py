@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .classic import SteadyPgConnection
 from .core import SetSessionError, SteadyBase
-from .dbapi import SteadyDBConnection, SteadyDBCursor, connect
+from .dbapi import CONNECTION_SHORTCUTS, SteadyDBConnection, SteadyDBCursor, connect
 from .errors import (
     InvalidConnection,
     InvalidConnectionError,
@@ -29,6 +29,7 @@ except PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "CONNECTION_SHORTCUTS",
     "InvalidConnection",
     "InvalidConnectionError",
     "InvalidCursor",

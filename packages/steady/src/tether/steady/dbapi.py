@@ -125,6 +125,30 @@ class SteadyDBConnection(SteadyBase):
         cursor._holder = holder
         return cursor
 
+    def shortcut(self, name: str, holder: Any = None) -> Callable[..., Any]:
+        """Layer API: the driver's connection-level ``name`` (one of :data:`CONNECTION_SHORTCUTS`),
+        run on a tether cursor whose ``connection`` answers ``holder`` (as :meth:`cursor_for`).
+
+        The driver's own would return the driver's cursor, which would go on
+        working after the checkout ended (on the next borrower's session) and
+        would skip the steady rule; on a tether cursor the statement follows
+        the rule and its cursor ends with the checkout like any other.
+        AttributeError where the driver has no such method.
+        """
+        if name not in CONNECTION_SHORTCUTS:
+            raise AttributeError(name)
+        probe = self._raw if self._raw is not None else self.__dict__.get("_dead")
+        if probe is not None and not callable(getattr(probe, name, None)):
+            raise AttributeError(name)  # this driver has none (PyMySQL)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            cursor = SteadyDBCursor(self, (), {})
+            cursor._holder = holder
+            return getattr(cursor, name)(*args, **kwargs)
+
+        run.__name__ = run.__qualname__ = name
+        return run
+
     def cancel(self) -> None:
         """Cancel the running statement (where the driver can) and end the transaction."""
         raw = self.escape_to_driver()
@@ -178,8 +202,10 @@ class SteadyDBConnection(SteadyBase):
             if raw is None or name[:2] == "__":
                 raise AttributeError(name)
             return getattr(self.escape_to_driver(), name)
+        if name in CONNECTION_SHORTCUTS:
+            return self.shortcut(name)
         # The driver's own methods can change the session behind tether's back
-        # (psycopg's transaction(), execute()...): its state is read anew, and
+        # (psycopg's transaction(), copy()...): its state is read anew, and
         # its settings are compared with the configured ones at checkin.
         raw = self.escape_to_driver()
         if raw is None:
@@ -205,6 +231,12 @@ class SteadyDBConnection(SteadyBase):
         self.escape_to_driver()
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
+
+
+#: The drivers' connection-level shortcuts (psycopg, pgdb and sqlite3 have
+#: ``execute()``; pgdb and sqlite3 ``executemany()``; sqlite3 ``executescript()``):
+#: each makes a cursor and runs one statement on it. Layer API.
+CONNECTION_SHORTCUTS = frozenset({"execute", "executemany", "executescript"})
 
 
 def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -447,9 +479,22 @@ class SteadyDBCursor:
     def __iter__(self) -> Iterator[Any]:
         raw = self._results()
         try:
-            return iter(raw)
+            rows = iter(raw)
         except TypeError:
-            return iter(raw.fetchone, None)
+            rows = iter(raw.fetchone, None)
+        # Never the driver's iterator itself: pgdb's and sqlite3's cursors are their
+        # own iterators (handed out, execute() would keep working after the checkout
+        # ended), and psycopg's server-side cursors FETCH as they iterate (on the
+        # next borrower's session). A generator over it checks the checkout at every
+        # row: a frame resume per row, no statement.
+        return self._rows(rows)
+
+    def _rows(self, rows: Iterator[Any]) -> Iterator[Any]:
+        state, lease = self._state, self._lease
+        for row in rows:
+            if state.lease != lease:
+                self._stale()
+            yield row
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:
