@@ -340,3 +340,31 @@ def test_a_temporary_connections_execute_keeps_the_checkout_until_the_fetch(
     rows = pool.connection().execute("SELECT 1 UNION ALL SELECT 2").fetchall()
     assert [tuple(r) for r in rows] == [(1,), (2,)]
     assert pool.stats()["in_use"] == 0  # given back once the cursor went
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize("configured", [False, True])
+def test_a_borrower_does_not_inherit_autocommit_set_in_sql(
+    dbapi_target: Any, pools: Any, configured: bool
+) -> None:
+    """MySQL's ``SET autocommit = ...`` is SQL, not a driver call: the next borrower must
+    still start in the pool's mode (its ``rollback()`` must undo its INSERT)."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, autocommit=configured)
+    pools.append(pool)
+    table = target.unique_table("inheritsql")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+        db.commit()
+    with pool.connection() as db:  # borrower A
+        execute(target, db, f"SET autocommit = {0 if configured else 1}")
+    with pool.connection() as db:  # borrower B
+        assert bool(db.get_autocommit()) is configured
+        db.begin()
+        execute(target, db, f"INSERT INTO {table} VALUES (1)")
+        db.rollback()
+        if not configured:
+            execute(target, db, f"INSERT INTO {table} VALUES (2)")
+            db.rollback()
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]

@@ -675,6 +675,11 @@ class SteadyBase:
             else:
                 state.dirty = True
                 state.settled = False
+                adapter = self._adapter
+                if adapter.sql_sets_autocommit and adapter.autocommit(raw):
+                    # SQL switched autocommit mode on (MySQL's SET autocommit = 1):
+                    # a setting to give back at checkin, as the other way round above.
+                    state.touched = True
 
     # -- transactions -----------------------------------------------------------------------
 

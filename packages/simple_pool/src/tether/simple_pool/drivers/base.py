@@ -67,6 +67,12 @@ class DriverAdapter:
     local: ClassVar[bool] = False
     #: Statement used by :meth:`ping`.
     ping_sql: ClassVar[str] = "SELECT 1"
+    #: True when SQL can switch the driver's autocommit mode (MySQL's ``SET autocommit = 1``
+    #: changes what PyMySQL's ``get_autocommit()`` reports): then a statement run outside
+    #: autocommit mode is followed by a read of the mode, so a switch made in SQL is given
+    #: back at checkin. False where autocommit is the driver's own client-side state
+    #: (psycopg, pgdb, sqlite3). The generic adapter cannot know, so it reads.
+    sql_sets_autocommit: ClassVar[bool] = True
     #: True when :func:`~tether.simple_pool.drivers.adapter_for` fell back to this generic
     #: adapter because it did not recognise the creator (a user's own connect function):
     #: :func:`~tether.simple_pool.drivers.refine` may then swap in the adapter of the

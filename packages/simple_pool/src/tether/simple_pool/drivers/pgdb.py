@@ -67,6 +67,7 @@ class PgdbAdapter(PyGreSQLAdapter):
     """PyGreSQL DB-API: state from the wrapped libpq connection, errors from its status."""
 
     name = "pgdb"
+    sql_sets_autocommit = False  # see DriverAdapter.sql_sets_autocommit
     modules = ("pgdb",)
     setting_attributes = ("autocommit", "cursor_type")
 

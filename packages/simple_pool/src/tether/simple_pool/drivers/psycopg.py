@@ -81,6 +81,7 @@ class PsycopgAdapter(DriverAdapter):
     """psycopg 3: state from ``closed``/``broken``/``info``, errors from the SQLSTATE."""
 
     name = "psycopg"
+    sql_sets_autocommit = False  # see DriverAdapter.sql_sets_autocommit
     session_setters = frozenset(
         {"set_autocommit", "set_isolation_level", "set_read_only", "set_deferrable"}
     )

@@ -116,6 +116,7 @@ class PyMySQLAdapter(DriverAdapter):
     """PyMySQL: ``open`` and ``server_status`` for state, error numbers for errors."""
 
     name = "pymysql"
+    sql_sets_autocommit = True  # see DriverAdapter.sql_sets_autocommit
     # autocommit(True) is PyMySQL's setter; select_db() changes the default database.
     session_setters = frozenset({"autocommit", "select_db", "set_character_set"})
     modules = ("pymysql",)

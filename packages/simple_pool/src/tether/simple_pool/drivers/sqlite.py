@@ -49,6 +49,7 @@ class Sqlite3Adapter(DriverAdapter):
 
     local = True  # an embedded database: connecting is opening a file
     name = "sqlite3"
+    sql_sets_autocommit = False  # see DriverAdapter.sql_sets_autocommit
     modules = ("sqlite3",)
     #: ``isolation_level`` before ``autocommit``: on 3.12+ the later one decides.
     setting_attributes = ("isolation_level", "row_factory", "text_factory", "autocommit")
