@@ -10,7 +10,7 @@ the connection is replaced after you roll back.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .classic import SteadyPgConnection
+from .classic import PgConnection, SteadyPgConnection
 from .core import SetSessionError, SteadyBase
 from .dbapi import SteadyDBConnection, SteadyDBCursor, connect
 from .errors import (
@@ -39,6 +39,7 @@ __all__ = [
     "SteadyDBConnection",
     "SteadyDBCursor",
     "SteadyDBError",
+    "PgConnection",
     "SteadyPgConnection",
     "SteadyPgError",
     "__version__",
