@@ -50,8 +50,10 @@ class PgConnection(Protocol):
     low-level connection (a ``__getattr__``), so to mypy every attribute exists.
     Nor is it what these objects are (``isinstance(db, pg.DB)`` is False: tether's
     connections forward to one). ``db`` is the ``pg.DB`` itself (bypassing
-    tether), not pg.DB's low-level connection. Used as a context manager
-    (``with db:``) each runs a transaction, as ``pg.DB`` does. Anything else of
+    tether), not pg.DB's low-level connection. ``with db:`` gives ``db``
+    back and keeps each object's own rule: a steady (or persistent)
+    connection runs a transaction, as ``pg.DB`` does; a pooled one commits
+    or rolls back what is open and goes back to its pool. The rest of
     ``pg.DB`` (large objects, COPY, notices) is reached through ``db``.
     """
 

@@ -32,7 +32,6 @@ def main() -> None:
             print(db.query("SELECT $1::int + 1", 41).getresult(), row)
         con = pool.connection()
         assert_type(con, PgConnection)
-        assert_type(pool.dedicated_connection(), PgConnection)
         assert_type(con.begin(), pg.Query)
         con.query("CREATE TEMP TABLE typed_pg (id serial PRIMARY KEY, name text)")
         inserted = con.insert("typed_pg", name="tether")
@@ -40,6 +39,8 @@ def main() -> None:
         assert_type(con.delete("typed_pg", inserted), int)
         con.rollback()
         con.close()  # back to the pool
+        with pool.dedicated_connection() as other:  # the same, as in DBUtils
+            assert_type(other, PgConnection)
         stats = pool.stats()
         assert_type(stats, PoolStats)
         print(inserted["name"], stats["checkouts"], stats["size"])
