@@ -188,13 +188,15 @@ def _protocol_methods() -> dict[str, Any]:
 
 
 def test_the_pg_protocol_is_pg_db_s_api() -> None:
-    """Each method of ``PgConnection`` is ``pg.DB``'s, with its parameters (names, kinds, defaults)."""
+    """Each method of ``PgConnection`` is ``pg.DB``'s, with its parameters (kinds, defaults)."""
     import pg
 
     from tether.steady import PgConnection
 
     def parameters(function: Any) -> list[tuple[str, Any, Any]]:
-        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+        return [
+            (p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()
+        ]
 
     methods = _protocol_methods()
     assert {"query", "query_formatted", "insert", "update", "get", "delete", "begin",
