@@ -225,6 +225,8 @@ def typecheck(session: nox.Session) -> None:
         "harness/src/tether/harness",
         "packages/pooled/tests/typed/user_program.py",  # what a user's code may lean on
         "packages/persistent/tests/typed/persistent_program.py",
+        "packages/pooled/tests/typed/pooled_pg_program.py",  # PyGreSQL's classic API
+        "packages/persistent/tests/typed/persistent_pg_program.py",
     )  # fmt: skip
 
 

@@ -100,7 +100,7 @@ from tether.simple_pool.errors import (
     PoolError,
     PoolTimeout,
 )
-from tether.steady import SteadyDBConnection, SteadyPgConnection
+from tether.steady import PgConnection, SteadyDBConnection, SteadyPgConnection
 from tether.steady.core import (
     Failures,
     SetSession,
@@ -939,6 +939,9 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
     ``threadlocal`` as for :class:`PersistentDB`; ``args``/``kwargs`` go to
     ``pg.DB()`` (and ``ping=`` among them to the steady connection). The
     keyword-only extras of :class:`PersistentDB` apply too.
+
+    ``connection()`` is typed as :class:`tether.steady.PgConnection`:
+    ``pg.DB``'s methods with PyGreSQL's own signatures.
     """
 
     def __init__(
@@ -982,6 +985,15 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
             logger=logger,
         )
         self._args, self._kwargs = args, kwargs
+
+    if TYPE_CHECKING:  # the types only: at run time these are _Persistent's
+        # Typed as pg.DB's API (PgConnection, PyGreSQL's own signatures), not
+        # as SteadyPgConnection: that class passes unknown attributes on (a
+        # __getattr__), so to mypy every attribute of it would exist. The
+        # steady extras (check(), probe()...) are there: cast to call them.
+        def connection(self, shareable: bool = False) -> PgConnection: ...  # type: ignore[override]
+
+        def dedicated_connection(self) -> PgConnection: ...  # type: ignore[override]
 
     def _steady(
         self, cls: type[SteadyPgConnection], kwargs: dict[str, Any] | None = None

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.simple_pool.checks import check_bool, check_callable, check_count, check_setsession
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
-from tether.steady import SteadyPgConnection
+from tether.steady import PgConnection, SteadyPgConnection
 from tether.steady.core import SetSession
 from tether.steady.ping import parse_ping
 
@@ -167,7 +167,17 @@ class PooledPg(Pool):
         assert isinstance(con, SteadyPgConnection)
         return con
 
-    def connection(self, shareable: bool = False) -> PooledPgConnection:
-        """A pooled classic connection (a :class:`PooledPgConnection` proxy)."""
-        proxy: PooledPgConnection = Pool.connection(self, False)
+    def connection(self, shareable: bool = False) -> PgConnection:
+        """A pooled classic connection (a :class:`PooledPgConnection` proxy).
+
+        Typed as :class:`tether.steady.PgConnection`, ``pg.DB``'s methods with
+        PyGreSQL's signatures: the proxy passes them to the steady connection,
+        which makes them steady. The proxy's own extras (``invalidate()``,
+        ``detach()``) are on :class:`PooledPgConnection`.
+        """
+        proxy: PgConnection = Pool.connection(self, False)  # a PooledPgConnection
         return proxy
+
+    if TYPE_CHECKING:  # the type only: at run time this is Pool's
+
+        def dedicated_connection(self) -> PgConnection: ...

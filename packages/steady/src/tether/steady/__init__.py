@@ -10,7 +10,7 @@ the connection is replaced after you roll back.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .classic import SteadyPgConnection
+from .classic import PgConnection, SteadyPgConnection
 from .core import SetSessionError, SteadyBase
 from .dbapi import CONNECTION_SHORTCUTS, SteadyDBConnection, SteadyDBCursor, connect
 from .errors import (
@@ -34,6 +34,7 @@ __all__ = [
     "InvalidConnectionError",
     "InvalidCursor",
     "InvalidCursorError",
+    "PgConnection",
     "SessionState",
     "SetSessionError",
     "SteadyBase",

@@ -13,16 +13,21 @@ the server (the session was seen closed before sending).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any, AnyStr, Protocol
+
+if TYPE_CHECKING:  # PyGreSQL's own types (it ships py.typed); not imported at run time
+    import pg
+    from pg import Query
+    from pg.attrs import AttrDict
 
 from tether.simple_pool.drivers import DriverAdapter
 
 from .core import PING_ON_EXECUTE, SetSession, SteadyBase
 from .errors import InvalidConnectionError
 
-__all__ = ["SteadyPgConnection"]
+__all__ = ["PgConnection", "SteadyPgConnection"]
 
 # Methods of pg.DB that talk to the server and are made steady.
 _STEADY_METHODS = frozenset(
@@ -32,6 +37,141 @@ _STEADY_METHODS = frozenset(
      "get_databases", "get_relations", "get_attnames", "get_parameter", "set_parameter",
      "has_table_privilege", "pkey", "pkeys"}
 )  # fmt: skip
+
+
+class PgConnection(Protocol):
+    """The classic PyGreSQL API as tether's classic connections give it, for type checkers.
+
+    What :class:`SteadyPgConnection`, a ``PersistentPg`` connection and a
+    ``PooledPg`` proxy are typed as: ``pg.DB``'s methods with PyGreSQL's own
+    signatures (PyGreSQL >= 6 ships them), so ``mypy --strict`` checks
+    ``db.query("SELECT $1", 1)`` against them and rejects ``db.no_such_method()``.
+    ``pg.DB`` itself is no help there: it passes unknown attributes to its
+    low-level connection (a ``__getattr__``), so to mypy every attribute exists.
+    Nor is it what these objects are (``isinstance(db, pg.DB)`` is False: tether's
+    connections forward to one). ``db`` is the ``pg.DB`` itself (bypassing
+    tether), not pg.DB's low-level connection. ``with db:`` gives ``db``
+    back and keeps each object's own rule: a steady (or persistent)
+    connection runs a transaction, as ``pg.DB`` does; a pooled one commits
+    or rolls back what is open and goes back to its pool. The rest of
+    ``pg.DB`` (large objects, COPY, notices) is reached through ``db``.
+    """
+
+    @property
+    def db(self) -> pg.DB: ...
+
+    # -- the session
+    def close(self) -> None: ...
+    def reopen(self) -> None: ...
+    def reset(self) -> None: ...
+
+    # -- transactions
+    def begin(self, mode: str | None = None) -> Query: ...
+    def commit(self) -> Query: ...
+    def end(self) -> Query: ...
+    def rollback(self, name: str | None = None) -> Query: ...
+    def savepoint(self, name: str) -> Query: ...
+    def release(self, name: str) -> Query: ...
+    def transaction(self) -> int: ...
+
+    # -- statements
+    def query(self, command: str, *args: Any) -> Query: ...
+    def query_formatted(
+        self,
+        command: str,
+        parameters: tuple[Any, ...] | list[Any] | dict[str, Any] | None = None,
+        types: tuple[Any, ...] | list[Any] | dict[str, Any] | None = None,
+        inline: bool = False,
+    ) -> Query: ...
+    def query_prepared(self, name: str, *args: Any) -> Query: ...
+    def prepare(self, name: str, command: str) -> None: ...
+    def describe_prepared(self, name: str | None = None) -> Query: ...
+    def delete_prepared(self, name: str | None = None) -> Query: ...
+
+    # -- rows by table
+    def get(
+        self, table: str, row: Any, keyname: str | tuple[str, ...] | None = None
+    ) -> dict[str, Any]: ...
+    def insert(
+        self, table: str, row: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]: ...
+    def update(
+        self, table: str, row: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]: ...
+    def upsert(
+        self, table: str, row: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]: ...
+    def clear(self, table: str, row: dict[str, Any] | None = None) -> dict[str, Any]: ...
+    def delete(self, table: str, row: dict[str, Any] | None = None, **kw: Any) -> int: ...
+    def truncate(
+        self,
+        table: str | list[str] | tuple[str, ...] | set[str] | frozenset[str],
+        restart: bool = False,
+        cascade: bool = False,
+        only: bool = False,
+    ) -> Query: ...
+    def get_as_list(
+        self,
+        table: str,
+        what: str | list[str] | tuple[str, ...] | None = None,
+        where: str | list[str] | tuple[str, ...] | None = None,
+        order: str | list[str] | tuple[str, ...] | bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        scalar: bool = False,
+    ) -> list[Any]: ...
+    def get_as_dict(
+        self,
+        table: str,
+        keyname: str | list[str] | tuple[str, ...] | None = None,
+        what: str | list[str] | tuple[str, ...] | None = None,
+        where: str | list[str] | tuple[str, ...] | None = None,
+        order: str | list[str] | tuple[str, ...] | bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        scalar: bool = False,
+    ) -> dict[Any, Any]: ...
+    def inserttable(
+        self,
+        table: str,
+        values: Sequence[list[Any] | tuple[Any, ...]],
+        columns: list[str] | tuple[str, ...] | None = None,
+        freeze: bool = False,
+    ) -> int: ...
+
+    # -- the catalog and settings
+    def pkey(
+        self, table: str, composite: bool = False, flush: bool = False
+    ) -> str | tuple[str, ...]: ...
+    def pkeys(self, table: str) -> tuple[str, ...]: ...
+    def get_databases(self) -> list[str]: ...
+    def get_relations(
+        self, kinds: str | Sequence[str] | None = None, system: bool = False
+    ) -> list[str]: ...
+    def get_tables(self, system: bool = False) -> list[str]: ...
+    def get_attnames(self, table: str, with_oid: bool = True, flush: bool = False) -> AttrDict: ...
+    def has_table_privilege(
+        self, table: str, privilege: str = "select", flush: bool = False
+    ) -> bool: ...
+    def get_parameter(
+        self,
+        parameter: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] | dict[str, Any],
+    ) -> str | list[str] | dict[str, str]: ...
+    def set_parameter(
+        self,
+        parameter: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] | dict[str, Any],
+        value: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] | None = None,
+        local: bool = False,
+    ) -> None: ...
+
+    # -- quoting
+    def escape_literal(self, s: AnyStr) -> AnyStr: ...
+    def escape_identifier(self, s: AnyStr) -> AnyStr: ...
+    def escape_string(self, s: AnyStr) -> AnyStr: ...
+    def escape_bytea(self, s: AnyStr) -> AnyStr: ...
+
+    def __enter__(self) -> PgConnection: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
 class SteadyPgConnection(SteadyBase):
