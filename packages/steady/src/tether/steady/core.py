@@ -108,9 +108,6 @@ class SteadyBase:
         # (psycopg's ``closed``/``broken``...) can still be read: frameworks
         # look there to tell a disconnect. Reading it must not reconnect.
         self._dead: Any = None
-        #: The caller's rollback() ended the transaction of a session found dead and
-        #: dropped it: until the next statement, a commit() has nothing to do.
-        self._rolled_back_dead = False
         # Everything known about the session (transaction, liveness, usage,
         # settings the borrower changed), in one object: see state.py.
         self._state = SessionState()
@@ -194,7 +191,6 @@ class SteadyBase:
         ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
         """
         old, self._raw = self._raw, None
-        self._rolled_back_dead = False
         self._state.new_session(None)  # nothing of the old session carries over, even if this fails
         if old is not None:
             self._adapter.close(old)
@@ -364,7 +360,8 @@ class SteadyBase:
         state = self._state
         state.lease += 1
         state.generation += 1
-        self._rolled_back_dead = False  # a dropped session's rollback: this checkout's only
+        # A slot store (a store on the connection would go through __setattr__).
+        state.rolled_back_dead = False  # a dropped session's rollback: this checkout's only
         if not state.touched:
             return False
         state.replay.clear()
@@ -706,7 +703,7 @@ class SteadyBase:
         idle = idle and not self.transaction_open()
         state.transaction_ended()
         if raw is None:
-            if self._rolled_back_dead and not self._closed:
+            if state.rolled_back_dead and not self._closed:
                 return None  # rolled back already, nothing ran since: nothing to commit
             raise SteadyDBError("the steady connection is closed")
         if idle:
@@ -731,14 +728,14 @@ class SteadyBase:
         raw, lost = self._raw, state.lost
         state.transaction_ended()
         if raw is None:
-            self._rolled_back_dead = not self._closed
+            state.rolled_back_dead = not self._closed
             return None
         try:
             result = self._adapter.rollback(raw, *args, **kwargs)
         except Exception as exc:
             if lost or self._is_lost(raw, exc):
                 self._forget(raw)
-                self._rolled_back_dead = True
+                state.rolled_back_dead = True
                 self._log.info(
                     "tether: rollback on a lost %s connection; the transaction ended with it",
                     self._adapter.name,
@@ -747,7 +744,7 @@ class SteadyBase:
             raise
         if lost:  # a session that must be retired (read-only now) rolls back fine: retire it
             self._forget(raw)
-            self._rolled_back_dead = True
+            state.rolled_back_dead = True
         return result
 
     def _forget(self, raw: Any) -> None:

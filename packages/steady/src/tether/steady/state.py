@@ -34,7 +34,7 @@ class SessionState:
 
     __slots__ = (
         "alive_at", "begun", "dirty", "generation", "lease", "lost", "opened_at", "replay",
-        "settled", "touched", "usage",
+        "rolled_back_dead", "settled", "touched", "usage",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -46,6 +46,10 @@ class SessionState:
         #: The connection broke inside a transaction; kept, dead, until the
         #: transaction ends, so that every statement of it fails.
         self.lost = False
+        #: The caller's rollback() ended the transaction of a session found dead
+        #: and dropped it: until a new session or the end of the checkout, a
+        #: commit() has nothing to do.
+        self.rolled_back_dead = False
         #: The last statement left the session idle in autocommit mode and
         #: nothing but tether's own statements has reached the driver since:
         #: within ``ALIVE_BYPASS`` the next statement skips every check.
@@ -82,7 +86,7 @@ class SessionState:
 
         ``now`` None: no driver connection now (closed, lost, abandoned after fork).
         """
-        self.begun = self.dirty = self.lost = self.settled = False
+        self.begun = self.dirty = self.lost = self.settled = self.rolled_back_dead = False
         if now is not None:
             self.usage = 0
             self.generation += 1
