@@ -9,6 +9,7 @@ reach the connection's next borrower.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -368,3 +369,43 @@ def test_a_borrower_does_not_inherit_autocommit_set_in_sql(
             db.rollback()
     with pool.connection() as db:
         assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "pymysql", "sqlite3"], indirect=True)
+def test_a_cursor_attribute_assigned_reaches_the_driver_cursor(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """``cur.arraysize = 3`` was set on tether's cursor and silently ignored by the driver
+    (``fetchmany()`` went on returning one row, psycopg's ``row_factory`` was not used);
+    it is the driver cursor's, also on the driver cursor made anew after a reopen."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    rows = " UNION ALL ".join(f"SELECT {n}" for n in range(1, 11))
+    with pool.connection() as db:
+        cur = db.cursor()
+        cur.arraysize = 3
+        assert cur.arraysize == 3
+        cur.execute(rows)
+        assert len(cur.fetchmany()) == 3
+        if target.name != "sqlite3":
+            pid = backend_id(target, db)
+            db.rollback()  # no transaction open: the reopen is transparent
+            target.kill_backend(pid)
+            time.sleep(0.01)  # past ALIVE_BYPASS: the socket is looked at (steady README)
+            cur.execute(rows)  # outside a transaction: on a new session, transparently
+            assert len(cur.fetchmany()) == 3  # on the new driver cursor too
+        with pytest.raises(AttributeError):
+            cur.no_such_driver_attribute = 1  # refused, as by the driver's own cursor
+
+
+def test_psycopg_row_factory_assigned_on_a_cursor(pg_target: Any, pools: Any) -> None:
+    """psycopg's idiom ``cur.row_factory = dict_row`` gives dicts through every layer."""
+    from psycopg.rows import dict_row
+
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    with pool.connection() as db:
+        cur = db.cursor()
+        cur.row_factory = dict_row
+        assert cur.execute("SELECT 1 AS x").fetchone() == {"x": 1}

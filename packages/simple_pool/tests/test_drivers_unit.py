@@ -350,12 +350,22 @@ class FakePsycopgConn:
     """psycopg's connection as the adapter reads it: libpq's state lives on ``pgconn``."""
 
     def __init__(self, status: int = 0, autocommit: bool = False, fd: int = -1) -> None:
-        self.broken = False
+        self._broken = False
         self.autocommit = autocommit
         self.info = types.SimpleNamespace(transaction_status=status)
         self.pgconn = types.SimpleNamespace(
             socket=fd, ssl_in_use=False, status=0, transaction_status=status
         )
+
+    @property
+    def broken(self) -> bool:  # as psycopg 3.3: closed, and not by close()
+        return self._broken
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._broken = value
+        if value:
+            self.closed = True  # a broken connection is always closed (libpq: BAD)
 
     @property
     def closed(self) -> bool:  # as psycopg: libpq's status is CONNECTION_BAD

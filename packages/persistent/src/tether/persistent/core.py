@@ -200,6 +200,14 @@ class _PersistentPgConnection(_Owned, SteadyPgConnection):
     """What :meth:`PersistentPg.connection` returns: a :class:`SteadyPgConnection`."""
 
 
+def _released(con: SteadyBase) -> bool:
+    """``con.finish_checkout()``; False when setting the settings back failed (see _end_request)."""
+    try:
+        return con.finish_checkout()
+    except Exception:
+        return False
+
+
 # -- per-thread and per-generator state -------------------------------------------------------
 
 
@@ -457,10 +465,10 @@ class _Persistent(Generic[C]):
                     if mark.over:
                         # close() or `with` ended it, and its transaction with it.
                         mark.over = False
-                        if con.needs_reset():
+                        # Idle: its cursors stop working, settings it changed are set
+                        # back (one call); else the transaction is rolled back first.
+                        if not _released(con):
                             self._end_request(con)
-                        else:
-                            con.end_checkout()  # its cursors stop working; nothing to set back
                     elif con.needs_reset() and _unused(slot):
                         self._end_request(con)
                     if con.pings_on_request:

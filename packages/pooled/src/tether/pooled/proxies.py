@@ -76,18 +76,20 @@ class PooledConnection:
     _pool: Pool | _Detached  # _Detached once detach() took the connection out of the pool
     #: The driver's connection-level execute*() run on a steady cursor (DB-API proxies).
     _shortcuts: frozenset[str] = frozenset()
+    #: The class of steady connection this (forwarding) class passes attributes through for.
+    _forwards: type | None = None
 
     def __init__(self, pool: Pool, entry: _Entry) -> None:
-        _set_pool(self, pool)
-        _set_entry(self, entry)
-        _set_con(self, entry.con)
+        self._pool = pool
+        self._entry = entry
+        self._con = entry.con
 
     def close(self) -> None:
         """Give the connection back to the pool (it is not closed); idempotent."""
         entry = self._entry
         if entry is not None:
-            _set_entry(self, None)
-            _set_con(self, None)
+            self._entry = None
+            self._con = None
             self._pool._checkin(entry)
 
     def discard(self) -> None:
@@ -100,8 +102,8 @@ class PooledConnection:
         """
         entry = self._entry
         if entry is not None:
-            _set_entry(self, None)
-            _set_con(self, None)
+            self._entry = None
+            self._con = None
             self._pool._discard(entry)
 
     def invalidate(self) -> None:
@@ -135,7 +137,7 @@ class PooledConnection:
         if isinstance(pool, _Detached):
             return
         pool._detach(entry)
-        _set_pool(self, _Detached(pool.name))
+        self._pool = _Detached(pool.name)
 
     # The transaction methods, spelled out: a bound method fetched from the
     # proxy (``commit = db.commit``) checks at every call that this checkout
@@ -162,9 +164,14 @@ class PooledConnection:
             )
         return con
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names not defined here: the steady connection's,
-        # and through it the driver connection's.
+    if TYPE_CHECKING:  # the steady connection's attributes (a forwarding subclass's at run time)
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def _forward_get(self, name: str) -> Any:
+        # Names not defined here: the steady connection's, and through it the
+        # driver connection's (passed through by a forwarding subclass, see
+        # tether.steady.forwarding_class: no __getattr__ on the hot path).
         if name in _OWN:
             raise AttributeError(name)
         con = self._con
@@ -184,12 +191,9 @@ class PooledConnection:
             return _bound_to_checkout(self, value)
         return value
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def _forward_set(self, name: str, value: Any) -> None:
         # ``db.autocommit = True`` is meant for the driver: through the steady
         # connection, which remembers it for reopened connections.
-        if name in _OWN:
-            object.__setattr__(self, name, value)
-            return
         con = self._con
         if con is None:
             raise InvalidConnectionError(
@@ -215,8 +219,8 @@ class PooledConnection:
                 else:
                     con.rollback()
         finally:
-            _set_entry(self, None)
-            _set_con(self, None)
+            self._entry = None
+            self._con = None
             self._pool._checkin(entry)
 
     @property  # type: ignore[misc]
@@ -252,14 +256,6 @@ def _bound_to_checkout(proxy: PooledConnection, method: Any) -> Any:
     call.__doc__ = getattr(method, "__doc__", None)
     call.__wrapped__ = method  # type: ignore[attr-defined]  # as functools.wraps: inspectable
     return call
-
-
-# Slot setters: the proxy's own __setattr__ forwards to the driver, so tether
-# sets its three slots through their descriptors (also the fastest way).
-_slots: Any = vars(PooledConnection)
-_set_pool = _slots["_pool"].__set__
-_set_entry = _slots["_entry"].__set__
-_set_con = _slots["_con"].__set__
 
 
 class _Detached:
@@ -322,8 +318,8 @@ class PooledSharedDBConnection(PooledDedicatedDBConnection):
         """Give back this share of the connection; idempotent."""
         entry = self._entry
         if entry is not None:
-            _set_entry(self, None)
-            _set_con(self, None)
+            self._entry = None
+            self._con = None
             self._pool._unshare(entry)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -349,8 +345,8 @@ class PooledSharedDBConnection(PooledDedicatedDBConnection):
         except AttributeError:  # never set up
             return
         if entry is not None:
-            _set_entry(self, None)
-            _set_con(self, None)
+            self._entry = None
+            self._con = None
             try:
                 self._pool._orphaned(entry)
             except Exception:  # at interpreter exit anything may be gone already
@@ -361,6 +357,18 @@ class PooledPgConnection(PooledConnection):
     """A classic PyGreSQL (``pg.DB``) connection from :class:`~tether.pooled.PooledPg`."""
 
     __slots__ = ()
+
+    # The classic steady connection passes pg.DB's attributes through with a
+    # __getattr__ of its own, so they are not in its dir() for a forwarding
+    # subclass to copy: this proxy forwards the same way.
+    def __getattr__(self, name: str) -> Any:
+        return self._forward_get(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            self._forward_set(name, value)
 
     def query(self, *args: Any, **kwargs: Any) -> Any:
         """Run a query (``pg.DB.query``, steady: see :class:`tether.steady.SteadyPgConnection`)."""

@@ -21,6 +21,7 @@ from .errors import (
     SteadyDBError,
     SteadyPgError,
 )
+from .forwarding import forwarding_class, set_class
 from .state import SessionState
 
 try:
@@ -45,4 +46,6 @@ __all__ = [
     "SteadyPgError",
     "__version__",
     "connect",
+    "forwarding_class",
+    "set_class",
 ]

@@ -378,6 +378,31 @@ class SteadyBase:
             )
         return changed
 
+    def finish_checkout(self) -> bool:
+        """End the checkout if that is all there is to do: :meth:`idle`, then :meth:`end_checkout`.
+
+        Layer API, for a pool's checkin: one call where the connection is
+        idle. True: it was (connected, no transaction open), its cursors are
+        retired and changed driver settings set back, so it is ready for the
+        next borrower. False: nothing was done; the caller ends the
+        transaction (or finds the connection lost), then calls
+        :meth:`end_checkout`. Raises as :meth:`end_checkout` does.
+
+        The common case (the last statement left the session idle in
+        autocommit mode, nothing reached the driver past tether) is two
+        counter bumps: measured, a pool's checkout+checkin spent ~1,000 of
+        its instructions on the two calls this replaces.
+        """
+        state = self._state
+        if state.settled and not state.touched:  # settled implies connected and idle
+            state.lease += 1
+            state.generation += 1
+            return True
+        if not self.idle():
+            return False
+        self.end_checkout()
+        return True
+
     def roll_back_within(self, timeout: float) -> bool:
         """Roll back whatever is open, waiting for the server at most ``timeout`` seconds.
 
@@ -660,15 +685,17 @@ class SteadyBase:
         if writes:
             state.usage += 1  # maxusage counts statements, as DBUtils
             if autocommit:
-                # Two state reads here save the next statement and the pools'
+                # One state read here saves the next statement and the pools'
                 # checkin theirs. A statement can open a transaction even in
                 # autocommit mode (an explicit BEGIN), or end autocommit mode
                 # (MySQL's SET autocommit = 0): then it is not settled.
                 adapter = self._adapter
-                still = adapter.autocommit(raw)
-                if not still:  # SQL ended autocommit mode: a setting to give back at checkin
-                    state.touched = True
-                state.settled = self._unlimited and still and adapter.in_transaction(raw) is False
+                if adapter.left_busy(raw):
+                    state.settled = False
+                    if not adapter.autocommit(raw):  # SQL ended it: give it back at checkin
+                        state.touched = True
+                else:
+                    state.settled = self._unlimited
             else:
                 state.dirty = True
                 state.settled = False

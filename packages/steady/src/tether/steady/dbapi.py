@@ -15,13 +15,14 @@ import logging
 from collections.abc import Callable, Iterator
 from time import monotonic
 from types import BuiltinMethodType, MethodType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.simple_pool.drivers import DriverAdapter
 
 from . import core as _core
 from .core import PING_ON_CURSOR, PING_ON_EXECUTE, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError
+from .forwarding import forwarding_class, set_class
 
 __all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
 
@@ -109,10 +110,17 @@ class SteadyDBConnection(SteadyBase):
             on_connect=on_connect,
             logger=logger,
         )
+        #: The class of this connection's cursors: SteadyDBCursor's forwarding
+        #: subclass for the driver's cursor class, once the first cursor is made.
+        self._cursor_class: type[SteadyDBCursor] = SteadyDBCursor
+        # From now on the driver's attributes pass through a forwarding
+        # subclass's properties (see forwarding.py: no __getattr__, measured).
+        cls = forwarding_class(type(self), self._raw, vars(self), DBAPI_CONNECTION_ATTRIBUTES)
+        set_class(self, cls)
 
     def cursor(self, *args: Any, **kwargs: Any) -> SteadyDBCursor:
         """A steady cursor; ``args``/``kwargs`` go to the driver's ``cursor()``."""
-        return SteadyDBCursor(self, args, kwargs)
+        return self._cursor_class(self, args, kwargs)
 
     def cursor_for(
         self, holder: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -121,7 +129,7 @@ class SteadyDBConnection(SteadyBase):
 
         One call instead of two on every request through a pool.
         """
-        cursor = SteadyDBCursor(self, args, kwargs)
+        cursor = self._cursor_class(self, args, kwargs)
         cursor._holder = holder
         return cursor
 
@@ -142,7 +150,7 @@ class SteadyDBConnection(SteadyBase):
             raise AttributeError(name)  # this driver has none (PyMySQL)
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            cursor = SteadyDBCursor(self, (), {})
+            cursor = self._cursor_class(self, (), {})
             cursor._holder = holder
             return getattr(cursor, name)(*args, **kwargs)
 
@@ -191,8 +199,12 @@ class SteadyDBConnection(SteadyBase):
         else:
             self.rollback()
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names this class does not define: the driver's own.
+    if TYPE_CHECKING:  # the driver's attributes (a forwarding subclass's properties at run time)
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def _forward_get(self, name: str) -> Any:
+        # The driver's own attributes, for names this class does not define.
         if name[0] == "_":
             # Private ones too, from an open driver connection only (psycopg's
             # TypeInfo.fetch calls its connection's ``_start_query``...); never
@@ -220,18 +232,24 @@ class SteadyDBConnection(SteadyBase):
             return _recording(self, name, value)
         return value
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # tether's own state and what this class defines stay here; anything
-        # else belongs to the driver (``con.autocommit = True``) and is
-        # replayed on every new driver connection.
-        if name[0] == "_" or hasattr(type(self), name):
-            object.__setattr__(self, name, value)
-            return
+    def _forward_set(self, name: str, value: Any) -> None:
+        # An assignment to a driver attribute (``con.autocommit = True``): made
+        # on the driver connection and replayed on every new one.
         raw = self._raw if self._raw is not None else self._ready()
         self.escape_to_driver()
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
 
+
+#: PEP 249's cursor attributes and extensions, passed through even where the
+#: driver sets them only later (PyMySQL's ``lastrowid``, at the first ``execute()``).
+DBAPI_CURSOR_ATTRIBUTES = frozenset({
+    "arraysize", "connection", "description", "errorhandler", "lastrowid", "messages",
+    "next", "nextset", "rowcount", "rownumber", "scroll",
+})  # fmt: skip
+
+#: PEP 249's connection extensions, likewise.
+DBAPI_CONNECTION_ATTRIBUTES = frozenset({"autocommit", "errorhandler", "messages"})
 
 #: The drivers' connection-level shortcuts (psycopg, pgdb and sqlite3 have
 #: ``execute()``; pgdb and sqlite3 ``executemany()``; sqlite3 ``executescript()``):
@@ -260,12 +278,17 @@ class SteadyDBCursor:
     the old one raises :class:`InvalidCursorError` instead of guessing.
     """
 
-    # Slots: one is made for every request. __dict__ stays, for attributes users set.
+    # Slots: one is made for every request. No __dict__: an attribute assigned
+    # is the driver cursor's (``cur.row_factory = dict_row``, ``cur.arraysize``),
+    # passed through by a forwarding subclass and set again on a new driver cursor.
     # No __del__: a dropped cursor's driver cursor goes with it, as the driver's own would.
     __slots__ = (
-        "__dict__", "__weakref__", "_args", "_con", "_generation", "_holder", "_inputsizes",
-        "_kwargs", "_lease", "_outputsizes", "_raw", "_state",
+        "__weakref__", "_args", "_con", "_generation", "_holder", "_inputsizes",
+        "_kwargs", "_lease", "_outputsizes", "_raw", "_settings", "_state",
     )  # fmt: skip
+
+    #: The driver cursor class this (forwarding) class passes attributes through for.
+    _forwards: type | None = None
 
     def __init__(self, con: SteadyDBConnection, args: tuple[Any, ...], kwargs: dict[str, Any]):
         self._con = con
@@ -276,6 +299,9 @@ class SteadyDBCursor:
         #: What keeps this cursor's connection checked out (a pooled proxy), if anything.
         self._holder: Any = None
         self._raw: Any = None
+        #: Driver cursor attributes assigned through this cursor, by name (set
+        #: again on a driver cursor made anew after a reopen).
+        self._settings: dict[str, Any] | None = None
         self._generation = -1
         self._lease = state.lease  # the checkout it belongs to (see SteadyBase.end_checkout)
         raw_con = con._raw
@@ -283,19 +309,35 @@ class SteadyDBCursor:
             # Making a driver cursor sends nothing, so there is nothing to check
             # yet: the statements that follow are checked before they are sent.
             try:
-                self._raw = raw_con.cursor(*args, **kwargs)  # _make(), inlined: the hot path
+                self._raw = raw = raw_con.cursor(*args, **kwargs)  # _make(), inlined
             except Exception:  # closed by the driver, say: the steady way below
                 pass
             else:
                 self._generation = state.generation
+                if type(raw) is not self._forwards:
+                    self._forward_for(raw)
                 return
         con._run(self._make, PING_ON_CURSOR, writes=False)
+
+    def _forward_for(self, raw: Any) -> None:
+        """Move this cursor to the forwarding class for ``raw``'s class (see forwarding.py)."""
+        base = type(self)
+        if base._forwards is not None:
+            base = base.__mro__[1]  # the class that was subclassed for another driver cursor class
+        cls = forwarding_class(base, raw, also=DBAPI_CURSOR_ATTRIBUTES)
+        set_class(self, cls)
+        if not self._args and not self._kwargs:
+            self._con._cursor_class = cls  # the driver's default cursor: the next ones start there
 
     def _make(self, raw_con: Any) -> None:
         """Create the driver cursor on ``raw_con`` (the current driver connection)."""
         old = self._raw
-        self._raw = raw_con.cursor(*self._args, **self._kwargs)
+        self._raw = raw = raw_con.cursor(*self._args, **self._kwargs)
         self._generation = self._state.generation
+        if type(raw) is not self._forwards:
+            self._forward_for(raw)
+        for name, value in (self._settings or {}).items():
+            setattr(raw, name, value)
         if old is not None:
             try:
                 old.close()
@@ -341,16 +383,16 @@ class SteadyDBCursor:
                     return self._chain(result)
                 # SteadyBase._answered(), inlined: settled implies no maxusage and
                 # no max_lifetime, and autocommit mode before the statement. The
-                # two reads are what keeps the rule: SQL can open a transaction
-                # (BEGIN) or leave autocommit mode (MySQL's SET autocommit = 0).
+                # one read (the adapter's left_busy) is what keeps the rule: SQL can
+                # open a transaction (BEGIN) or leave autocommit mode (MySQL's
+                # SET autocommit = 0).
                 state.alive_at = now
                 state.usage += 1
                 adapter = con._adapter
-                if adapter.autocommit(raw_con):
-                    state.settled = adapter.in_transaction(raw_con) is False
-                else:  # a setting to give back at checkin
+                if adapter.left_busy(raw_con):
                     state.settled = False
-                    state.touched = True
+                    if not adapter.autocommit(raw_con):  # a setting to give back at checkin
+                        state.touched = True
                 if result is raw:  # psycopg returns its cursor: chain through this one
                     return self
                 # (after a reopen, the new driver cursor is the one returned)
@@ -508,7 +550,24 @@ class SteadyDBCursor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __getattr__(self, name: str) -> Any:
+    if TYPE_CHECKING:  # the driver's attributes (a forwarding subclass's properties at run time)
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def _forward_set(self, name: str, value: Any) -> None:
+        # ``cur.row_factory = dict_row``, ``cur.arraysize = 100``: the driver
+        # cursor's, and the next driver cursor's after a reopen.
+        if self._lease != self._state.lease:
+            self._stale()
+        raw = self._raw
+        if raw is None:
+            raise InvalidCursorError("the cursor is closed")
+        setattr(raw, name, value)  # a reopen since: set again on the new driver cursor (_make)
+        if self._settings is None:
+            self._settings = {}
+        self._settings[name] = value
+
+    def _forward_get(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         if name.startswith(("execute", "call")):

@@ -22,6 +22,8 @@ import inspect
 import logging
 import os
 import re
+import select
+import threading
 import urllib.parse
 from collections.abc import Callable
 from types import ModuleType
@@ -261,6 +263,19 @@ class DriverAdapter:
             return bool(getter()) if callable(getter) else False
         return bool(value)
 
+    def left_busy(self, conn: Any) -> object:
+        """After a statement answered in autocommit mode: whether the session left that state.
+
+        True (any true value) when the statement opened a transaction (an
+        explicit ``BEGIN``) or ended autocommit mode (MySQL's ``SET autocommit
+        = 0``); false while the session is idle in autocommit mode. tether.steady
+        asks it after every autocommit statement, so it is on the hot path:
+        adapters whose driver keeps the answer in one field override it with a
+        C-level reader (``staticmethod(operator.attrgetter(...))``), measured at
+        a tenth of the two Python-level reads this default makes.
+        """
+        return not self.autocommit(conn) or self.in_transaction(conn) is not False
+
     def in_transaction(self, conn: Any) -> bool | None:
         """Whether the driver's own state says a transaction is open, with no round trip.
 
@@ -482,18 +497,31 @@ def socket_readable(fd: int) -> bool:
     server said something on its own (usually a final error before closing),
     EOF means it closed. Either way, adapters look closer before trusting it.
     """
-    import select
+    # poll(), not select(): select() fails on descriptors above 1023. One poll
+    # object per descriptor and thread, made once: steady asks this before a
+    # statement that follows a pause (its hot path with gaps), and making and
+    # registering a new poll object each time was most of the cost (callgrind).
+    # A poll object only holds descriptor numbers, so it stays right when the
+    # descriptor is closed and its number reused; per thread, so two threads
+    # never poll with the same object at once (which poll() refuses).
+    try:
+        pollers = _pollers.by_fd
+    except AttributeError:
+        pollers = _pollers.by_fd = {}
+    poll = pollers.get(fd)
+    if poll is None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        poll = pollers[fd] = poller.poll
+    return bool(poll(0))  # POLLHUP, POLLERR and POLLNVAL are always reported
 
-    # poll(), not select(): select() fails on descriptors above 1023.
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLPRI)
-    return bool(poller.poll(0))  # POLLHUP, POLLERR and POLLNVAL are always reported
+
+#: Per thread: ``by_fd``, a bound ``poll`` of a poll object registered for that descriptor.
+_pollers = threading.local()
 
 
 def wait_readable(fd: int, seconds: float) -> bool:
     """Wait at most ``seconds`` for ``fd`` to have data or EOF; False when time ran out."""
-    import select
-
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLPRI)
     return bool(poller.poll(max(0, int(seconds * 1000 + 0.999))))

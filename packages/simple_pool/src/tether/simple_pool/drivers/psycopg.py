@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from operator import attrgetter
 from typing import Any
 
 from . import register
@@ -67,7 +68,7 @@ from ._postgres import (
     transaction_state,
     turned_read_only,
 )
-from .base import DriverAdapter, wait_readable
+from .base import DriverAdapter, socket_readable, wait_readable
 
 log = logging.getLogger("tether.drivers")
 
@@ -119,10 +120,15 @@ class PsycopgAdapter(DriverAdapter):
     # -- state, without round trips -------------------------------------------------------
 
     def is_closed(self, conn: Any) -> bool:
-        """``closed`` (closed by the user, or after a failure) or ``broken`` (failed)."""
+        """``closed`` (closed by the user, or after a failure; ``broken`` implies it).
+
+        Read as libpq's own status (0: CONNECTION_OK), which is what psycopg's
+        ``closed`` compares (``broken`` is ``closed and not closed by close()``,
+        psycopg 3.3): one C-level read instead of two Python properties
+        (measured with callgrind: ~1,900 instructions down to ~300).
+        """
         try:
-            # libpq's own status (0: CONNECTION_OK) costs a third of ``conn.closed``.
-            return bool(conn.pgconn.status or conn.broken)
+            return bool(conn.pgconn.status)
         except Exception:
             return bool(getattr(conn, "closed", True) or getattr(conn, "broken", True))
 
@@ -131,19 +137,24 @@ class PsycopgAdapter(DriverAdapter):
 
         Read from ``conn.pgconn``: ``conn.info`` builds a new object on every
         access (1.4 us measured, against 0.03 us), and pools ask this at every
-        checkin. A closed connection's status is UNKNOWN, hence None.
+        checkin. A closed or broken connection's status is UNKNOWN (libpq answers
+        UNKNOWN unless CONNECTION_OK), hence None; IDLE implies not broken.
         """
         try:
             status = conn.pgconn.transaction_status
         except Exception:
             return None
         if status == TRANS_IDLE:
-            return None if conn.broken else False
+            return False
         return transaction_state(status)
 
-    def autocommit(self, conn: Any) -> bool:
-        """psycopg's ``autocommit`` attribute (client-side; reading it costs nothing)."""
-        return bool(getattr(conn, "autocommit", False))
+    #: libpq's transaction status, non-zero unless IDLE (SQL cannot end psycopg's
+    #: client-side autocommit): one C-level read (see DriverAdapter.left_busy).
+    left_busy = staticmethod(attrgetter("pgconn.transaction_status"))  # type: ignore[assignment]
+
+    #: psycopg's ``autocommit`` attribute (client-side, a bool): read without a
+    #: Python frame of the adapter's own (steady reads it before most statements).
+    autocommit = staticmethod(attrgetter("autocommit"))  # type: ignore[assignment]
 
     def socket_fd(self, conn: Any) -> int | None:
         try:
@@ -156,16 +167,21 @@ class PsycopgAdapter(DriverAdapter):
 
         The socket is peeked, not read: psycopg's own ``consume_input`` was
         measured to swallow the farewell without noticing the EOF behind it.
+        On steady's path before a statement that follows a pause, so the
+        common answer (nothing waiting) costs one poll: the TLS flag and the
+        parsing only when something is.
         """
-        if conn is None or self.is_closed(conn):
-            return False
         try:
             pgconn = conn.pgconn
-            fd = int(pgconn.socket)
+            if pgconn.status:  # closed or broken: is_closed() says so, this does not
+                return False
+            fd = pgconn.socket
+            if not socket_readable(fd):
+                return False
             ssl = bool(pgconn.ssl_in_use)
         except Exception:
             return False
-        return peer_closed(fd, ssl)
+        return peer_closed(int(fd), ssl)
 
     # -- round trips ------------------------------------------------------------------------
 

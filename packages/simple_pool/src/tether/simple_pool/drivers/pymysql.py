@@ -189,6 +189,10 @@ class PyMySQLAdapter(DriverAdapter):
             return False
         return None
 
+    def left_busy(self, conn: Any) -> object:
+        """The server's last status: in a transaction, or autocommit off (one read of it)."""
+        return conn.server_status & (_IN_TRANS | _AUTOCOMMIT) != _AUTOCOMMIT
+
     def autocommit(self, conn: Any) -> bool:
         """``conn.get_autocommit()``: the autocommit flag of the server's last status."""
         return bool(conn.get_autocommit())

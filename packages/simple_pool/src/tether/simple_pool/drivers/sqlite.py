@@ -34,6 +34,7 @@ getter: ``set_trace_callback``, ``set_authorizer``, ``set_progress_handler``,
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 from . import register
@@ -78,6 +79,10 @@ class Sqlite3Adapter(DriverAdapter):
         except Exception:
             return True  # ProgrammingError: Cannot operate on a closed database.
         return False
+
+    #: SQLite's own "not in autocommit" flag (SQL cannot change the module's
+    #: isolation_level): one C-level read (see DriverAdapter.left_busy).
+    left_busy = staticmethod(attrgetter("in_transaction"))  # type: ignore[assignment]
 
     def in_transaction(self, conn: Any) -> bool | None:
         """``conn.in_transaction`` (SQLite's own autocommit flag); None once closed."""
