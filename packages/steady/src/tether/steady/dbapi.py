@@ -129,9 +129,7 @@ class SteadyDBConnection(SteadyBase):
 
         One call instead of two on every request through a pool.
         """
-        cursor = self._cursor_class(self, args, kwargs)
-        cursor._holder = holder
-        return cursor
+        return self._cursor_class(self, args, kwargs, holder)
 
     def shortcut(self, name: str, holder: Any = None) -> Callable[..., Any]:
         """Layer API: the driver's connection-level ``name`` (one of :data:`CONNECTION_SHORTCUTS`),
@@ -150,8 +148,7 @@ class SteadyDBConnection(SteadyBase):
             raise AttributeError(name)  # this driver has none (PyMySQL)
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            cursor = self._cursor_class(self, (), {})
-            cursor._holder = holder
+            cursor = self._cursor_class(self, (), {}, holder)
             return getattr(cursor, name)(*args, **kwargs)
 
         run.__name__ = run.__qualname__ = name
@@ -270,6 +267,24 @@ def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callab
     return MethodType(setter, con)
 
 
+class _CursorSpec:
+    """How a steady cursor's driver cursor is made again on a new driver connection.
+
+    The ``cursor()`` arguments and what was set on the cursor since (input and
+    output sizes, assigned driver attributes). Most cursors have none of it,
+    so it is one slot of the cursor, None until needed: measured, each slot a
+    cursor sets and frees costs every request a few dozen instructions.
+    """
+
+    __slots__ = ("args", "inputsizes", "kwargs", "outputsizes", "settings")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.args, self.kwargs = args, kwargs
+        self.inputsizes: Any = None
+        self.outputsizes: dict[Any, Any] = {}
+        self.settings: dict[str, Any] = {}
+
+
 class SteadyDBCursor:
     """A cursor whose ``execute*``/``call*`` survive a lost connection where that is safe.
 
@@ -283,25 +298,27 @@ class SteadyDBCursor:
     # passed through by a forwarding subclass and set again on a new driver cursor.
     # No __del__: a dropped cursor's driver cursor goes with it, as the driver's own would.
     __slots__ = (
-        "__weakref__", "_args", "_con", "_generation", "_holder", "_inputsizes",
-        "_kwargs", "_lease", "_outputsizes", "_raw", "_settings", "_state",
+        "__weakref__", "_con", "_generation", "_holder", "_lease", "_raw", "_spec", "_state",
     )  # fmt: skip
 
     #: The driver cursor class this (forwarding) class passes attributes through for.
     _forwards: type | None = None
 
-    def __init__(self, con: SteadyDBConnection, args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        con: SteadyDBConnection,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        holder: Any = None,
+    ):
         self._con = con
         self._state = state = con._state
-        self._args, self._kwargs = args, kwargs
-        self._inputsizes: Any = None
-        self._outputsizes: dict[Any, Any] | None = None
+        #: How to make the driver cursor again after a reopen (cursor() arguments, sizes,
+        #: assigned attributes); None for a plain cursor() with nothing set: the hot path.
+        self._spec: _CursorSpec | None = _CursorSpec(args, kwargs) if args or kwargs else None
         #: What keeps this cursor's connection checked out (a pooled proxy), if anything.
-        self._holder: Any = None
+        self._holder = holder
         self._raw: Any = None
-        #: Driver cursor attributes assigned through this cursor, by name (set
-        #: again on a driver cursor made anew after a reopen).
-        self._settings: dict[str, Any] | None = None
         self._generation = -1
         self._lease = state.lease  # the checkout it belongs to (see SteadyBase.end_checkout)
         raw_con = con._raw
@@ -309,7 +326,10 @@ class SteadyDBCursor:
             # Making a driver cursor sends nothing, so there is nothing to check
             # yet: the statements that follow are checked before they are sent.
             try:
-                self._raw = raw = raw_con.cursor(*args, **kwargs)  # _make(), inlined
+                # _make(), inlined (a direct call where there are no arguments).
+                self._raw = raw = (
+                    raw_con.cursor(*args, **kwargs) if args or kwargs else raw_con.cursor()
+                )
             except Exception:  # closed by the driver, say: the steady way below
                 pass
             else:
@@ -319,6 +339,13 @@ class SteadyDBCursor:
                 return
         con._run(self._make, PING_ON_CURSOR, writes=False)
 
+    def _made_with(self) -> _CursorSpec:
+        """This cursor's spec, made on first use (a plain cursor() has none)."""
+        spec = self._spec
+        if spec is None:
+            spec = self._spec = _CursorSpec((), {})
+        return spec
+
     def _forward_for(self, raw: Any) -> None:
         """Move this cursor to the forwarding class for ``raw``'s class (see forwarding.py)."""
         base = type(self)
@@ -326,18 +353,23 @@ class SteadyDBCursor:
             base = base.__mro__[1]  # the class that was subclassed for another driver cursor class
         cls = forwarding_class(base, raw, also=DBAPI_CURSOR_ATTRIBUTES)
         set_class(self, cls)
-        if not self._args and not self._kwargs:
+        if self._spec is None or not (self._spec.args or self._spec.kwargs):
             self._con._cursor_class = cls  # the driver's default cursor: the next ones start there
 
     def _make(self, raw_con: Any) -> None:
         """Create the driver cursor on ``raw_con`` (the current driver connection)."""
         old = self._raw
-        self._raw = raw = raw_con.cursor(*self._args, **self._kwargs)
+        spec = self._spec
+        if spec is None:
+            self._raw = raw = raw_con.cursor()
+        else:
+            self._raw = raw = raw_con.cursor(*spec.args, **spec.kwargs)
         self._generation = self._state.generation
         if type(raw) is not self._forwards:
             self._forward_for(raw)
-        for name, value in (self._settings or {}).items():
-            setattr(raw, name, value)
+        if spec is not None:
+            for name, value in spec.settings.items():
+                setattr(raw, name, value)
         if old is not None:
             try:
                 old.close()
@@ -373,7 +405,11 @@ class SteadyDBCursor:
             if now - state.alive_at < _core.ALIVE_BYPASS and not con._ping_flags & PING_ON_EXECUTE:
                 raw_con = con._raw
                 try:
-                    result = raw.execute(*args, **kwargs)
+                    # execute(sql), the usual call, without unpacking arguments again.
+                    if kwargs or len(args) != 1:
+                        result = raw.execute(*args, **kwargs)
+                    else:
+                        result = raw.execute(args[0])
                 except Exception as exc:
                     result = con._recover(
                         lambda new: self._on(new).execute(*args, **kwargs),
@@ -448,9 +484,12 @@ class SteadyDBCursor:
         )
 
     def _apply_sizes(self) -> None:
-        if self._inputsizes is not None:
-            self._raw.setinputsizes(self._inputsizes)
-        for column, size in (self._outputsizes or {}).items():
+        spec = self._spec
+        if spec is None:
+            return
+        if spec.inputsizes is not None:
+            self._raw.setinputsizes(spec.inputsizes)
+        for column, size in spec.outputsizes.items():
             if column is None:
                 self._raw.setoutputsize(size)
             else:
@@ -471,14 +510,12 @@ class SteadyDBCursor:
 
     def setinputsizes(self, sizes: Any) -> None:
         """Remember input sizes, to set them again on a reopened cursor."""
-        self._inputsizes = sizes
+        self._made_with().inputsizes = sizes
         self._results().setinputsizes(sizes)
 
     def setoutputsize(self, size: Any, column: Any = None) -> None:
         """Remember output sizes, to set them again on a reopened cursor."""
-        if self._outputsizes is None:
-            self._outputsizes = {}
-        self._outputsizes[column] = size
+        self._made_with().outputsizes[column] = size
         raw = self._results()
         raw.setoutputsize(size) if column is None else raw.setoutputsize(size, column)
 
@@ -563,9 +600,7 @@ class SteadyDBCursor:
         if raw is None:
             raise InvalidCursorError("the cursor is closed")
         setattr(raw, name, value)  # a reopen since: set again on the new driver cursor (_make)
-        if self._settings is None:
-            self._settings = {}
-        self._settings[name] = value
+        self._made_with().settings[name] = value
 
     def _forward_get(self, name: str) -> Any:
         if name.startswith("_"):
