@@ -395,8 +395,12 @@ def test_a_cursor_attribute_assigned_reaches_the_driver_cursor(
             time.sleep(0.01)  # past ALIVE_BYPASS: the socket is looked at (steady README)
             cur.execute(rows)  # outside a transaction: on a new session, transparently
             assert len(cur.fetchmany()) == 3  # on the new driver cursor too
-        with pytest.raises(AttributeError):
-            cur.no_such_driver_attribute = 1  # refused, as by the driver's own cursor
+        cur.request_tag = "a"  # a name of the caller's own: kept on tether's cursor
+        assert cur.request_tag == "a"
+        db.request_tag = "b"  # and on the proxy, for this checkout only
+        assert db.request_tag == "b"
+    with pool.connection() as db:
+        assert not hasattr(db, "request_tag")  # the next borrower does not see it
 
 
 def test_psycopg_row_factory_assigned_on_a_cursor(pg_target: Any, pools: Any) -> None:

@@ -69,7 +69,9 @@ _METHODS = (MethodType, BuiltinMethodType)
 class PooledConnection:
     """Base of the proxies: one checkout of one steady connection."""
 
-    __slots__ = ("__weakref__", "_con", "_entry", "_pool")
+    # __dict__: a name the connection does not have, assigned on the proxy
+    # (``db.request_id = 1``), is kept for this checkout only (made only when used).
+    __slots__ = ("__dict__", "__weakref__", "_con", "_entry", "_pool")
 
     _con: Any  # the steady connection (None once given back)
     _entry: _Entry | None

@@ -293,12 +293,14 @@ class SteadyDBCursor:
     the old one raises :class:`InvalidCursorError` instead of guessing.
     """
 
-    # Slots: one is made for every request. No __dict__: an attribute assigned
-    # is the driver cursor's (``cur.row_factory = dict_row``, ``cur.arraysize``),
-    # passed through by a forwarding subclass and set again on a new driver cursor.
+    # Slots: one is made for every request. An attribute the driver cursor has is
+    # its own (``cur.row_factory = dict_row``, ``cur.arraysize``), passed through by
+    # a forwarding subclass's property and set again on a new driver cursor; any
+    # other name assigned stays in this cursor's __dict__ (made only when used).
     # No __del__: a dropped cursor's driver cursor goes with it, as the driver's own would.
     __slots__ = (
-        "__weakref__", "_con", "_generation", "_holder", "_lease", "_raw", "_spec", "_state",
+        "__dict__", "__weakref__", "_con", "_generation", "_holder", "_lease", "_raw", "_spec",
+        "_state",
     )  # fmt: skip
 
     #: The driver cursor class this (forwarding) class passes attributes through for.

@@ -27,10 +27,14 @@ reading it calls the wrapper's ``_forward_get(name)``, assigning it
 driver method, remembering a setting for replay...). A wrapper instance is
 moved to that subclass once the wrapped object is known. Names the wrapper
 defines itself, and the ones in ``own`` (its instance state), are never
-passed through. A name the wrapped object gains only later (set on it from
-outside, or by the driver after the first instance was seen, unless the
-wrapper lists it in ``also``) is not passed through: ``dbapi_connection`` and
-``dbapi_cursor`` reach the driver's object itself.
+passed through. The limit of the scheme, and its price: a name the wrapped
+object gains only after the wrapper first saw it (an attribute a driver
+subclass sets in a later method call, a method patched onto the driver class
+afterwards), unless the wrapper lists it in ``also``, is not passed through;
+``dbapi_connection`` and ``dbapi_cursor`` reach the driver's object itself.
+An attribute *assigned* on a wrapper under a name the driver object does not
+have stays on the wrapper (the steady connection, a cursor or a pool's proxy:
+a proxy's is gone with its checkout, so it never reaches the next borrower).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ __all__ = ["forwarding_class", "set_class"]
 #: answers the driver's class for isinstance checks and cannot be assigned).
 set_class = object.__dict__["__class__"].__set__
 
-_classes: dict[tuple[type, type], type] = {}
+_classes: dict[tuple[type, type, frozenset[str] | None], type] = {}
+#: Beyond this many classes, new ones are made but not kept (a bound, not a cache policy).
+_MAX_CLASSES = 256
 _lock = threading.Lock()
 
 
@@ -75,7 +81,10 @@ def forwarding_class(
     name and adds no instance layout (``__slots__ = ()``), so an instance can
     be moved to it with :data:`set_class`.
     """
-    key = (wrapper, type(wrapped))
+    # The wrapped object's own attribute names are part of the key: a creator or
+    # an on_connect that sets one (``conn.tenant = ...``) gets a class with it.
+    own_names = getattr(wrapped, "__dict__", None)
+    key = (wrapper, type(wrapped), frozenset(own_names) if own_names is not None else None)
     cls = _classes.get(key)
     if cls is not None:
         return cls
@@ -90,4 +99,6 @@ def forwarding_class(
     made = type(wrapper.__name__, (wrapper,), namespace)
     made.__qualname__ = wrapper.__qualname__
     with _lock:
+        if len(_classes) >= _MAX_CLASSES:  # wrapped objects whose names keep changing
+            return made
         return _classes.setdefault(key, made)
