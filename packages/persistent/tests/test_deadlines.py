@@ -26,6 +26,14 @@ def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxySer
         server.close()
 
 
+def within(timeout: float) -> float:
+    """The most a call bounded by ``timeout`` may take here: 10%, plus 0.1 s for the test's
+    own threads on a loaded 2-CPU CI machine (measured: a 0.5 s deadline took 0.59 s while
+    two other processes kept both CPUs busy). A wait the deadline does not bound takes
+    the driver's own timeout, seconds longer, and still fails."""
+    return timeout * 1.1 + 0.1
+
+
 @pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 @pytest.mark.parametrize("timeout", [2.0, 0.5])
 def test_the_first_connect_is_bounded_by_checkout_timeout_under_a_blackhole(
@@ -50,7 +58,7 @@ def test_the_first_connect_is_bounded_by_checkout_timeout_under_a_blackhole(
         with contextlib.suppress(Exception):
             proxy.delete()
         persist.close()
-    assert elapsed <= timeout * 1.1, f"took {elapsed:.2f} s with checkout_timeout={timeout}"
+    assert elapsed <= within(timeout), f"took {elapsed:.2f} s with checkout_timeout={timeout}"
 
 
 @pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
@@ -146,7 +154,7 @@ def test_a_ping_out_of_time_closes_the_connection_and_raises_pool_timeout(
                 with pytest.raises(PoolTimeout):
                     persist.connection()
                 elapsed = time.monotonic() - start
-            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            assert elapsed <= within(0.5), f"took {elapsed:.2f} s"
             # The timed-out connection (maybe half-read) is closed, never handed out again.
             assert persist._adapter.is_closed(raw)
             db = persist.connection()
@@ -173,7 +181,7 @@ def test_persistent_pg_ping_under_a_blackhole_raises_pool_timeout_at_the_deadlin
                 with pytest.raises(PoolTimeout):
                     persist.connection()
                 elapsed = time.monotonic() - start
-            assert elapsed <= timeout * 1.1, f"took {elapsed:.2f} s with {timeout}"
+            assert elapsed <= within(timeout), f"took {elapsed:.2f} s with {timeout}"
             con = persist.connection()
             assert con._raw is not raw
             assert con.query("select 1").getresult() == [(1,)]
@@ -197,7 +205,7 @@ def test_rolling_back_a_forgotten_transaction_is_bounded_by_checkout_timeout(
                 with pytest.raises(PoolTimeout):
                     persist.connection()
                 elapsed = time.monotonic() - start
-            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            assert elapsed <= within(0.5), f"took {elapsed:.2f} s"
             # its rollback never completed: closed, never handed out
             assert persist._adapter.is_closed(raw)
             db = persist.connection()
@@ -246,7 +254,7 @@ def test_persistent_pg_rollback_of_a_forgotten_begin_is_bounded_by_checkout_time
                 with pytest.raises(PoolTimeout):
                     persist.connection()
                 elapsed = time.monotonic() - start
-            assert elapsed <= 0.5 * 1.1, f"took {elapsed:.2f} s"
+            assert elapsed <= within(0.5), f"took {elapsed:.2f} s"
             assert persist._adapter.is_closed(raw)
             con = persist.connection()
             assert con._raw is not raw

@@ -310,16 +310,21 @@ def test_connection_execute_follows_the_reopen_rule(dbapi_target: Any, pools: An
     db.close()
 
 
-def test_an_iterator_over_a_cursor_ends_with_the_checkout(dbapi_target: Any, pools: Any) -> None:
-    """``iter(cursor)`` returned the driver cursor itself (pgdb, sqlite3): kept, its
-    ``execute()`` ran on the next borrower's session (and psycopg's server-side cursors
-    FETCH while they iterate)."""
-    target = dbapi_target
+def _two_rows(target: Any, pools: Any) -> tuple[Any, Any, Any]:
+    """A one-connection pool, a checkout of it and a cursor that selected the rows 1 and 2."""
     pool = make_pool(target, maxconnections=1, blocking=True)
     pools.append(pool)
     db = pool.connection()
     cur = db.cursor()
     cur.execute("SELECT 1 UNION ALL SELECT 2")
+    return pool, db, cur
+
+
+def test_an_iterator_over_a_cursor_ends_with_the_checkout(dbapi_target: Any, pools: Any) -> None:
+    """``iter(cursor)`` returned the driver cursor itself (pgdb, sqlite3): kept, its
+    ``execute()`` ran on the next borrower's session (and psycopg's server-side cursors
+    FETCH while they iterate)."""
+    pool, db, cur = _two_rows(dbapi_target, pools)
     rows = iter(cur)
     assert tuple(next(rows)) == (1,)
     db.close()
@@ -413,3 +418,30 @@ def test_psycopg_row_factory_assigned_on_a_cursor(pg_target: Any, pools: Any) ->
         cur = db.cursor()
         cur.row_factory = dict_row
         assert cur.execute("SELECT 1 AS x").fetchone() == {"x": 1}
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_assigning_over_a_driver_method_is_refused(dbapi_target: Any, pools: Any) -> None:
+    """PyMySQL's ``db.autocommit = True`` (a slip for ``db.autocommit(True)``) hid the
+    method on the driver connection: every later borrower's ``db.autocommit(False)``
+    raised ``TypeError: 'bool' object is not callable``. tether refuses the assignment."""
+    pool = make_pool(dbapi_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    with pool.connection() as db, pytest.raises(TypeError, match="autocommit is a method"):
+        db.autocommit = True
+    with pool.connection() as db:
+        db.autocommit(False)  # still the driver's method
+        assert db.get_autocommit() is False
+
+
+def test_next_on_a_cursor_and_after_the_checkout(dbapi_target: Any, pools: Any) -> None:
+    """PEP 249's optional ``next(cursor)``: rows, StopIteration at the end; refused once
+    the checkout ended."""
+    _, db, cur = _two_rows(dbapi_target, pools)
+    assert [tuple(next(cur)), tuple(next(cur))] == [(1,), (2,)]
+    with pytest.raises(StopIteration):
+        next(cur)
+    cur.execute("SELECT 3")
+    db.close()
+    with pytest.raises(InvalidCursorError):
+        next(cur)

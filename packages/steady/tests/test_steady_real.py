@@ -328,3 +328,15 @@ def test_a_creator_function_gets_its_drivers_adapter(driver_target: Any) -> None
     target.kill_backend(before)
     assert backend(target, con) != before, "the driver's own loss classification applies"
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+def test_a_closed_connections_state_stays_readable(driver_target: Any) -> None:
+    """psycopg's ``con.closed`` after ``close()``: True, as on the driver's own
+    connection (tether raised "the steady connection is closed")."""
+    con = open_steady(driver_target)
+    assert con.closed is False
+    con.close()
+    assert con.closed is True
+    with pytest.raises(Exception, match="closed"):
+        con.cursor().execute("SELECT 1")

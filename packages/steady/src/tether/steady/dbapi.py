@@ -233,6 +233,14 @@ class SteadyDBConnection(SteadyBase):
         # An assignment to a driver attribute (``con.autocommit = True``): made
         # on the driver connection and replayed on every new one.
         raw = self._raw if self._raw is not None else self._ready()
+        attribute = getattr(type(raw), name, None)
+        if callable(attribute) and not isinstance(attribute, type):
+            # PyMySQL's ``db.autocommit = True`` (a slip for ``db.autocommit(True)``)
+            # would hide the method on this connection from every later borrower.
+            raise TypeError(
+                f"{name} is a method of {type(raw).__name__}: call it"
+                f" ({name}(...)); assigning it would hide the method"
+            )
         self.escape_to_driver()
         setattr(raw, name, value)
         self._remember(name, lambda new: setattr(new, name, value))
@@ -556,6 +564,13 @@ class SteadyDBCursor:
         raw = self._results()
         self._state.unknown()  # it can run statements tether does not see
         return raw
+
+    def __next__(self) -> Any:
+        """The next row, as PEP 249's optional ``next()``; StopIteration after the last."""
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
 
     def __iter__(self) -> Iterator[Any]:
         raw = self._results()
