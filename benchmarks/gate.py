@@ -46,15 +46,21 @@ NOT_INSTALLED = "not importable"
 #: scheduling is the likely cause, not pinned down), so a bound this close fails on a
 #: regression of a few thousand instructions and not on scheduling. Tighten them as
 #: the hot path gets leaner (issue 14's +12,000 for pooled back to back is ~0.4x).
+#: The gap bounds have ~20% more room: on 4f90fb6 the gap figures were pooled 1.64,
+#: persistent 1.72, steady 1.21, and bisecting showed that d496872, which adds no work
+#: per request (the forwarding class cache's key), moved the steady gap path by +5,700
+#: instructions when it runs after the back-to-back workload in the same process, and
+#: by nothing when it runs alone: a layout effect (likely CPython's type attribute
+#: cache), not tether's code, so that path moves by that much on unrelated changes.
 INSTR_LIMITS: dict[tuple[str, str], float] = {
     ("tether.pooled", "request"): 1.17,
-    ("tether.pooled", "request-gap"): 1.73,
+    ("tether.pooled", "request-gap"): 1.95,
     ("tether.pooled", "cycle"): 0.56,
     ("tether.persistent", "request"): 1.29,
-    ("tether.persistent", "request-gap"): 1.8,
+    ("tether.persistent", "request-gap"): 2.05,
     ("tether.persistent", "cycle"): 0.79,
     ("tether.steady", "request"): 0.72,
-    ("tether.steady", "request-gap"): 1.2,
+    ("tether.steady", "request-gap"): 1.45,
 }
 #: How far (percent of the slope) the per-request instructions of a row's two parts
 #: may differ before the row is not trusted: measured up to 1.6% (see above).
