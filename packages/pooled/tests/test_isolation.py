@@ -445,3 +445,65 @@ def test_next_on_a_cursor_and_after_the_checkout(dbapi_target: Any, pools: Any) 
     db.close()
     with pytest.raises(InvalidCursorError):
         next(cur)
+
+
+def _autocommit_on(target: Any) -> Any:
+    """``on_connect`` that configures a pool's connections in autocommit mode, per driver."""
+    if target.name == "pymysql":
+        return lambda raw: raw.autocommit(True)
+    if target.name == "sqlite3":
+        return lambda raw: setattr(raw, "isolation_level", None)
+    return lambda raw: setattr(raw, "autocommit", True)
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pymysql", "sqlite3"], indirect=True)
+def test_a_begin_in_sql_on_an_autocommit_pool_is_rolled_back_at_checkin(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """In autocommit mode SQL can still open a transaction (``BEGIN``). tether knows an
+    autocommit session as idle without asking the driver (after a statement, and after
+    a checkin that found it idle); a BEGIN must end that, so the checkin rolls the
+    transaction back and the next borrower neither sees the rows nor runs inside it."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, on_connect=_autocommit_on(target))
+    pools.append(pool)
+    table = target.unique_table("abg")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    pool.connection().close()  # a checkout with no statement: found idle, known idle after
+    db = pool.connection()
+    execute(target, db, "BEGIN")
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")
+    db.close()  # given back inside the transaction (no with): rolled back
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+        execute(target, db, f"INSERT INTO {table} VALUES (2)")  # autocommit: committed alone
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(1,)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_begin_in_sql_keeps_a_lost_session_from_being_replaced(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """After a BEGIN in SQL on an autocommit connection, a kill must reach the caller:
+    re-running the next statement on a new session would commit the rest of the
+    transaction without its beginning (the steady rule)."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, on_connect=_autocommit_on(target))
+    pools.append(pool)
+    table = target.unique_table("abk")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    execute(target, db, "BEGIN")
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")
+    target.kill_backend(backend_id(target, db))
+    time.sleep(0.01)
+    with pytest.raises(Exception) as lost:
+        execute(target, db, f"INSERT INTO {table} VALUES (2)")
+    assert not isinstance(lost.value, InvalidCursorError)  # the driver's error
+    db.rollback()
+    db.close()
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
