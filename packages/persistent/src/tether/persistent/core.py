@@ -159,13 +159,16 @@ class _Owned(SteadyBase):
     would end the parent's session.
     """
 
-    _tether_shared: _Shared | None = None
-    _tether_pid: int | None = None  # the process that opened it
+    # Slots, as the steady connection's own state (see tether.steady.SteadyBase):
+    # read at every request.
+    __slots__ = ("_tether_pid", "_tether_request", "_tether_shared")
+
+    _tether_shared: _Shared | None
+    _tether_pid: int | None  # the process that opened it
     _tether_request: _RequestMark
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Set once here: a store on the connection itself would go through
-        # SteadyDBConnection's __setattr__ on every request.
+        self._tether_shared = self._tether_pid = None
         self._tether_request = _RequestMark()
         super().__init__(*args, **kwargs)
 

@@ -183,6 +183,8 @@ class SteadyPgConnection(SteadyBase):
     transaction: ``begin()`` on entry, ``commit()`` or ``rollback()`` on exit.
     """
 
+    __slots__ = ()  # its state is SteadyBase's slots
+
     def __init__(
         self,
         maxusage: int | None = None,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tether.simple_pool.drivers import DriverAdapter
 
 from . import core as _core
-from .core import PING_ON_CURSOR, PING_ON_EXECUTE, Failures, SetSession, SteadyBase
+from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError
 from .forwarding import forwarding_class, set_class
 
@@ -79,6 +79,10 @@ def connect(
 class SteadyDBConnection(SteadyBase):
     """A DB-API 2 connection that reopens itself when that is safe."""
 
+    __slots__ = ()  # its state is SteadyBase's slots (see there)
+
+    _cursor_class: type[SteadyDBCursor]
+
     def __init__(
         self,
         creator: ModuleType | Callable[..., Any],
@@ -110,9 +114,9 @@ class SteadyDBConnection(SteadyBase):
             on_connect=on_connect,
             logger=logger,
         )
-        #: The class of this connection's cursors: SteadyDBCursor's forwarding
-        #: subclass for the driver's cursor class, once the first cursor is made.
-        self._cursor_class: type[SteadyDBCursor] = SteadyDBCursor
+        # The class of this connection's cursors: SteadyDBCursor's forwarding
+        # subclass for the driver's cursor class, once the first cursor is made.
+        self._cursor_class = SteadyDBCursor
         # From now on the driver's attributes pass through a forwarding
         # subclass's properties (see forwarding.py: no __getattr__, measured).
         cls = forwarding_class(type(self), self._raw, vars(self), DBAPI_CONNECTION_ATTRIBUTES)
@@ -120,7 +124,8 @@ class SteadyDBConnection(SteadyBase):
 
     def cursor(self, *args: Any, **kwargs: Any) -> SteadyDBCursor:
         """A steady cursor; ``args``/``kwargs`` go to the driver's ``cursor()``."""
-        return self._cursor_class(self, args, kwargs)
+        cls = self._cursor_class  # (a local: calling an instance attribute as a method is slower)
+        return cls(self, args, kwargs)
 
     def cursor_for(
         self, holder: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -129,7 +134,8 @@ class SteadyDBConnection(SteadyBase):
 
         One call instead of two on every request through a pool.
         """
-        return self._cursor_class(self, args, kwargs, holder)
+        cls = self._cursor_class
+        return cls(self, args, kwargs, holder)
 
     def shortcut(self, name: str, holder: Any = None) -> Callable[..., Any]:
         """Layer API: the driver's connection-level ``name`` (one of :data:`CONNECTION_SHORTCUTS`),
@@ -143,7 +149,7 @@ class SteadyDBConnection(SteadyBase):
         """
         if name not in CONNECTION_SHORTCUTS:
             raise AttributeError(name)
-        probe = self._raw if self._raw is not None else self.__dict__.get("_dead")
+        probe = self._raw if self._raw is not None else self._dead
         if probe is not None and not callable(getattr(probe, name, None)):
             raise AttributeError(name)  # this driver has none (PyMySQL)
 
@@ -182,7 +188,7 @@ class SteadyDBConnection(SteadyBase):
         (``type(con)`` is still :class:`SteadyDBConnection`.) The class of the
         first driver connection: stable across reopens, readable while lost.
         """
-        driver_class = self.__dict__.get("_driver_class")
+        driver_class = getattr(self, "_driver_class", None)  # (None before __init__ set it)
         return driver_class if driver_class is not None else type(self)
 
     def __enter__(self) -> SteadyDBConnection:
@@ -207,7 +213,7 @@ class SteadyDBConnection(SteadyBase):
             # TypeInfo.fetch calls its connection's ``_start_query``...); never
             # dunders (copy and pickle probe them), never while tether's own
             # state is not set up (that would recurse).
-            raw = self.__dict__.get("_raw")
+            raw = getattr(self, "_raw", None)
             if raw is None or name[:2] == "__":
                 raise AttributeError(name)
             return getattr(self.escape_to_driver(), name)
@@ -218,7 +224,7 @@ class SteadyDBConnection(SteadyBase):
         # its settings are compared with the configured ones at checkin.
         raw = self.escape_to_driver()
         if raw is None:
-            dead = self.__dict__.get("_dead")
+            dead = self._dead
             if dead is not None:  # lost: its state is still readable, without reconnecting
                 value = getattr(dead, name)
                 if not callable(value):
@@ -313,6 +319,7 @@ class SteadyDBCursor:
 
     #: The driver cursor class this (forwarding) class passes attributes through for.
     _forwards: type | None = None
+    _raw: Any  # the driver's cursor, None once closed (or until made)
 
     def __init__(
         self,
@@ -321,30 +328,54 @@ class SteadyDBCursor:
         kwargs: dict[str, Any],
         holder: Any = None,
     ):
+        # The hot path: a plain cursor() on a connection in place. Every
+        # bytecode here is paid on every request (measured on CPython 3.11:
+        # about 20 instructions each), so it is as short as it can be.
         self._con = con
         self._state = state = con._state
-        #: How to make the driver cursor again after a reopen (cursor() arguments, sizes,
-        #: assigned attributes); None for a plain cursor() with nothing set: the hot path.
-        self._spec: _CursorSpec | None = _CursorSpec(args, kwargs) if args or kwargs else None
         #: What keeps this cursor's connection checked out (a pooled proxy), if anything.
         self._holder = holder
-        self._raw: Any = None
-        self._generation = -1
         self._lease = state.lease  # the checkout it belongs to (see SteadyBase.end_checkout)
+        if args or kwargs:
+            self._open_with(con, args, kwargs)
+            return
+        #: How to make the driver cursor again after a reopen (cursor() arguments, sizes,
+        #: assigned attributes); None for a plain cursor() with nothing set.
+        self._spec: _CursorSpec | None = None
         raw_con = con._raw
-        if raw_con is not None and not state.lost and not con._ping_flags & PING_ON_CURSOR:
+        if raw_con is not None and not con._cursor_checks and not state.lost:
             # Making a driver cursor sends nothing, so there is nothing to check
             # yet: the statements that follow are checked before they are sent.
             try:
-                # _make(), inlined (a direct call where there are no arguments).
-                self._raw = raw = (
-                    raw_con.cursor(*args, **kwargs) if args or kwargs else raw_con.cursor()
-                )
+                raw = raw_con.cursor()
             except Exception:  # closed by the driver, say: the steady way below
                 pass
             else:
+                self._raw = raw
                 self._generation = state.generation
-                if type(raw) is not self._forwards:
+                if type(raw) is not type(self)._forwards:
+                    self._forward_for(raw)
+                return
+        self._raw = None
+        self._generation = -1
+        con._run(self._make, PING_ON_CURSOR, writes=False)
+
+    def _open_with(self, con: SteadyDBConnection, args: tuple[Any, ...], kwargs: Any) -> None:
+        """The rest of ``__init__`` for ``cursor(*args, **kwargs)`` with arguments."""
+        self._spec = _CursorSpec(args, kwargs)
+        self._raw = None
+        self._generation = -1
+        state = self._state
+        raw_con = con._raw
+        if raw_con is not None and not con._cursor_checks and not state.lost:
+            try:
+                raw = raw_con.cursor(*args, **kwargs)
+            except Exception:
+                pass
+            else:
+                self._raw = raw
+                self._generation = state.generation
+                if type(raw) is not type(self)._forwards:
                     self._forward_for(raw)
                 return
         con._run(self._make, PING_ON_CURSOR, writes=False)
@@ -405,49 +436,64 @@ class SteadyDBCursor:
     # made steady the same way by __getattr__.
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        con = self._con
+        # SteadyBase._run's hot path, inlined for the most frequent call there
+        # is; everything else is in _execute(). Early returns, short on purpose:
+        # a jump past 255 code units needs EXTENDED_ARG, which stops CPython
+        # 3.11 specialising the comparison before it (measured).
         raw = self._raw
         state = self._state
-        if state.settled and raw is not None and self._generation == state.generation:
-            # SteadyBase._run's hot path, inlined for the most frequent call
-            # there is: no closure, no frames between here and the driver.
-            now = monotonic()
-            if now - state.alive_at < _core.ALIVE_BYPASS and not con._ping_flags & PING_ON_EXECUTE:
-                raw_con = con._raw
-                try:
-                    # execute(sql), the usual call, without unpacking arguments again.
-                    if kwargs or len(args) != 1:
-                        result = raw.execute(*args, **kwargs)
-                    else:
-                        result = raw.execute(args[0])
-                except Exception as exc:
-                    result = con._recover(
-                        lambda new: self._on(new).execute(*args, **kwargs),
-                        raw_con, exc, False, True, True,
-                    )  # fmt: skip
-                    con._answered(con._raw, now, True, True)
-                    return self._chain(result)
-                # SteadyBase._answered(), inlined: settled implies no maxusage and
-                # no max_lifetime, and autocommit mode before the statement. The
-                # one read (the adapter's left_busy) is what keeps the rule: SQL can
-                # open a transaction (BEGIN) or leave autocommit mode (MySQL's
-                # SET autocommit = 0).
-                state.alive_at = now
-                state.usage += 1
-                adapter = con._adapter
-                if adapter.left_busy(raw_con):
-                    state.settled = False
-                    if not adapter.autocommit(raw_con):  # a setting to give back at checkin
-                        state.touched = True
-                if result is raw:  # psycopg returns its cursor: chain through this one
-                    return self
-                # (after a reopen, the new driver cursor is the one returned)
-                return self if result is not None and result is self._raw else result
+        if not state.settled or raw is None or self._generation != state.generation:
+            return self._execute(args, kwargs)
+        con = self._con
+        now = monotonic()
+        if now - state.alive_at >= _core.ALIVE_BYPASS or con._execute_checks:
+            return self._execute(args, kwargs)
+        raw_con = con._raw
+        try:
+            # execute(sql), the usual call, without unpacking arguments again.
+            if kwargs or len(args) != 1:
+                result = raw.execute(*args, **kwargs)
+            else:
+                result = raw.execute(args[0])
+        except Exception as exc:
+            return self._execute_failed(exc, raw_con, now, args, kwargs)
+        # SteadyBase._answered(), inlined: settled implies no maxusage and no
+        # max_lifetime, and autocommit mode before the statement. The one read
+        # (the adapter's left_busy) is what keeps the rule: SQL can open a
+        # transaction (BEGIN) or leave autocommit mode (MySQL's SET autocommit = 0).
+        state.alive_at = now
+        state.usage += 1
+        left_busy = con._left_busy
+        if left_busy(raw_con):
+            con._went_busy(raw_con)
+        # psycopg and sqlite3 return their cursor: chain through this one.
+        return self if result is raw else result
+
+    def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``execute()`` under the full rule (the session not settled, or checks due)."""
         # (A kept cursor of an ended checkout never takes the hot path: ending
         # a checkout bumps the connection's generation too.)
-        if self._lease != state.lease:
+        if self._lease != self._state.lease:
             self._stale()
-        return self._chain(con._run(lambda raw_con: self._on(raw_con).execute(*args, **kwargs)))
+        return self._chain(
+            self._con._run(lambda raw_con: self._on(raw_con).execute(*args, **kwargs))
+        )
+
+    def _execute_failed(
+        self,
+        exc: Exception,
+        raw_con: Any,
+        now: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The hot path's ``execute()`` raised ``exc``: SteadyBase._run's recovery."""
+        con = self._con
+        result = con._recover(
+            lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, False, True, True
+        )
+        con._answered(con._raw, now, True, True)
+        return self._chain(result)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         if self._lease != self._state.lease:
