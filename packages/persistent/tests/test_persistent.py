@@ -474,6 +474,21 @@ def test_no_per_thread_leak_after_1000_short_threads(make: Any, recorder: Record
     assert len(threading._active) <= dummies_before  # type: ignore[attr-defined]
 
 
+def test_a_connection_in_use_outlives_its_dropped_generator(recorder: Recorder) -> None:
+    """``PersistentDB(creator).connection()`` on one line (found by an outside attack:
+    the generator's collection closed the connection its caller still held)."""
+    db = PersistentDB(recorder.connect, ping=0).connection()
+    gc.collect()
+    cur = db.cursor()
+    cur.execute("INSERT INTO t VALUES (1)")
+    db.commit()
+    assert count_rows(recorder.path) == 1
+    assert len(recorder.still_open()) == 1
+    del cur, db
+    gc.collect()
+    assert recorder.still_open() == []  # closed once its last user let go of it
+
+
 def test_custom_threadlocal_class(make: Any, recorder: Recorder) -> None:
     persist = make(threadlocal=_threading_local.local)
     db = persist.connection()

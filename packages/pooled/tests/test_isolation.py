@@ -507,3 +507,31 @@ def test_a_begin_in_sql_keeps_a_lost_session_from_being_replaced(
     db.close()
     with pool.connection() as db:
         assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_kept_cursor_of_a_connection_lost_in_a_transaction_stops_working(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """The connection is discarded, not given back (found by an outside attack: its
+    kept cursor still read and set driver attributes, as no checkout had ended)."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    cur = db.cursor()
+    cur.execute("SELECT 1")
+    target.kill_backend(backend_id(target, db))
+    time.sleep(0.01)
+    with pytest.raises(Exception) as lost:  # inside a transaction: the driver's error
+        cur.execute("SELECT 2")
+    assert not isinstance(lost.value, InvalidCursorError)
+    db.close()  # rolled back; the lost session is not kept
+    with pytest.raises(InvalidCursorError, match="connection is closed"):
+        cur.rowcount  # noqa: B018
+    with pytest.raises(InvalidCursorError):
+        cur.arraysize = 5
+    with pytest.raises(InvalidCursorError):
+        cur.execute("SELECT 3")
+    with pool.connection() as db:
+        assert execute(target, db, "SELECT 4") == [(4,)]

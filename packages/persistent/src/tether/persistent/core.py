@@ -260,10 +260,13 @@ class _Slot(Generic[C]):
     so it is freed at once, without waiting for the garbage collector.
     """
 
-    __slots__ = ("__weakref__", "con", "ident", "lock", "seen_at")
+    __slots__ = ("__weakref__", "con", "ident", "lock", "owner", "seen_at")
 
-    def __init__(self, con: C | None) -> None:
+    def __init__(self, con: C | None, owner: object = None) -> None:
         self.con = con
+        # The generator, weakly: gone when the slot is freed because the
+        # generator was dropped, not because the thread ended.
+        self.owner: Callable[[], object] = weakref.ref(owner) if owner is not None else _none
         # When the thread last asked for its connection: a liveness check is
         # due only after it sat unused longer than ping_after.
         self.seen_at = time.monotonic()
@@ -276,15 +279,29 @@ class _Slot(Generic[C]):
         # No logging here: a log record would create a threading._DummyThread
         # for the ending thread, which is never freed (a leak per thread).
         try:
-            con, self.con = self.con, None
-            if con is not None and threading.get_ident() == self.ident:
-                # The ending thread closes its own connection. Anywhere else
-                # (the generator was dropped by another thread) dropping our
-                # reference is enough: the connection closes itself when its
-                # last user lets go of it (SteadyBase.__del__).
+            con = self.con
+            if (
+                con is not None
+                and threading.get_ident() == self.ident
+                and (self.owner() is not None or _unused(self))
+            ):
+                # The ending thread closes its own connection, whoever else
+                # still refers to it (a traceback, a cycle), so that it closes
+                # now. Not so when the generator itself was dropped while its
+                # caller holds the connection (``PersistentDB(...).connection()``
+                # on one line). Then, and anywhere else (the generator was
+                # dropped by another thread), dropping our reference is enough:
+                # the connection closes itself when its last user lets go of
+                # it (SteadyBase.__del__).
+                self.con = None
                 con.retire()
+            self.con = None
         except Exception:
             pass
+
+
+def _none() -> None:
+    return None
 
 
 # -- who else uses a connection ---------------------------------------------------------------
@@ -629,7 +646,7 @@ class _Persistent(Generic[C]):
         owned._tether_pid = os.getpid()
         owned._tether_shared = shared
         if slot is None:
-            slot = _Slot(con)
+            slot = _Slot(con, self)
             self._local.slot = slot
         else:
             with slot.lock:

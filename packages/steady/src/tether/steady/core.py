@@ -241,7 +241,9 @@ class SteadyBase:
         if raw is not None:
             self._dead = raw  # closed, but its state stays readable (``db.closed`` is True)
         self._closed = True
-        self._state.new_session(None)
+        state = self._state
+        state.new_session(None)
+        state.lease += 1  # its cursors stop working too, as at the end of a checkout
         if raw is not None:
             self._adapter.close(raw)
 
@@ -554,6 +556,18 @@ class SteadyBase:
             # statement about to run is safe to send on a new connection.
             return self._reopen("the server closed the session")
         return raw
+
+    def _still_there(self) -> bool:
+        """:meth:`_ready`'s checks that a settled session needs after a pause.
+
+        Settled implies connected, idle in autocommit mode and no
+        ``maxusage`` or ``max_lifetime``: what is left is whether the driver
+        or the server ended the session meanwhile. False sends the caller
+        the full way, which finds out again and reopens.
+        """
+        raw = self._raw
+        adapter = self._adapter
+        return not adapter.is_closed(raw) and not adapter.peer_closed(raw)
 
     def _is_lost(self, raw: Any, exc: BaseException) -> bool:
         """Whether ``exc`` means the connection is gone (``failures`` and ``isfatal`` decide)."""

@@ -446,7 +446,11 @@ class SteadyDBCursor:
             return self._execute(args, kwargs)
         con = self._con
         now = monotonic()
-        if now - state.alive_at >= _core.ALIVE_BYPASS or con._execute_checks:
+        # After a pause, a settled session needs only the socket look of
+        # _ready() (settled: connected, idle, autocommit, no usage limits).
+        if con._execute_checks or (
+            now - state.alive_at >= _core.ALIVE_BYPASS and not con._still_there()
+        ):
             return self._execute(args, kwargs)
         raw_con = con._raw
         try:
@@ -534,6 +538,8 @@ class SteadyDBCursor:
         return self if result is not None and result is self._raw else result
 
     def _stale(self) -> None:
+        if self._con.retired:
+            raise InvalidCursorError("the cursor's connection is closed")
         raise InvalidCursorError(
             "this cursor belongs to a checkout that has ended (its connection was given back"
             " to the pool, which may have lent it to another borrower): make a new cursor"
