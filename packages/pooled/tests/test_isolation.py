@@ -8,7 +8,9 @@ reach the connection's next borrower.
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import time
 from typing import Any
 
@@ -529,9 +531,58 @@ def test_a_kept_cursor_of_a_connection_lost_in_a_transaction_stops_working(
     db.close()  # rolled back; the lost session is not kept
     with pytest.raises(InvalidCursorError, match="connection is closed"):
         cur.rowcount  # noqa: B018
+    with pytest.raises(InvalidCursorError, match="connection is closed"):
+        cur.fetchall()
     with pytest.raises(InvalidCursorError):
         cur.arraysize = 5
     with pytest.raises(InvalidCursorError):
         cur.execute("SELECT 3")
     with pool.connection() as db:
         assert execute(target, db, "SELECT 4") == [(4,)]
+
+
+@pytest.mark.parametrize(
+    "duplicate", [copy.copy, copy.deepcopy, pickle.dumps], ids=["copy", "deepcopy", "pickle"]
+)
+def test_a_proxy_a_cursor_and_the_pool_cannot_be_copied(
+    pg_target: Any, pools: Any, duplicate: Any
+) -> None:
+    """Found by an outside attack: ``copy.copy(db)`` made a second proxy around the same
+    session that outlived the checkout and committed the next borrower's transaction."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    cur = db.cursor()
+    for obj in (db, cur, pool):
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            duplicate(obj)
+    db.close()
+    with pool.connection() as db:  # nothing was left half-made
+        assert execute(pg_target, db, "SELECT 1") == [(1,)]
+    assert pool.stats()["in_use"] == 0
+
+
+@pytest.mark.parametrize("reset_session", [False, True])
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_a_borrowers_select_db_does_not_reach_the_next_borrower(
+    dbapi_target: Any, pools: Any, reset_session: bool
+) -> None:
+    """Found by an outside attack: PyMySQL's select_db() (which PyMySQL does not
+    record) stayed on the session for the next borrower, with reset_session too."""
+    target = dbapi_target
+    target.server.admin_execute("CREATE DATABASE IF NOT EXISTS tether_other")
+    pool = make_pool(target, maxconnections=1, blocking=True, reset_session=reset_session)
+    pools.append(pool)
+    with pool.connection() as db:
+        home = execute(target, db, "SELECT DATABASE()")
+        session = backend_id(target, db)
+    db = pool.connection()
+    select = db.select_db
+    select("tether_other")
+    assert execute(target, db, "SELECT DATABASE()") == [("tether_other",)]
+    db.close()
+    with pytest.raises(InvalidConnectionError):
+        select("tether_other")  # kept past close(): refused
+    with pool.connection() as db:
+        assert backend_id(target, db) == session  # the same session, set back
+        assert execute(target, db, "SELECT DATABASE()") == home

@@ -72,6 +72,10 @@ def change_every_setting(name: str, conn: Any) -> None:
         conn.autocommit(True)
         conn.set_character_set("latin1", "latin1_bin")
         conn.cursorclass = pymysql.cursors.DictCursor
+        cursor = conn.cursor()
+        cursor.execute("CREATE DATABASE IF NOT EXISTS tether_other")
+        cursor.close()
+        conn.select_db("tether_other")
     else:
         conn.isolation_level = None
         conn.row_factory = sqlite3.Row

@@ -81,6 +81,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overload
 
+from tether.simple_pool import Uncopyable
 from tether.simple_pool.checks import (
     check_bool,
     check_callable,
@@ -392,7 +393,7 @@ atexit.register(_close_all_at_exit)
 _P = TypeVar("_P", bound="_Persistent[Any]")
 
 
-class _Persistent(Generic[C]):
+class _Persistent(Uncopyable, Generic[C]):
     """The one implementation behind :class:`PersistentDB` and :class:`PersistentPg`."""
 
     #: The version of tether-persistent (DBUtils has this attribute too).

@@ -92,6 +92,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from tether.simple_pool import Uncopyable
 from tether.simple_pool.checks import (
     check_bool,
     check_callable,
@@ -204,7 +205,7 @@ class _Waiter:
         self.connecting = connecting
 
 
-class Pool:
+class Pool(Uncopyable):
     """The pool both fronts share; see the module docstring. Not instantiated directly.
 
     A front (:class:`~tether.pooled.PooledDB`, :class:`~tether.pooled.PooledPg`)

@@ -46,6 +46,7 @@ from __future__ import annotations
 from types import BuiltinMethodType, MethodType
 from typing import TYPE_CHECKING, Any
 
+from tether.simple_pool import Uncopyable
 from tether.steady import CONNECTION_SHORTCUTS
 
 from .errors import InvalidConnectionError, NotSupportedError
@@ -66,7 +67,7 @@ _OWN = frozenset({"_con", "_entry", "_pool"})
 _METHODS = (MethodType, BuiltinMethodType)
 
 
-class PooledConnection:
+class PooledConnection(Uncopyable):
     """Base of the proxies: one checkout of one steady connection."""
 
     # __dict__: a name the connection does not have, assigned on the proxy

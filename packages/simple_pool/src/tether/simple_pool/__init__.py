@@ -21,6 +21,7 @@ from .errors import (
     PoolTimeout,
     TetherError,
 )
+from .live import Uncopyable
 from .pool import PooledConnection, PooledCursor, SimplePooledDB, SimplePooledPg
 
 try:
@@ -49,6 +50,7 @@ __all__ = [
     "SimplePooledDB",
     "SimplePooledPg",
     "TetherError",
+    "Uncopyable",
     "__version__",
     "adapter_for",
 ]

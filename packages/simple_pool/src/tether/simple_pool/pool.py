@@ -73,13 +73,14 @@ from .checks import check_int, check_seconds
 from .deadline import LATE, call_within
 from .drivers import DriverAdapter, adapter_for, refine
 from .errors import ConnectionReturned, NotSupportedError, PoolClosed, PoolTimeout
+from .live import Uncopyable
 
 __all__ = ["PooledConnection", "PooledCursor", "SimplePooledDB", "SimplePooledPg"]
 
 log = logging.getLogger("tether.simple_pool")
 
 
-class SimplePooledDB:
+class SimplePooledDB(Uncopyable):
     """A fixed set of ``maxconnections`` connections, lent to one thread at a time.
 
     ``creator`` is a DB-API 2 module (``psycopg``, ``pymysql``, ``sqlite3``...)
@@ -289,7 +290,7 @@ _END = object()
 _set_slot = object.__setattr__
 
 
-class PooledConnection:
+class PooledConnection(Uncopyable):
     """A borrowed connection: the driver's connection, plus a ``close()`` that gives it back.
 
     Everything but ``close()`` and the context manager goes to the driver's
@@ -401,7 +402,7 @@ class PooledConnection:
             pass  # an exception in a finalizer is only printed; at shutdown threads may fail
 
 
-class PooledCursor:
+class PooledCursor(Uncopyable):
     """A driver cursor bound to the borrow it came from.
 
     It runs nothing once that borrow ended (:class:`ConnectionReturned`):

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Union
 
+from tether.simple_pool import Uncopyable
 from tether.simple_pool.checks import (
     check_bool,
     check_callable,
@@ -81,7 +82,7 @@ class SetSessionError(SteadyDBError):
     """
 
 
-class SteadyBase:
+class SteadyBase(Uncopyable):
     """The reopen/transaction state machine shared by every steady connection."""
 
     # Every attribute of tether's own is a slot. A steady connection is moved
@@ -243,7 +244,10 @@ class SteadyBase:
         self._closed = True
         state = self._state
         state.new_session(None)
-        state.lease += 1  # its cursors stop working too, as at the end of a checkout
+        # Its cursors stop working too, as at the end of a checkout (the
+        # generation: a fetch's own check).
+        state.lease += 1
+        state.generation += 1
         if raw is not None:
             self._adapter.close(raw)
 

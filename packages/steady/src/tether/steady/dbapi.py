@@ -17,6 +17,7 @@ from time import monotonic
 from types import BuiltinMethodType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+from tether.simple_pool import Uncopyable
 from tether.simple_pool.drivers import DriverAdapter
 
 from . import core as _core
@@ -299,7 +300,7 @@ class _CursorSpec:
         self.settings: dict[str, Any] = {}
 
 
-class SteadyDBCursor:
+class SteadyDBCursor(Uncopyable):
     """A cursor whose ``execute*``/``call*`` survive a lost connection where that is safe.
 
     Results belong to the connection that produced them: once the
