@@ -697,35 +697,45 @@ class SteadyBase(Uncopyable):
 
         ``in_transaction`` and ``autocommit`` are the session's state before the call.
         """
-        state = self._state
-        state.settled = False
-        adapter = self._adapter
-        if not self._is_lost(raw, exc):
-            if writes and not autocommit:
-                state.dirty = True  # a failed statement can leave a transaction open
-            raise exc
-        if in_transaction:
-            state.lost = True
-            self._log.warning(
-                "tether: %s connection lost inside a transaction; not retrying."
-                " It will be reopened after rollback(). (%s)",
-                adapter.name,
-                _describe(exc),
-            )
-            raise exc
-        if autocommit and not adapter.never_sent(raw, exc):
-            # It may have been applied before the connection broke:
-            # running it again could apply it twice. Reopen next time.
-            self._raw, self._dead = None, raw
-            adapter.close(raw)
-            self._log.warning(
-                "tether: %s connection lost in autocommit mode; the statement may have"
-                " been applied, so it is not retried (%s)",
-                adapter.name,
-                _describe(exc),
-            )
-            raise exc
-        return call(self._reopen(_describe(exc)))  # once; a second failure is the caller's
+        try:
+            state = self._state
+            state.settled = False
+            adapter = self._adapter
+            if not self._is_lost(raw, exc):
+                if writes and not autocommit:
+                    state.dirty = True  # a failed statement can leave a transaction open
+                raise exc
+            if in_transaction:
+                state.lost = True
+                self._log.warning(
+                    "tether: %s connection lost inside a transaction; not retrying."
+                    " It will be reopened after rollback(). (%s)",
+                    adapter.name,
+                    _describe(exc),
+                )
+                raise exc
+            if autocommit and not adapter.never_sent(raw, exc):
+                # It may have been applied before the connection broke:
+                # running it again could apply it twice. Reopen next time.
+                self._raw, self._dead = None, raw
+                adapter.close(raw)
+                self._log.warning(
+                    "tether: %s connection lost in autocommit mode; the statement may have"
+                    " been applied, so it is not retried (%s)",
+                    adapter.name,
+                    _describe(exc),
+                )
+                raise exc
+            return call(self._reopen(_describe(exc)))  # once; a second failure is the caller's
+        finally:
+            # This frame is in the traceback of the exception it raises: a
+            # local bound to it is a reference cycle (exception -> traceback
+            # -> frame -> exception) that keeps the cursor and everything on
+            # its frames alive until the garbage collector runs, which then
+            # finalises the driver objects in the middle of whatever thread
+            # it interrupted (found by an outside attack: sqlite3 checkouts
+            # overran checkout_timeout by seconds under lock contention).
+            exc = None  # type: ignore[assignment]
 
     def _answered(self, raw: Any, now: float, autocommit: bool, writes: bool) -> None:
         """Bookkeeping after an operation on ``raw`` that started at ``now`` succeeded."""

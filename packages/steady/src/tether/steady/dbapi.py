@@ -494,9 +494,12 @@ class SteadyDBCursor(Uncopyable):
     ) -> Any:
         """The hot path's ``execute()`` raised ``exc``: SteadyBase._run's recovery."""
         con = self._con
-        result = con._recover(
-            lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, False, True, True
-        )
+        try:
+            result = con._recover(
+                lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, False, True, True
+            )
+        finally:
+            exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)
         con._answered(con._raw, now, True, True)
         return self._chain(result)
 
