@@ -586,3 +586,30 @@ def test_a_borrowers_select_db_does_not_reach_the_next_borrower(
     with pool.connection() as db:
         assert backend_id(target, db) == session  # the same session, set back
         assert execute(target, db, "SELECT DATABASE()") == home
+
+
+def test_a_closed_cursors_results_stay_readable_until_the_checkout_ends(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """As on the driver's own closed cursor (found by an outside attack: PyMySQL code that
+    reads ``cur.lastrowid`` after ``with conn.cursor() as cur:`` raised)."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("closedres")
+    with pool.connection() as db:  # what the driver's own closed cursor answers
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+        raw = db.dbapi_connection.cursor()
+        raw.execute(f"INSERT INTO {table} VALUES (1), (2)")
+        raw.close()
+        expected = (raw.rowcount, raw.description)
+    db = pool.connection()
+    cur = db.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1), (2)")
+    assert cur.rowcount == 2
+    cur.close()
+    assert (cur.rowcount, cur.description) == expected
+    db.commit()
+    db.close()
+    with pytest.raises(InvalidCursorError):
+        cur.rowcount  # noqa: B018  (the checkout ended)

@@ -314,8 +314,8 @@ class SteadyDBCursor(Uncopyable):
     # other name assigned stays in this cursor's __dict__ (made only when used).
     # No __del__: a dropped cursor's driver cursor goes with it, as the driver's own would.
     __slots__ = (
-        "__dict__", "__weakref__", "_con", "_generation", "_holder", "_lease", "_raw", "_spec",
-        "_state",
+        "__dict__", "__weakref__", "_closed", "_con", "_generation", "_holder", "_lease", "_raw",
+        "_spec", "_state",
     )  # fmt: skip
 
     #: The driver cursor class this (forwarding) class passes attributes through for.
@@ -606,9 +606,15 @@ class SteadyDBCursor(Uncopyable):
         return raw.fetchall()
 
     def close(self) -> None:
-        """Close the driver cursor; closing twice is harmless."""
+        """Close the driver cursor; closing twice is harmless.
+
+        Its result attributes (``rowcount``, ``lastrowid``, ``description``...)
+        stay readable until the checkout ends, as on the driver's own closed
+        cursor (``cur.lastrowid`` after a PyMySQL ``with conn.cursor()`` block).
+        """
         raw, self._raw = self._raw, None
         if raw is not None:
+            self._closed = raw
             try:
                 raw.close()
             except Exception:
@@ -680,8 +686,13 @@ class SteadyDBCursor(Uncopyable):
             raise AttributeError(name)
         if name.startswith(("execute", "call")):
             return self._statement(name)
+        results = self._con._adapter.cursor_result_attributes
+        if self._raw is None and name in results and self._lease == self._state.lease:
+            closed = getattr(self, "_closed", None)  # (a slot, set by close())
+            if closed is not None:
+                return getattr(closed, name)
         raw = self._results()
-        if name not in self._con._adapter.cursor_result_attributes:
+        if name not in results:
             # A driver cursor method (psycopg's copy(), stream()...) or its
             # connection can run statements tether does not see.
             self._state.unknown()
