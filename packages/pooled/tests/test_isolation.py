@@ -9,9 +9,11 @@ reach the connection's next borrower.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import pickle
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -613,3 +615,29 @@ def test_a_closed_cursors_results_stay_readable_until_the_checkout_ends(
     db.close()
     with pytest.raises(InvalidCursorError):
         cur.rowcount  # noqa: B018  (the checkout ended)
+
+
+def test_a_connection_the_pool_lets_go_of_is_freed_without_the_collector(
+    pg_target: Any, pools: Any
+) -> None:
+    """Found by an outside attack: every entry was in a cycle with its own weakref
+    callback, so each connection the pool closed (lost, invalidated, expired, at
+    close()) and its driver objects waited for the garbage collector."""
+    pool = make_pool(pg_target, maxconnections=2, blocking=True)
+    pools.append(pool)
+    gc.collect()
+    gc.disable()
+    try:
+        db = pool.connection()
+        driver = weakref.ref(db.dbapi_connection)
+        db.invalidate()
+        del db
+        assert driver() is None
+        db = pool.connection()
+        driver = weakref.ref(db.dbapi_connection)
+        db.close()
+        del db
+        pool.close()
+        assert driver() is None
+    finally:
+        gc.enable()

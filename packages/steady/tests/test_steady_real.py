@@ -340,3 +340,31 @@ def test_a_closed_connections_state_stays_readable(driver_target: Any) -> None:
     assert con.closed is True
     with pytest.raises(Exception, match="closed"):
         con.cursor().execute("SELECT 1")
+
+
+@server_dbapi
+def test_a_reopen_keeps_the_borrowers_settings_over_on_connects(driver_target: Any) -> None:
+    """on_connect turns autocommit on, the caller turns it off: after a transparent
+    reopen the caller's setting holds, so its rollback() still undoes its INSERT (found
+    by an outside attack: on_connect ran after the replay and won)."""
+    target = driver_target
+    table = make_table(target)
+
+    def autocommit_on(raw: Any) -> None:
+        raw.autocommit(True) if target.name == "pymysql" else setattr(raw, "autocommit", True)
+
+    con = connect(target.creator, *target.args, on_connect=autocommit_on, **target.kwargs)
+    if target.name == "pymysql":
+        con.autocommit(False)
+    else:
+        con.autocommit = False
+    before = backend(target, con)
+    con.rollback()
+    target.kill_backend(before)
+    time.sleep(0.2)
+    cur = con.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1)")  # reopened: nothing was open
+    assert backend(target, con) != before
+    con.rollback()
+    assert committed_keys(target, table) == []
+    con.close()

@@ -148,6 +148,7 @@ class _Entry:
     """One connection of the pool and the pool's bookkeeping about it."""
 
     __slots__ = (
+        "__weakref__",  # the on_lost callback's (see _lost_callback)
         "con",
         "expires_at",
         "fresh",
@@ -1717,12 +1718,22 @@ class Pool(Uncopyable):
 
 
 def _lost_callback(pool: Pool, entry: _Entry) -> Callable[[weakref.ref[PooledConnection]], None]:
-    """The weakref callback that takes ``entry`` back when its proxy is collected unclosed."""
+    """The weakref callback that takes ``entry`` back when its proxy is collected unclosed.
+
+    It holds the pool and the entry weakly: the entry keeps it (``on_lost``),
+    and a strong reference back would be a cycle that leaves every connection
+    the pool lets go of, and its driver objects, to the garbage collector
+    (found by an outside attack). The pool's table of entries holds each one
+    while it is the pool's; a collected proxy calls this before its own
+    reference to the entry goes.
+    """
     pool_ref = _ref(pool)
+    entry_ref = _ref(entry)
 
     def lost(proxy_ref: weakref.ref[PooledConnection]) -> None:
         pool = pool_ref()
-        if pool is not None and entry.ref is proxy_ref:
+        entry = entry_ref()
+        if pool is not None and entry is not None and entry.ref is proxy_ref:
             entry.ref = None
             try:
                 pool._orphaned(entry)

@@ -194,8 +194,6 @@ class SteadyBase(Uncopyable):
         self._adapter = adapter = refine(self._adapter, raw)
         self._left_busy = adapter.left_busy  # (see __init__) the refined adapter's
         try:
-            for replay in self._state.replay.values():
-                replay(raw)
             for sql in self._setsession:
                 adapter.execute(raw, sql)
             if self._setsession and adapter.in_transaction(raw) is not False:
@@ -208,6 +206,14 @@ class SteadyBase(Uncopyable):
             if self._baseline is None:
                 self._baseline = adapter.settings(raw)
                 self._driver_class = type(raw)
+            # The borrower's own settings last: the pool's (setsession,
+            # on_connect) are the configured state, what the borrower changed
+            # since is made again over it (found by an outside attack: replayed
+            # first, an on_connect that set autocommit on undid the borrower's
+            # autocommit = False at a transparent reopen, and its rollback()
+            # then undid nothing).
+            for replay in self._state.replay.values():
+                replay(raw)
         except Exception as exc:
             adapter.close(raw)
             raise SetSessionError(
