@@ -368,3 +368,23 @@ def test_a_reopen_keeps_the_borrowers_settings_over_on_connects(driver_target: A
     con.rollback()
     assert committed_keys(target, table) == []
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["pymysql"], indirect=True)
+def test_a_session_setter_after_an_idle_kill_reopens_as_a_statement_does(
+    driver_target: Any,
+) -> None:
+    """PyMySQL's select_db() and autocommit() after the server ended the idle session
+    (found by an outside attack: they raised 2013 where a statement reopened)."""
+    target = driver_target
+    con = connect(target.creator, *target.args, **target.kwargs)
+    database = rows(target, con, "SELECT DATABASE()")[0][0]
+    for call in (lambda: con.select_db(database), lambda: con.autocommit(True)):
+        before = backend(target, con)
+        end(target, con)
+        target.kill_backend(before)
+        time.sleep(0.2)
+        call()
+        assert backend(target, con) != before
+    assert rows(target, con, "SELECT @@autocommit") == [(1,)]
+    con.close()

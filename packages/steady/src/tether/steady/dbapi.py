@@ -273,7 +273,16 @@ def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callab
     """``method`` (a driver's session setter), remembered for replay when it is called."""
 
     def setter(con: SteadyBase, *args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
+        call = method
+        if not con.transaction_open():
+            # As before a statement: a session the server ended while idle
+            # is reopened first (found by an outside attack: after an idle
+            # KILL, PyMySQL's select_db() and autocommit() raised where a
+            # statement reopened), and the setting is made on the new one.
+            raw = con._raw
+            if raw is None or con._ready() is not raw:
+                call = getattr(con._raw, name)
+        result = call(*args, **kwargs)
         con._remember(name, lambda new: getattr(new, name)(*args, **kwargs))
         return result
 
