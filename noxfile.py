@@ -26,7 +26,9 @@ from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "uv|virtualenv"
+#: uv, not a fallback to pip: the installs pass uv's options (:func:`_fresh`), and the
+#: README's commands install uv beside nox.
+nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True  # a Python we claim to support must be there
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -60,9 +62,34 @@ ACTIONLINT_VERSION = "v1.7.12"  # pinned, like toxiproxy
 APT_PACKAGES = ["postgresql", "libpq-dev", "mariadb-server", "gcc", "pgbouncer", "valgrind"]
 
 
+#: Every tether distribution's name, for :func:`_fresh`.
+TETHER_DISTRIBUTIONS = [
+    "tether-simple-pool", "tether-steady", "tether-persistent", "tether-pooled",
+    "tether-frameworks", "tether-harness",
+]  # fmt: skip
+
+
+def _fresh() -> list[str]:
+    """uv options that install tether's own distributions from this checkout, never a cache.
+
+    Every tether distribution is version 0.1.0 between releases, and uv caches a wheel it
+    finds in a ``--find-links`` directory by its file name, as if it were PyPI's: on a
+    machine that ran CI before, ``nox -s build`` installed last run's ``tether-simple-pool``
+    under this run's ``tether-steady`` (measured with a two-file package: the second build's
+    new name was missing from the second venv). A reused nox venv keeps an installed
+    0.1.0 the same way. ``--reinstall-package`` rebuilds and reinstalls each one (it implies
+    ``--refresh-package``).
+    """
+    return [option for name in TETHER_DISTRIBUTIONS for option in ("--reinstall-package", name)]
+
+
 def _package_specs(names: list[str]) -> list[str]:
-    """pip specs of local packages, each with the driver extras, and psycopg's implementation."""
+    """uv specs of local packages, each with the driver extras, and psycopg's implementation.
+
+    With :func:`_fresh`'s options: the packages are always built from this checkout.
+    """
     return [
+        *_fresh(),
         *(
             f"{ROOT / 'packages' / name}[{','.join(filter(None, [DRIVERS, EXTRAS.get(name)]))}]"
             for name in names
@@ -317,7 +344,7 @@ def _install_and_import(
     python = str(venv / "bin" / "python")
     session.run("uv", "venv", "--quiet", "--python", str(Path(session.bin) / "python"), str(venv))
     sources = ["--find-links", str(ROOT / "dist"), *([] if index else ["--no-index"])]
-    session.run("uv", "pip", "install", "--quiet", "--python", python, *sources, spec)
+    session.run("uv", "pip", "install", "--quiet", "--python", python, *sources, *_fresh(), spec)
     session.run(python, str(venv.parent / "import_all.py"), *skip, external=True)
 
 
@@ -338,7 +365,7 @@ TEST_SESSIONS = [f"tests-{python}(package='{name}')" for python in CI_PYTHONS fo
 def tests(session: nox.Session, package: str) -> None:
     """One package, installed with only its declared dependencies, against real servers."""
     if package == "harness":
-        session.install(f"{ROOT / 'harness'}")
+        session.install(*_fresh(), f"{ROOT / 'harness'}")
         path = ROOT / "harness" / "tests"
     else:
         # Non-editable installs: the tests import what a user's pip would install.
