@@ -83,7 +83,15 @@ def test_stress_one_owner_per_connection_and_consistent_stats(
     pools.append(pool)
     result = _stress(target, pool, threads=32, rounds=75)  # 2400 checkouts
     assert result["peak"] <= 5
+    # A connect the pool started for a waiter that was served by a returned
+    # connection meanwhile may still be running (on a loaded machine: its
+    # server session existed, stats showed opening 1): the counts are compared
+    # once it has ended, within a bound.
+    deadline = time.monotonic() + 10
+    while pool.stats()["opening"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     stats = pool.stats()
+    assert stats["opening"] == 0
     assert stats["checkouts"] == stats["checkins"] == 2400
     assert stats["in_use"] == 0 and stats["waiting"] == 0
     assert stats["opened"] - stats["closed"] == stats["size"] <= 5
