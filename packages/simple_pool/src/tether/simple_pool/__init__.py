@@ -11,6 +11,7 @@ available as ``PooledDB`` and ``PooledPg``.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .attributes import instance_dict
 from .drivers import DriverAdapter, adapter_for
 from .errors import (
     AuthenticationError,
@@ -53,4 +54,5 @@ __all__ = [
     "Uncopyable",
     "__version__",
     "adapter_for",
+    "instance_dict",
 ]

@@ -43,6 +43,8 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
+from tether.simple_pool import instance_dict
+
 __all__ = ["forwarding_class", "set_class"]
 
 #: ``obj.__class__ = cls`` past a wrapper's own ``__class__`` property (which
@@ -83,7 +85,8 @@ def forwarding_class(
     """
     # The wrapped object's own attribute names are part of the key: a creator or
     # an on_connect that sets one (``conn.tenant = ...``) gets a class with it.
-    own_names = getattr(wrapped, "__dict__", None)
+    # (instance_dict: a plain vars() would slow every later attribute read of it.)
+    own_names = instance_dict(wrapped)
     key = (wrapper, type(wrapped), frozenset(own_names) if own_names is not None else None)
     cls = _classes.get(key)
     if cls is not None:

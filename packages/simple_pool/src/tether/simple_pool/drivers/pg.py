@@ -40,6 +40,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar
 
+from ..attributes import instance_dict
 from . import register
 from ._postgres import (
     DISCARD_ALL,
@@ -109,9 +110,9 @@ class PgClassicAdapter(PyGreSQLAdapter):
         pg = sys.modules.get("pg")
         db_class = getattr(pg, "DB", None) if pg is not None else None
         if isinstance(db_class, type) and isinstance(conn, db_class):
-            return vars(conn).get("db")
+            return (instance_dict(conn) or {}).get("db")
         if top_module_name(type(conn)) == "pg" and type(conn).__name__ == "DB":
-            return vars(conn).get("db")
+            return (instance_dict(conn) or {}).get("db")
         return conn
 
     def libpq(self, conn: Any) -> Any:
@@ -276,7 +277,7 @@ class PgClassicAdapter(PyGreSQLAdapter):
         conn.query(DISCARD_ALL)
         if self._raw(conn) is not conn:  # a pg.DB, not a raw connection
             for name in _DB_TABLE_CACHES:
-                cache = vars(conn).get(name)
+                cache = (instance_dict(conn) or {}).get(name)
                 if isinstance(cache, dict):
                     cache.clear()
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from ..attributes import instance_dict
 from . import register
 from ._socket import socket_readable
 from .base import DriverAdapter, log, restore_attributes
@@ -163,7 +164,7 @@ class PyMySQLAdapter(DriverAdapter):
         bounded["read_timeout"] = bound if user_read is None else min(user_read, bound)
         bounded["write_timeout"] = bound if user_write is None else min(user_write, bound)
         conn = self._connect(*args, **bounded)
-        attributes = vars(conn) if hasattr(conn, "__dict__") else {}
+        attributes = instance_dict(conn) or {}
         if "_read_timeout" in attributes and "_write_timeout" in attributes:
             # PyMySQL re-applies these to the socket before its next read/write.
             conn._read_timeout = user_read
@@ -283,7 +284,7 @@ class PyMySQLAdapter(DriverAdapter):
         """
         if conn is None or self.is_closed(conn):
             return False
-        attributes = vars(conn) if hasattr(conn, "__dict__") else {}
+        attributes = instance_dict(conn) or {}
         bounded = (
             timeout is not None and "_read_timeout" in attributes and "_write_timeout" in attributes
         )
@@ -403,7 +404,7 @@ def _track_database(conn: Any) -> None:
     the connection weakly, so it makes no reference cycle (a dropped
     connection is still freed at once, without the garbage collector).
     """
-    attributes = getattr(conn, "__dict__", None)
+    attributes = instance_dict(conn)
     method = getattr(type(conn), "select_db", None)
     if attributes is None or method is None or "select_db" in attributes:
         return
