@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tether.harness.deadlines import within
 from tether.harness.toxiproxy import Proxy, ToxiproxyServer, provide_toxiproxy, proxied_target
 from tether.harness.toxiproxy import proxy_for as make_proxy
 from tether.persistent import PersistentDB, PersistentPg
@@ -24,14 +25,6 @@ def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxySer
         yield server
     finally:
         server.close()
-
-
-def within(timeout: float) -> float:
-    """The most a call bounded by ``timeout`` may take here: 10%, plus 0.1 s for the test's
-    own threads on a loaded 2-CPU CI machine (measured: a 0.5 s deadline took 0.59 s while
-    two other processes kept both CPUs busy). A wait the deadline does not bound takes
-    the driver's own timeout, seconds longer, and still fails."""
-    return timeout * 1.1 + 0.1
 
 
 @pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "pymysql"], indirect=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tether.harness.deadlines import within
 from tether.harness.toxiproxy import Proxy, ToxiproxyServer, provide_toxiproxy, proxied_target
 from tether.harness.toxiproxy import proxy_for as make_proxy
 from tether.simple_pool import SimplePooledDB
@@ -60,7 +61,7 @@ def test_the_replacement_connect_is_bounded_by_the_timeout_under_a_blackhole(
             lift.cancel()
             with contextlib.suppress(Exception):
                 proxy.remove_toxic(toxic.name)
-        assert elapsed <= timeout * 1.1, f"took {elapsed:.2f} s with timeout={timeout}"
+        assert elapsed <= within(timeout), f"took {elapsed:.2f} s with timeout={timeout}"
         with pool.connection() as db:  # the place was freed again: a new connection opens
             cursor = db.cursor()
             cursor.execute("SELECT 1")
