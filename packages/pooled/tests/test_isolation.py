@@ -641,3 +641,39 @@ def test_a_connection_the_pool_lets_go_of_is_freed_without_the_collector(
         assert driver() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_ping_reconnect_through_a_proxy_never_reconnects_behind_the_pool(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """PyMySQL's ``db.ping(reconnect=True)`` through a proxy (found by an outside attack):
+    inside a lost transaction it committed the transaction's second half alone; outside
+    one it gave the next borrower a session without the pool's setsession."""
+    target = dbapi_target
+    pool = make_pool(
+        target, maxconnections=1, blocking=True, setsession=["SET time_zone = '+05:00'"]
+    )
+    pools.append(pool)
+    table = target.unique_table("pingr")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")  # autocommit off: in a transaction
+    target.kill_backend(backend_id(target, db))
+    with pytest.raises(target.module.OperationalError):
+        db.ping(reconnect=True)
+    with pytest.raises(target.module.Error):
+        execute(target, db, f"INSERT INTO {table} VALUES (2)")
+    db.rollback()
+    db.close()
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+        before = backend_id(target, db)
+    target.kill_backend(before)
+    time.sleep(0.2)
+    with pool.connection() as db:
+        db.ping(reconnect=True)
+    with pool.connection() as db:
+        assert backend_id(target, db) != before
+        assert execute(target, db, "SELECT @@session.time_zone") == [("+05:00",)]

@@ -231,6 +231,24 @@ class DriverAdapter:
         """
         return False
 
+    def driver_ping(
+        self, conn_class: type, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, tuple[Any, ...], dict[str, Any]]:
+        """A call of the driver's own ``conn.ping(*args, **kwargs)``, taken apart.
+
+        Returns whether that call lets the driver reconnect by itself, and
+        the arguments of the same call made so that it never does. A driver
+        that reconnects behind tether's back opens a session tether never
+        prepared (no ``setsession``, ``on_connect`` or replayed settings),
+        and inside a transaction one that silently lacks the work done so
+        far; so a steady connection turns such a request into its own reopen
+        rule and calls the driver's ping without it. ``conn_class``: the
+        class of the driver's connections (a default can depend on the
+        driver's version). The generic adapter knows no ping that
+        reconnects: ``(False, args, kwargs)``, the call unchanged.
+        """
+        return False, args, kwargs
+
     def ping(self, conn: Any, timeout: float | None = None) -> bool:
         """A real liveness check (one round trip). False when the connection is dead.
 
