@@ -677,3 +677,31 @@ def test_ping_reconnect_through_a_proxy_never_reconnects_behind_the_pool(
     with pool.connection() as db:
         assert backend_id(target, db) != before
         assert execute(target, db, "SELECT @@session.time_zone") == [("+05:00",)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_an_autocommit_mode_set_in_sql_survives_a_reopen_and_ends_with_the_checkout(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """PyMySQL: a borrower's ``SET autocommit = 0`` on an autocommit pool holds across a
+    transparent reopen after an idle kill (found by an outside attack: its rollback()
+    then undid nothing), and the next borrower gets the pool's mode back."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, on_connect=_autocommit_on(target))
+    pools.append(pool)
+    table = target.unique_table("acsql")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    before = backend_id(target, db)
+    execute(target, db, "SET autocommit = 0")
+    target.kill_backend(before)
+    time.sleep(0.2)
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")  # reopened: nothing was open
+    assert backend_id(target, db) != before
+    assert db.get_autocommit() is False
+    db.rollback()
+    db.close()
+    with pool.connection() as db:
+        assert db.get_autocommit() is True
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]

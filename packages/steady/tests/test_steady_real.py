@@ -437,3 +437,58 @@ def test_ping_reconnect_outside_a_transaction_reopens_the_steady_way(
     assert rows(target, con, "SELECT @@character_set_client") == [("latin1",)]
     assert con.ping() is None  # ping() with no argument: the driver's, as before
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize("configured", [True, False], ids=["pool-on", "pool-off"])
+def test_a_reopen_keeps_an_autocommit_mode_set_in_sql(driver_target: Any, configured: bool) -> None:
+    """PyMySQL: the caller's ``SET autocommit = 0`` (or ``= 1``) in SQL, which
+    ``get_autocommit()`` follows, holds across a transparent reopen after an idle kill
+    (found by an outside attack: the reopen gave back on_connect's mode, so the
+    caller's rollback() undid nothing, or its autocommit INSERT was never committed)."""
+    target = driver_target
+    table = make_table(target)
+    con = connect(
+        target.creator,
+        *target.args,
+        on_connect=lambda raw: raw.autocommit(configured),
+        **target.kwargs,
+    )
+    before = backend(target, con)
+    end(target, con)
+    con.cursor().execute(f"SET autocommit = {0 if configured else 1}")
+    con.commit()
+    assert con.get_autocommit() is not configured
+    target.kill_backend(before)
+    time.sleep(0.2)
+    con.cursor().execute(f"INSERT INTO {table} VALUES (1)")  # reopened: nothing was open
+    assert backend(target, con) != before
+    assert con.get_autocommit() is not configured
+    if configured:
+        con.rollback()  # the caller's transaction: undone
+        assert committed_keys(target, table) == []
+    else:
+        assert committed_keys(target, table) == [1]  # the caller's autocommit: committed
+    con.close()
+
+
+@server_dbapi
+def test_a_reopen_keeps_autocommit_set_on_the_driver_connection(driver_target: Any) -> None:
+    """``autocommit`` switched on the driver connection itself (``dbapi_connection``,
+    past tether's replay) holds across a transparent reopen, as the session's other
+    settings do: the INSERT after the reopen commits by itself."""
+    target = driver_target
+    table = make_table(target)
+    con = connect(target.creator, *target.args, **target.kwargs)  # autocommit off
+    raw = con.dbapi_connection
+    if target.name == "pymysql":
+        raw.autocommit(True)
+    else:
+        raw.autocommit = True
+    before = backend(target, con)
+    target.kill_backend(before)
+    time.sleep(0.2)
+    con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+    assert backend(target, con) != before
+    con.close()  # no commit: in autocommit mode there is nothing left to commit
+    assert committed_keys(target, table) == [1]
