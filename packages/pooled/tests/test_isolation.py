@@ -13,6 +13,7 @@ import gc
 import logging
 import pickle
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -705,3 +706,37 @@ def test_an_autocommit_mode_set_in_sql_survives_a_reopen_and_ends_with_the_check
     with pool.connection() as db:
         assert db.get_autocommit() is True
         assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_set_charset_reopens_after_an_idle_kill_is_replayed_and_given_back(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """PyMySQL's ``set_charset()`` (the older name of ``set_character_set()``) is a
+    session setter like it (found by an outside attack: after an idle kill it raised
+    2013 where set_character_set() reopened): made on a reopened session, replayed at
+    the next reopen, and the next borrower gets the pool's character set back."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, on_connect=_autocommit_on(target))
+    pools.append(pool)
+    charset = "SELECT @@character_set_client"
+    with pool.connection() as db:
+        configured = execute(target, db, charset)
+        assert configured != [("latin1",)]
+        before = backend_id(target, db)
+        target.kill_backend(before)  # idle, in autocommit mode
+        time.sleep(0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            db.set_charset("latin1")
+        assert backend_id(target, db) != before
+        assert execute(target, db, charset) == [("latin1",)]
+        before = backend_id(target, db)
+        target.kill_backend(before)
+        time.sleep(0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # replayed by its current name
+            assert execute(target, db, charset) == [("latin1",)]  # replayed on the new session
+        assert backend_id(target, db) != before
+    with pool.connection() as db:
+        assert execute(target, db, charset) == configured

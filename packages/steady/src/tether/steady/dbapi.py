@@ -338,7 +338,8 @@ def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callab
             if raw is None or con._ready() is not raw:
                 call = getattr(con._raw, name)
         result = call(*args, **kwargs)
-        con._remember(name, lambda new: getattr(new, name)(*args, **kwargs))
+        again = con._adapter.setter_aliases.get(name, name)  # (PyMySQL's set_charset)
+        con._remember(again, lambda new: getattr(new, again)(*args, **kwargs))
         return result
 
     # A method bound to the steady connection, as the driver's was to its own:

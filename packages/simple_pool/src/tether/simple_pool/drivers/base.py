@@ -53,6 +53,11 @@ class DriverAdapter:
     #: Driver methods that change the session (``set_autocommit(True)``...): a steady
     #: connection remembers their calls and makes them again on a reopened connection.
     session_setters: ClassVar[frozenset[str]] = frozenset()
+    #: Session setters that are another name of one (a deprecated alias), by that
+    #: name: made again under the current one, so a replay neither repeats the
+    #: driver's deprecation warning (from tether's code) nor keeps two entries for
+    #: one setting.
+    setter_aliases: ClassVar[dict[str, str]] = {}
     #: Cursor attributes that only describe results (DB-API 2's, plus the driver's
     #: own): reading them through a steady cursor cannot change the session.
     cursor_result_attributes: ClassVar[frozenset[str]] = frozenset(
