@@ -13,6 +13,7 @@ import gc
 import logging
 import pickle
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -641,3 +642,101 @@ def test_a_connection_the_pool_lets_go_of_is_freed_without_the_collector(
         assert driver() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_ping_reconnect_through_a_proxy_never_reconnects_behind_the_pool(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """PyMySQL's ``db.ping(reconnect=True)`` through a proxy (found by an outside attack):
+    inside a lost transaction it committed the transaction's second half alone; outside
+    one it gave the next borrower a session without the pool's setsession."""
+    target = dbapi_target
+    pool = make_pool(
+        target, maxconnections=1, blocking=True, setsession=["SET time_zone = '+05:00'"]
+    )
+    pools.append(pool)
+    table = target.unique_table("pingr")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")  # autocommit off: in a transaction
+    target.kill_backend(backend_id(target, db))
+    with pytest.raises(target.module.OperationalError):
+        db.ping(reconnect=True)
+    with pytest.raises(target.module.Error):
+        execute(target, db, f"INSERT INTO {table} VALUES (2)")
+    db.rollback()
+    db.close()
+    with pool.connection() as db:
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+        before = backend_id(target, db)
+    target.kill_backend(before)
+    time.sleep(0.2)
+    with pool.connection() as db:
+        db.ping(reconnect=True)
+    with pool.connection() as db:
+        assert backend_id(target, db) != before
+        assert execute(target, db, "SELECT @@session.time_zone") == [("+05:00",)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_an_autocommit_mode_set_in_sql_survives_a_reopen_and_ends_with_the_checkout(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """PyMySQL: a borrower's ``SET autocommit = 0`` on an autocommit pool holds across a
+    transparent reopen after an idle kill (found by an outside attack: its rollback()
+    then undid nothing), and the next borrower gets the pool's mode back."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, on_connect=_autocommit_on(target))
+    pools.append(pool)
+    table = target.unique_table("acsql")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    before = backend_id(target, db)
+    execute(target, db, "SET autocommit = 0")
+    target.kill_backend(before)
+    time.sleep(0.2)
+    execute(target, db, f"INSERT INTO {table} VALUES (1)")  # reopened: nothing was open
+    assert backend_id(target, db) != before
+    assert db.get_autocommit() is False
+    db.rollback()
+    db.close()
+    with pool.connection() as db:
+        assert db.get_autocommit() is True
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+
+
+@pytest.mark.parametrize("dbapi_target", ["pymysql"], indirect=True)
+def test_set_charset_reopens_after_an_idle_kill_is_replayed_and_given_back(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """PyMySQL's ``set_charset()`` (the older name of ``set_character_set()``) is a
+    session setter like it (found by an outside attack: after an idle kill it raised
+    2013 where set_character_set() reopened): made on a reopened session, replayed at
+    the next reopen, and the next borrower gets the pool's character set back."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True, on_connect=_autocommit_on(target))
+    pools.append(pool)
+    charset = "SELECT @@character_set_client"
+    with pool.connection() as db:
+        configured = execute(target, db, charset)
+        assert configured != [("latin1",)]
+        before = backend_id(target, db)
+        target.kill_backend(before)  # idle, in autocommit mode
+        time.sleep(0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            db.set_charset("latin1")
+        assert backend_id(target, db) != before
+        assert execute(target, db, charset) == [("latin1",)]
+        before = backend_id(target, db)
+        target.kill_backend(before)
+        time.sleep(0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # replayed by its current name
+            assert execute(target, db, charset) == [("latin1",)]  # replayed on the new session
+        assert backend_id(target, db) != before
+    with pool.connection() as db:
+        assert execute(target, db, charset) == configured

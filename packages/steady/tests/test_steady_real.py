@@ -388,3 +388,107 @@ def test_a_session_setter_after_an_idle_kill_reopens_as_a_statement_does(
         assert backend(target, con) != before
     assert rows(target, con, "SELECT @@autocommit") == [(1,)]
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["pymysql"], indirect=True)
+def test_ping_reconnect_inside_a_lost_transaction_raises_and_commits_nothing(
+    driver_target: Any,
+) -> None:
+    """PyMySQL's ``ping(reconnect=True)`` (a keep-alive idiom) on a session the server
+    ended inside a transaction (found by an outside attack: the driver reconnected by
+    itself, and the transaction's second half committed alone)."""
+    target = driver_target
+    table = make_table(target)
+    con = open_steady(target)
+    cur = con.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1)")  # autocommit off: a transaction is open
+    target.kill_backend(backend(target, con))
+    with pytest.raises(target.module.OperationalError):
+        con.ping(reconnect=True)
+    with pytest.raises(target.module.Error):  # every later statement of it fails too
+        con.cursor().execute(f"INSERT INTO {table} VALUES (2)")
+    with pytest.raises(Exception):  # noqa: B017 (the driver's error or tether's)
+        con.commit()
+    con.rollback()
+    assert committed_keys(target, table) == []
+    con.ping(True)  # the transaction is over: a new session, prepared by tether
+    assert marker(target, con) == "tether_marker"
+    con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize("call", ["keyword", "positional"])
+def test_ping_reconnect_outside_a_transaction_reopens_the_steady_way(
+    driver_target: Any, call: str
+) -> None:
+    """Outside a transaction ``ping(reconnect=True)`` after an idle kill gives a working
+    session prepared by tether: setsession run, the caller's settings replayed (found by
+    an outside attack: PyMySQL reconnected by itself and skipped both)."""
+    target = driver_target
+    con = open_steady(target)
+    con.set_character_set("latin1")  # a setting of the caller's, replayed on a new session
+    before = backend(target, con)
+    end(target, con)
+    target.kill_backend(before)
+    time.sleep(0.2)
+    assert (con.ping(reconnect=True) if call == "keyword" else con.ping(True)) is None
+    assert backend(target, con) != before
+    assert marker(target, con) == "tether_marker"
+    assert rows(target, con, "SELECT @@character_set_client") == [("latin1",)]
+    assert con.ping() is None  # ping() with no argument: the driver's, as before
+    con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize("configured", [True, False], ids=["pool-on", "pool-off"])
+def test_a_reopen_keeps_an_autocommit_mode_set_in_sql(driver_target: Any, configured: bool) -> None:
+    """PyMySQL: the caller's ``SET autocommit = 0`` (or ``= 1``) in SQL, which
+    ``get_autocommit()`` follows, holds across a transparent reopen after an idle kill
+    (found by an outside attack: the reopen gave back on_connect's mode, so the
+    caller's rollback() undid nothing, or its autocommit INSERT was never committed)."""
+    target = driver_target
+    table = make_table(target)
+    con = connect(
+        target.creator,
+        *target.args,
+        on_connect=lambda raw: raw.autocommit(configured),
+        **target.kwargs,
+    )
+    before = backend(target, con)
+    end(target, con)
+    con.cursor().execute(f"SET autocommit = {0 if configured else 1}")
+    con.commit()
+    assert con.get_autocommit() is not configured
+    target.kill_backend(before)
+    time.sleep(0.2)
+    con.cursor().execute(f"INSERT INTO {table} VALUES (1)")  # reopened: nothing was open
+    assert backend(target, con) != before
+    assert con.get_autocommit() is not configured
+    if configured:
+        con.rollback()  # the caller's transaction: undone
+        assert committed_keys(target, table) == []
+    else:
+        assert committed_keys(target, table) == [1]  # the caller's autocommit: committed
+    con.close()
+
+
+@server_dbapi
+def test_a_reopen_keeps_autocommit_set_on_the_driver_connection(driver_target: Any) -> None:
+    """``autocommit`` switched on the driver connection itself (``dbapi_connection``,
+    past tether's replay) holds across a transparent reopen, as the session's other
+    settings do: the INSERT after the reopen commits by itself."""
+    target = driver_target
+    table = make_table(target)
+    con = connect(target.creator, *target.args, **target.kwargs)  # autocommit off
+    raw = con.dbapi_connection
+    if target.name == "pymysql":
+        raw.autocommit(True)
+    else:
+        raw.autocommit = True
+    before = backend(target, con)
+    target.kill_backend(before)
+    time.sleep(0.2)
+    con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+    assert backend(target, con) != before
+    con.close()  # no commit: in autocommit mode there is nothing left to commit
+    assert committed_keys(target, table) == [1]

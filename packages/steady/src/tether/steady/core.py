@@ -179,13 +179,15 @@ class SteadyBase(Uncopyable):
         state.opened_at = state.alive_at = time.monotonic()
         return raw
 
-    def _connect_raw(self, kwargs: dict[str, Any]) -> Any:
+    def _connect_raw(self, kwargs: dict[str, Any], carried: dict[str, Any] | None = None) -> Any:
         """A new, fully prepared driver connection made with ``kwargs``; nothing else is changed.
 
         Separate from :meth:`_open` so that a pool can make it on a helper
         thread bounded by its deadline (see ``call_within``) and install it
         with :meth:`_reopen` only if it came in time: a connect that finishes
-        late must not touch this connection's state.
+        late must not touch this connection's state. ``carried``: the driver
+        settings the session it replaces had (:meth:`_carried`), made again
+        last.
         """
         # open(): a refused login raises AuthenticationError, on the first open and on a reopen.
         raw = self._adapter.open(*self._args, **kwargs)
@@ -214,6 +216,12 @@ class SteadyBase(Uncopyable):
             # then undid nothing).
             for replay in self._state.replay.values():
                 replay(raw)
+            if carried is not None:
+                # What the session had that no replay covers: a mode changed
+                # in SQL (PyMySQL's SET autocommit = 0), a driver attribute
+                # set past tether (dbapi_connection.autocommit = True). Set
+                # only where it differs, so usually nothing is sent.
+                adapter.restore_settings(raw, carried)
         except Exception as exc:
             adapter.close(raw)
             raise SetSessionError(
@@ -227,6 +235,7 @@ class SteadyBase(Uncopyable):
 
         ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
         """
+        carried = self._carried() if raw is None else None  # read before the old one goes
         old, self._raw = self._raw, None
         self._state.new_session(None)  # nothing of the old session carries over, even if this fails
         if old is not None:
@@ -234,10 +243,45 @@ class SteadyBase(Uncopyable):
         self._dead = None
         self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
         if raw is None:
-            raw = self._connect_raw(self._kwargs)
+            raw = self._connect_raw(self._kwargs, carried)
         self._state.new_session(time.monotonic())
         self._raw = raw
         return raw
+
+    def _carried(self) -> dict[str, Any] | None:
+        """The driver settings of the session about to be replaced, where a reopen must keep them.
+
+        A transparent reopen gives the borrower the session it had: the
+        pool's settings (``setsession``, ``on_connect``), then the setters it
+        called through tether (the replay), then this: the adapter's
+        ``settings()`` read from the old driver connection, the same
+        no-round-trip read :meth:`end_checkout` compares with the baseline.
+        It covers what tether learns only from the driver's state: found by
+        an outside attack, PyMySQL's ``SET autocommit = 0`` in SQL (seen by
+        ``_went_busy`` after the statement, and by ``get_autocommit()``) was
+        lost at a reopen after an idle kill, so the borrower's
+        ``rollback()`` undid nothing; ``SET autocommit = 1`` the other way
+        round left its INSERT uncommitted, discarded at checkin. A session
+        the server ended still answers: its last state is in the driver.
+
+        None when nothing can differ from what a new connection gets:
+        nothing reached the session past tether's replay since the last
+        ended checkout (``touched``), or no old connection is known.
+        """
+        if not self._state.touched:
+            return None
+        old = self._raw if self._raw is not None else self._dead
+        if old is None:
+            return None
+        try:
+            return self._adapter.settings(old)
+        except Exception as exc:  # a driver whose closed connection refuses to answer (pg.DB)
+            self._log.debug(
+                "tether: the settings of the lost %s connection cannot be read (%s)",
+                self._adapter.name,
+                _describe(exc),
+            )
+            return None
 
     def retire(self) -> None:
         """Really close, whatever ``closeable`` says; idempotent and never raising.
@@ -512,7 +556,7 @@ class SteadyBase(Uncopyable):
         and install it with :meth:`replace_driver_connection` only if it came
         in time: a connect that finishes late must not touch this connection.
         """
-        return self._connect_raw(kwargs)
+        return self._connect_raw(kwargs, self._carried())
 
     def replace_driver_connection(self, reason: str, raw: Any = None) -> None:
         """Replace the driver connection now (``raw``, or a new one); no transaction may be open.
@@ -766,7 +810,8 @@ class SteadyBase(Uncopyable):
                 adapter = self._adapter
                 if adapter.sql_sets_autocommit and adapter.autocommit(raw):
                     # SQL switched autocommit mode on (MySQL's SET autocommit = 1):
-                    # a setting to give back at checkin, as the other way round above.
+                    # a setting kept at a reopen and given back at checkin, as the
+                    # other way round above.
                     state.touched = True
 
     def _went_busy(self, raw: Any) -> None:
@@ -776,7 +821,9 @@ class SteadyBase(Uncopyable):
         """
         state = self._state
         state.settled = False
-        if not self._adapter.autocommit(raw):  # SQL ended it: give it back at checkin
+        if not self._adapter.autocommit(raw):
+            # SQL ended it: kept at a transparent reopen (_carried reads the
+            # mode from the old session), given back at checkin.
             state.touched = True
 
     # -- transactions -----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tether.simple_pool.drivers import DriverAdapter
 
 from . import core as _core
 from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
-from .errors import InvalidCursorError
+from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
 
 __all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
@@ -170,12 +170,67 @@ class SteadyDBConnection(SteadyBase):
             cancel()
 
     def ping(self, *args: Any, **kwargs: Any) -> Any:
-        """The driver's own ``ping()`` where it has one, else the adapter's liveness check."""
-        raw = self.escape_to_driver()  # a driver's ping may reconnect (PyMySQL's reconnect)
+        """The driver's own ``ping()`` where it has one, else the adapter's liveness check.
+
+        A ping that would let the driver reconnect by itself (PyMySQL's
+        ``ping(reconnect=True)``, a common keep-alive idiom) never does: the
+        driver's new session would skip ``setsession``, ``on_connect`` and
+        the borrower's replayed settings, and inside a transaction it would
+        silently lack the work done so far, whose second half then commits
+        alone (found by an outside attack). Such a request means "make sure
+        I have a working connection", under the steady rule: see
+        :meth:`_ping_reconnecting`. Any other ping is the driver's, as called.
+        """
+        driver_class = self._driver_class
+        if driver_class is not None and callable(getattr(driver_class, "ping", None)):
+            reconnect, args, kwargs = self._adapter.driver_ping(driver_class, args, kwargs)
+            if reconnect:
+                return self._ping_reconnecting(args, kwargs)
+        raw = self.escape_to_driver()  # what else a driver's ping does is not seen here
         method = getattr(raw, "ping", None)
         if callable(method):
             return method(*args, **kwargs)
         return self._adapter.ping(raw)
+
+    def _ping_reconnecting(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The driver's ping, with ``args``/``kwargs`` that never reconnect, under the steady rule.
+
+        Inside a transaction the session is never replaced: a lost one
+        raises the driver's error, as a statement would, and the transaction
+        counts as lost (every later statement of it fails, ``rollback()``
+        forgets it). Outside one, the session is made ready as before a
+        statement (tether's own reopen when it is gone, with ``setsession``,
+        ``on_connect`` and the replay), then pinged; a ping that finds it
+        lost after all is sent once more on a new session, which is safe
+        because a ping changes nothing on the server.
+        """
+        if self.transaction_open():
+            raw = self._raw
+            if raw is None:
+                raise SteadyDBError("the connection was lost inside the transaction")
+            try:
+                return raw.ping(*args, **kwargs)
+            except Exception as exc:
+                if self._is_lost(raw, exc):
+                    self._state.lost = True
+                    self._log.warning(
+                        "tether: %s connection lost inside a transaction (found by ping);"
+                        " not reconnecting. It will be reopened after rollback().",
+                        self._adapter.name,
+                    )
+                raise
+        started = monotonic()
+        raw = self._ready(started)
+        try:
+            result = raw.ping(*args, **kwargs)
+        except Exception as exc:
+            if not self._is_lost(raw, exc):
+                raise
+            result = self._reopen(f"the ping found it lost ({type(exc).__name__})").ping(
+                *args, **kwargs
+            )
+        self._state.alive_at = started
+        return result
 
     @property
     def dbapi_connection(self) -> Any:
@@ -283,7 +338,8 @@ def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callab
             if raw is None or con._ready() is not raw:
                 call = getattr(con._raw, name)
         result = call(*args, **kwargs)
-        con._remember(name, lambda new: getattr(new, name)(*args, **kwargs))
+        again = con._adapter.setter_aliases.get(name, name)  # (PyMySQL's set_charset)
+        con._remember(again, lambda new: getattr(new, again)(*args, **kwargs))
         return result
 
     # A method bound to the steady connection, as the driver's was to its own:

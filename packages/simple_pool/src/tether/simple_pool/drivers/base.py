@@ -53,6 +53,11 @@ class DriverAdapter:
     #: Driver methods that change the session (``set_autocommit(True)``...): a steady
     #: connection remembers their calls and makes them again on a reopened connection.
     session_setters: ClassVar[frozenset[str]] = frozenset()
+    #: Session setters that are another name of one (a deprecated alias), by that
+    #: name: made again under the current one, so a replay neither repeats the
+    #: driver's deprecation warning (from tether's code) nor keeps two entries for
+    #: one setting.
+    setter_aliases: ClassVar[dict[str, str]] = {}
     #: Cursor attributes that only describe results (DB-API 2's, plus the driver's
     #: own): reading them through a steady cursor cannot change the session.
     cursor_result_attributes: ClassVar[frozenset[str]] = frozenset(
@@ -230,6 +235,24 @@ class DriverAdapter:
         adapter cannot read the driver's socket and says False.
         """
         return False
+
+    def driver_ping(
+        self, conn_class: type, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, tuple[Any, ...], dict[str, Any]]:
+        """A call of the driver's own ``conn.ping(*args, **kwargs)``, taken apart.
+
+        Returns whether that call lets the driver reconnect by itself, and
+        the arguments of the same call made so that it never does. A driver
+        that reconnects behind tether's back opens a session tether never
+        prepared (no ``setsession``, ``on_connect`` or replayed settings),
+        and inside a transaction one that silently lacks the work done so
+        far; so a steady connection turns such a request into its own reopen
+        rule and calls the driver's ping without it. ``conn_class``: the
+        class of the driver's connections (a default can depend on the
+        driver's version). The generic adapter knows no ping that
+        reconnects: ``(False, args, kwargs)``, the call unchanged.
+        """
+        return False, args, kwargs
 
     def ping(self, conn: Any, timeout: float | None = None) -> bool:
         """A real liveness check (one round trip). False when the connection is dead.

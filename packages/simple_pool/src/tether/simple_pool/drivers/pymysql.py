@@ -41,7 +41,8 @@ sent through a TCP proxy:
   ``autocommit_mode`` (re-sent when it reconnects) still says what
   ``autocommit()`` last set.
 * ``set_character_set(cs, collation)`` sends ``SET NAMES`` (a round trip)
-  and updates ``charset``, ``collation``, ``encoding``.
+  and updates ``charset``, ``collation``, ``encoding``. ``set_charset(cs)``
+  (deprecated, warns) calls ``set_character_set(cs)``.
 * ``cursorclass`` (the class ``cursor()`` makes) is a plain attribute: free.
 
 ``select_db()``: PyMySQL does not record the database it switched to
@@ -57,6 +58,8 @@ database cannot be given "none" back.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
 from typing import Any
 
@@ -125,8 +128,12 @@ class PyMySQLAdapter(DriverAdapter):
 
     name = "pymysql"
     sql_sets_autocommit = True  # see DriverAdapter.sql_sets_autocommit
-    # autocommit(True) is PyMySQL's setter; select_db() changes the default database.
-    session_setters = frozenset({"autocommit", "select_db", "set_character_set"})
+    # autocommit(True) is PyMySQL's setter; select_db() changes the default database;
+    # set_charset(cs) is the older name of set_character_set(cs) (deprecated, still
+    # there in 2.2.8: found by an outside attack, left out here it raised 2013 after an
+    # idle kill where set_character_set() reopened, and was not replayed).
+    session_setters = frozenset({"autocommit", "select_db", "set_character_set", "set_charset"})
+    setter_aliases = {"set_charset": "set_character_set"}  # (its one argument is the same)
     modules = ("pymysql",)
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
@@ -302,6 +309,35 @@ class PyMySQLAdapter(DriverAdapter):
                 conn._read_timeout, conn._write_timeout = read, write
         return True
 
+    def driver_ping(
+        self, conn_class: type, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, tuple[Any, ...], dict[str, Any]]:
+        """``ping(reconnect=...)``: PyMySQL's ping reconnects by itself when asked to.
+
+        Measured with PyMySQL 2.2.8 and MariaDB 10.11: after a ``KILL`` of a
+        session inside a transaction, ``conn.ping(reconnect=True)`` returns
+        None (and warns that ``reconnect`` is deprecated), the connection
+        now is a new session (another ``CONNECTION_ID()``, user variables
+        gone, PyMySQL's own ``init_command`` and ``autocommit_mode`` sent
+        again), and a following INSERT and ``commit()`` committed the second
+        half of the transaction alone. ``ping()`` with no argument, on the
+        same kill: ``OperationalError(2013)``, then ``Error('Already
+        closed')``. The default of ``reconnect`` is read from the driver's
+        signature (False in 2.x; older releases defaulted to True).
+        """
+        if len(args) > 1 or (args and "reconnect" in kwargs):
+            return False, args, kwargs  # not a call PyMySQL accepts: let it say so
+        if args:
+            reconnect = args[0]
+        elif "reconnect" in kwargs:
+            reconnect = kwargs["reconnect"]
+        else:
+            reconnect = _ping_reconnects_by_default(conn_class)
+        if not reconnect:
+            return False, args, kwargs
+        rest = {name: value for name, value in kwargs.items() if name != "reconnect"}
+        return True, (), {**rest, "reconnect": False}
+
     def reset_session(self, conn: Any) -> None:
         """``COM_RESET_CONNECTION``, then PyMySQL's connect-time settings again.
 
@@ -391,6 +427,16 @@ class PyMySQLAdapter(DriverAdapter):
             wanted = min(wanted, float(current))
         kwargs["connect_timeout"] = wanted
         return kwargs
+
+
+@functools.lru_cache(maxsize=8)
+def _ping_reconnects_by_default(conn_class: Any) -> bool:
+    """Whether ``conn_class.ping()`` with no argument reconnects (its ``reconnect`` default)."""
+    try:
+        parameter = inspect.signature(conn_class.ping).parameters.get("reconnect")
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is True
 
 
 #: Where :func:`_track_database` records the database ``select_db()`` switched to.
