@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tether.persistent import PersistentDB
+from tether.steady import InvalidCursorError
 
 DRIVERS = pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 
@@ -154,5 +155,54 @@ def test_forgotten_transactions_are_logged_once_a_minute_not_per_request(
             assert cur.fetchone()[0] == 0  # every forgotten INSERT was rolled back
         lines = [r for r in caplog.records if "left open" in r.getMessage()]
         assert len(lines) == 1
+    finally:
+        generator.close()
+
+
+# -- driver objects of an ended request (found by an outside attack) --------------------------
+
+
+@pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
+def test_a_psycopg_transaction_kept_from_the_previous_request_never_runs(
+    server_target: Any, persist: PersistentDB
+) -> None:
+    """``db.transaction()`` made in one request and entered in the next: it would commit the
+    next request's work. The request ended with ``close()``; the next one is refused it."""
+    table = server_target.unique_table("keptx")
+    db = persist.connection()
+    db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    db.commit()
+    kept = db.transaction()
+    db.close()  # the request is over
+    db = persist.connection()  # the thread's next request: the same connection
+    db.execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(InvalidCursorError, match="checkout that has ended"), kept:
+        pass
+    db.rollback()
+    assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    with db.transaction():  # this request's own works
+        db.execute(f"INSERT INTO {table} VALUES (2)")
+    assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+    db.close()
+
+
+def test_a_sqlite3_iterdump_kept_from_the_previous_request_reads_nothing(tmp_path: Any) -> None:
+    """sqlite3's ``db.iterdump()``, a generator over the connection, kept past the request:
+    it dumped the next request's uncommitted rows."""
+    import sqlite3
+
+    generator = PersistentDB(sqlite3, ping=0, database=str(tmp_path / "dump.db"))
+    try:
+        db = generator.connection()
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.commit()
+        dump = db.iterdump()
+        db.close()
+        db = generator.connection()
+        db.execute("INSERT INTO t VALUES ('the next request''s secret')")
+        with pytest.raises(InvalidCursorError):
+            next(dump)
+        assert any("secret" in line for line in db.iterdump())  # its own dump works
+        db.rollback()
     finally:
         generator.close()

@@ -12,6 +12,7 @@ import copy
 import gc
 import logging
 import pickle
+import threading
 import time
 import warnings
 import weakref
@@ -740,3 +741,190 @@ def test_set_charset_reopens_after_an_idle_kill_is_replayed_and_given_back(
         assert backend_id(target, db) != before
     with pool.connection() as db:
         assert execute(target, db, charset) == configured
+
+
+# -- session-bound driver objects of an ended checkout (found by an outside attack) ----------
+
+
+def _kept_past_checkin(pg_target: Any, pools: Any, keep: Any) -> tuple[Any, Any, str]:
+    """A one-connection pool, ``keep(db, cur)`` made during a checkout that then ended,
+    and the next borrower's checkout (nothing run on it yet) with a table to write to."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = pg_target.unique_table("bound")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    db = pool.connection()
+    kept = keep(db, db.cursor(), table)
+    db.close()
+    return kept, pool.connection(), table
+
+
+def _untouched(other: Any, table: str) -> None:
+    """Nothing of the kept object reached the next borrower's session."""
+    assert not other.dbapi_connection.info.transaction_status  # IDLE: nothing ran on it
+    assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    other.close()
+
+
+def test_a_kept_psycopg_transaction_never_runs_on_the_next_borrowers_session(
+    pg_target: Any, pools: Any
+) -> None:
+    """``tx = db.transaction()`` kept past close(): ``with tx:`` sent BEGIN on the next
+    borrower's session and COMMIT at its end, committing the next borrower's work."""
+    tx, other, table = _kept_past_checkin(pg_target, pools, lambda db, cur, t: db.transaction())
+    with pytest.raises(InvalidCursorError, match="checkout that has ended"), tx:
+        other.execute(f"INSERT INTO {table} VALUES (1)")
+    other.rollback()
+    _untouched(other, table)
+
+
+def test_a_psycopg_transaction_block_works_during_its_checkout(pg_target: Any, pools: Any) -> None:
+    """The guard is invisible while the checkout lasts: psycopg's own idiom commits, and
+    what it hands out is what psycopg's type hints say (``isinstance`` holds)."""
+    import psycopg
+
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = pg_target.unique_table("txok")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    with pool.connection() as db:
+        with db.transaction() as tx:
+            assert isinstance(tx, psycopg.Transaction)
+            db.execute(f"INSERT INTO {table} VALUES (1)")
+            assert tx.connection.info.transaction_status  # in the transaction block
+        with db.transaction(), db.transaction() as inner:
+            db.execute(f"INSERT INTO {table} VALUES (2)")
+            assert inner.savepoint_name  # nested: a savepoint
+        db.rollback()  # nothing open: the blocks committed
+    with pool.connection() as db:
+        assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
+
+
+def test_a_kept_psycopg_pipeline_never_runs_on_the_next_borrowers_session(
+    pg_target: Any, pools: Any
+) -> None:
+    pipeline, other, table = _kept_past_checkin(pg_target, pools, lambda db, c, t: db.pipeline())
+    with pytest.raises(InvalidCursorError), pipeline:
+        other.execute(f"INSERT INTO {table} VALUES (1)")
+    other.rollback()
+    _untouched(other, table)
+
+
+def test_a_kept_psycopg_copy_never_runs_on_the_next_borrowers_session(
+    pg_target: Any, pools: Any
+) -> None:
+    """``cur.copy(...)`` made (not entered) during the checkout, entered after it."""
+    copy, other, table = _kept_past_checkin(
+        pg_target, pools, lambda db, cur, t: cur.copy(f"COPY {t} FROM STDIN")
+    )
+    with pytest.raises(InvalidCursorError), copy as cp:
+        cp.write_row((42,))
+    other.commit()
+    _untouched(other, table)
+
+
+def test_a_kept_psycopg_stream_never_runs_on_the_next_borrowers_session(
+    pg_target: Any, pools: Any
+) -> None:
+    """``cur.stream(...)`` is a generator: nothing is sent until its first ``next()``."""
+    rows, other, table = _kept_past_checkin(
+        pg_target, pools, lambda db, cur, t: cur.stream(f"INSERT INTO {t} VALUES (7) RETURNING x")
+    )
+    with pytest.raises(InvalidCursorError):
+        next(rows)
+    _untouched(other, table)
+
+
+def test_a_kept_psycopg_notifies_never_listens_on_the_next_borrowers_session(
+    pg_target: Any, pools: Any
+) -> None:
+    """``db.notifies()`` kept past close() took the next borrower's notifications."""
+    pool = make_pool(
+        pg_target, maxconnections=1, blocking=True, on_connect=_autocommit_on(pg_target)
+    )
+    pools.append(pool)
+    db = pool.connection()
+    notifies = db.notifies(timeout=0.5, stop_after=1)
+    db.close()
+    other = pool.connection()
+    other.execute("LISTEN tether_bound")
+    other.execute("NOTIFY tether_bound, 'for the next borrower'")
+    with pytest.raises(InvalidCursorError):
+        next(notifies)
+    assert [n.payload for n in other.notifies(timeout=0.5, stop_after=1)] == [
+        "for the next borrower"
+    ]
+    other.execute("UNLISTEN *")
+    other.close()
+
+
+def test_a_kept_server_side_cursor_never_fetches_or_closes_on_the_next_session(
+    pg_target: Any, pools: Any
+) -> None:
+    """A named cursor's FETCH is refused once its checkout ended, and its close() sends
+    nothing: psycopg's would CLOSE the cursor of that name, the next borrower's own."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    kept = db.cursor(name="tether_named")
+    kept.execute("SELECT generate_series(1, 3)")
+    assert kept.fetchone() == (1,)
+    db.close()  # rolled back: the portal is gone with the transaction
+    other = pool.connection()
+    mine = other.cursor(name="tether_named")
+    mine.execute("SELECT generate_series(11, 13)")
+    assert mine.fetchone() == (11,)
+    for use in (kept.fetchone, kept.fetchall, lambda: kept.scroll(0, mode="absolute")):
+        with pytest.raises(InvalidCursorError):
+            use()
+    kept.close()
+    assert mine.fetchone() == (12,)  # the next borrower's cursor is still open
+    mine.close()
+    other.rollback()
+    other.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["sqlite3"], indirect=True)
+def test_a_kept_sqlite3_iterdump_never_reads_the_next_borrowers_data(
+    dbapi_target: Any, pools: Any
+) -> None:
+    """``db.iterdump()`` is a generator over the connection: kept past close(), it
+    dumped the next borrower's uncommitted rows."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("dump")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x TEXT)")
+    db = pool.connection()
+    dump = db.iterdump()
+    db.close()
+    other = pool.connection()
+    other.execute(f"INSERT INTO {table} VALUES ('the next borrower''s secret')")
+    with pytest.raises(InvalidCursorError):
+        next(dump)
+    other.rollback()
+    other.close()
+
+
+def test_a_checkin_after_an_unfinished_stream_does_not_hang(pg_target: Any, pools: Any) -> None:
+    """A stream() left half-read keeps psycopg's connection lock and the query running:
+    the checkin's rollback waited for that lock forever. It is bounded by
+    checkout_timeout, and a session it could not roll back is never lent again."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True, checkout_timeout=2.0)
+    pools.append(pool)
+    db = pool.connection()
+    rows = db.cursor().stream("SELECT generate_series(1, 10000000)")
+    assert next(rows) == (1,)
+    checkin = threading.Thread(target=db.close, daemon=True)
+    started = time.monotonic()
+    checkin.start()
+    checkin.join(10.0)
+    assert not checkin.is_alive(), "the checkin hung"
+    assert time.monotonic() - started < 2.5
+    with pool.connection() as other:
+        assert other.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(InvalidCursorError):
+        next(rows)

@@ -614,9 +614,15 @@ class _Persistent(Uncopyable, Generic[C]):
         deadline = now + self._checkout_timeout
         try:
             done = con.roll_back_within(self._checkout_timeout)
-        except Exception as exc:  # the connection's next statement will report it
+        except Exception as exc:  # a session that could not be rolled back is not reused
             # text, not the exception: a kept record must not keep the connection alive
-            self._log.warning("tether: could not roll back: %s: %s", type(exc).__name__, str(exc))
+            self._log.warning(
+                "tether: could not roll back: %s: %s; reopening the connection",
+                type(exc).__name__,
+                str(exc),
+            )
+            # Replaced, as a pool discards it: its transaction ends with the old session.
+            self._reopen_within(con, deadline, "its rollback failed")
             return
         if not done:
             self._log.warning(

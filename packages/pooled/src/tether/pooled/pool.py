@@ -119,7 +119,7 @@ from .errors import (
 from .events import EventHook, EventKind, emit
 from .leaks import Stack, capture_stack, format_stack
 from .proxies import PooledConnection
-from .reset import ResetPolicy
+from .reset import ResetPolicy, RollbackTimeout
 from .stats import PoolStats
 
 if TYPE_CHECKING:
@@ -1151,7 +1151,13 @@ class Pool(Uncopyable):
     def _reset_connection(self, con: SteadyBase) -> str | None:
         """Reset ``con`` per the policy; None if it may be reused, else why not."""
         try:
-            self._reset.run(con, con.adapter)  # the adapter its driver turned out to need
+            # The adapter its driver turned out to need; the rollback bounded as a checkout is.
+            self._reset.run(con, con.adapter, self._timeout)
+        except RollbackTimeout as exc:
+            self._log.warning(
+                "tether: pool %s: a returned %s connection: %s", self.name, self._adapter.name, exc
+            )
+            return "lost"
         except Exception as exc:
             if not con.connected:
                 return "lost"

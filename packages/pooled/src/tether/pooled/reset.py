@@ -56,6 +56,10 @@ class ResetError(Exception):
     """Internal: the connection cannot be reused (its reset failed or it was lost)."""
 
 
+class RollbackTimeout(ResetError):
+    """Internal: the rollback did not finish in time; the driver connection was dropped."""
+
+
 class ResetPolicy(NamedTuple):
     """How connections are reset on return (see the module docstring)."""
 
@@ -67,10 +71,24 @@ class ResetPolicy(NamedTuple):
         """Whether something must run on every return, not only after a transaction."""
         return self.session or self.callback is not None
 
-    def run(self, con: SteadyBase, adapter: DriverAdapter) -> None:
-        """Reset ``con``; raises when it must not be reused."""
-        if con.transaction_open():
-            con.rollback()  # a lost connection counts as rolled back and is dropped
+    def run(self, con: SteadyBase, adapter: DriverAdapter, timeout: float) -> None:
+        """Reset ``con``, its rollback bounded by ``timeout`` seconds; raises when it must not be
+        reused.
+
+        The rollback waits for the server ``timeout`` seconds at most (the pool's
+        ``checkout_timeout``, as PersistentDB bounds its own): found by an
+        outside attack, a checkin after a psycopg ``stream()`` left half-read
+        waited forever (the stream holds psycopg's connection lock, which
+        ``rollback()`` takes), as one does behind a server that stopped
+        answering. A rollback that did not finish in time drops the driver
+        connection (the server rolls back a session that ends).
+        """
+        # A lost connection counts as rolled back and is dropped.
+        if con.transaction_open() and not con.roll_back_within(timeout):
+            raise RollbackTimeout(
+                f"its rollback did not finish within {timeout:g} s (checkout_timeout);"
+                " the connection was closed (the server rolls back with it)"
+            )
         raw = con.escape_to_driver()  # the reset talks to the driver connection directly
         if raw is None:
             raise ResetError("the connection was lost")

@@ -500,7 +500,12 @@ class SteadyBase(Uncopyable):
         driver connection is then closed and forgotten (the server rolls
         back a session that ends; its answer may still be on the way, so it
         is never used again), and the next operation opens a new one. Where
-        the adapter cannot bound a rollback, the driver's own rollback runs.
+        the adapter cannot bound a rollback (the generic adapter; psycopg
+        inside its ``transaction()`` block or pipeline), :meth:`rollback` runs,
+        and its error is raised as there: the caller decides what becomes of
+        a session that could not be rolled back (a pool discards it, a
+        persistent generator reopens it within its deadline). Reopening here
+        would connect with no deadline at all.
         """
         raw = self._raw
         if raw is None or self._state.lost:
@@ -508,7 +513,7 @@ class SteadyBase(Uncopyable):
             return True
         done = self._adapter.rollback_within(raw, timeout)
         if done is None:
-            self._end_transaction()
+            self.rollback()  # a lost connection counts as rolled back and is dropped
             return True
         self._state.transaction_ended()
         if done:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from time import monotonic
-from types import BuiltinMethodType, MethodType, ModuleType
+from types import MethodType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tether.simple_pool import Uncopyable
@@ -24,6 +24,7 @@ from . import core as _core
 from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
+from .lease import METHODS, leased_method
 
 __all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
 
@@ -289,6 +290,12 @@ class SteadyDBConnection(SteadyBase):
         value = getattr(raw, name)
         if name in self._adapter.session_setters:
             return _recording(self, name, value)
+        if isinstance(value, METHODS):
+            # What it returns may hold the session (psycopg's transaction(),
+            # sqlite3's iterdump()...): lent for this checkout only (see
+            # lease.py). Bound to this connection, as the driver's was to its
+            # own, so that a pool's proxy guards the method too.
+            return MethodType(_unbound(leased_method(self, value, self._state.lease)), self)
         return value
 
     def _forward_set(self, name: str, value: Any) -> None:
@@ -322,6 +329,18 @@ DBAPI_CONNECTION_ATTRIBUTES = frozenset({"autocommit", "errorhandler", "messages
 #: ``execute()``; pgdb and sqlite3 ``executemany()``; sqlite3 ``executescript()``):
 #: each makes a cursor and runs one statement on it. Layer API.
 CONNECTION_SHORTCUTS = frozenset({"execute", "executemany", "executescript"})
+
+
+def _unbound(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call`` as a function of the object it is bound to with MethodType (which it ignores)."""
+
+    def method(_self: object, *args: Any, **kwargs: Any) -> Any:
+        return call(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = call.__name__
+    method.__doc__ = call.__doc__
+    method.__wrapped__ = call  # type: ignore[attr-defined]
+    return method
 
 
 def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -458,6 +477,10 @@ class SteadyDBCursor(Uncopyable):
         base = type(self)
         if base._forwards is not None:
             base = base.__mro__[1]  # the class that was subclassed for another driver cursor class
+        if self._con._adapter.closes_on_server(raw):
+            base = SteadyDBServerCursor  # (never the connection's default cursor class: see there)
+        elif base is SteadyDBServerCursor:
+            base = SteadyDBCursor
         cls = forwarding_class(base, raw, also=DBAPI_CURSOR_ATTRIBUTES)
         set_class(self, cls)
         if self._spec is None or not (self._spec.args or self._spec.kwargs):
@@ -768,25 +791,34 @@ class SteadyDBCursor(Uncopyable):
             holder = self._holder
             return holder if holder is not None else self._con
         value = getattr(raw, name)
-        if isinstance(value, (MethodType, BuiltinMethodType)):
-            return self._guarded(value)
+        if isinstance(value, METHODS):
+            # A driver cursor method (psycopg's copy, stream, scroll...) taken
+            # before close() must not run on the connection's next borrower,
+            # nor what it returns (the Copy, the stream's generator: see
+            # lease.py). A driver cursor it returns (set_result()) comes back
+            # as this cursor.
+            return leased_method(self._con, value, self._lease, self)
         return value
 
-    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        """A driver cursor method that refuses to run once this cursor's checkout has ended.
 
-        (psycopg's ``copy``, ``stream``, ``scroll``... taken before ``close()``
-        must not run on the connection's next borrower.) A driver cursor it
-        returns (``set_result()``) comes back as this cursor.
-        """
-        lease = self._lease
+class SteadyDBServerCursor(SteadyDBCursor):
+    """A steady cursor whose driver cursor's ``close()`` sends a statement (psycopg's named ones).
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self._state.lease != lease:
-                self._stale()
-            return self._chain(method(*args, **kwargs))
+    psycopg's server-side cursor closes with ``CLOSE "name"`` on its
+    connection. Found by an outside attack: a named cursor kept past the end
+    of its checkout and closed then sent that on the session of the
+    connection's next borrower, and closed the next borrower's own cursor of
+    the same name. Its portal went with the checkout already (the checkin's
+    rollback ends the transaction it lived in; ``reset_session`` closes a
+    ``WITH HOLD`` one), so closing it then sends nothing. Only cursors made
+    with arguments (``cursor(name=...)``) become one: the plain ``cursor()``
+    of the hot path never pays this check.
+    """
 
-        call.__name__ = getattr(method, "__name__", "method")
-        call.__doc__ = getattr(method, "__doc__", None)
-        call.__wrapped__ = method  # type: ignore[attr-defined]
-        return call
+    __slots__ = ()
+
+    def close(self) -> None:
+        if self._lease != self._state.lease:
+            self._raw = None  # its checkout has ended: the session is someone else's now
+            return
+        super().close()

@@ -338,6 +338,17 @@ class DriverAdapter:
         """
         return None
 
+    def closes_on_server(self, cursor: Any) -> bool:
+        """Whether the driver cursor ``cursor``'s ``close()`` sends a statement to the server.
+
+        A server-side cursor's does (psycopg's ``CLOSE "name"``): once its
+        checkout has ended a steady cursor must not close it, as the session
+        is the next borrower's (see ``tether.steady.SteadyDBServerCursor``).
+        Asked once per cursor made with arguments, never for a plain ``cursor()``.
+        The generic adapter says False: a DB-API cursor's ``close()`` is the client's.
+        """
+        return False
+
     def reset_session(self, conn: Any) -> None:
         """Undo everything a user did to the session (settings, temp tables, locks...).
 

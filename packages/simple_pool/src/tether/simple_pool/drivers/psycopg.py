@@ -250,6 +250,12 @@ class PsycopgAdapter(DriverAdapter):
             clear()
         return self.in_transaction(conn) is False
 
+    def closes_on_server(self, cursor: Any) -> bool:
+        """A named cursor's ``close()`` sends ``CLOSE "name"`` (psycopg's ``ServerCursor``)."""
+        from psycopg import ServerCursor
+
+        return isinstance(cursor, ServerCursor)
+
     def reset_session(self, conn: Any) -> None:
         """Roll back, then ``DISCARD ALL`` in autocommit mode, unprepared; then forget prepares.
 
