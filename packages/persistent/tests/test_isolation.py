@@ -206,3 +206,55 @@ def test_a_sqlite3_iterdump_kept_from_the_previous_request_reads_nothing(tmp_pat
         db.rollback()
     finally:
         generator.close()
+
+
+# -- driver configuration a request adds (found by an outside attack) -------------------------
+
+
+@pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
+def test_a_psycopg_dumper_registered_by_a_request_is_gone_in_the_next(
+    server_target: Any, persist: PersistentDB
+) -> None:
+    """The thread's next request gets the connection's own adapters back, on the same session."""
+    import psycopg.adapt
+
+    class Tampered(psycopg.adapt.Dumper):
+        oid = 25  # text
+
+        def dump(self, obj: Any) -> bytes:
+            return b"tampered"
+
+    db = persist.connection()
+    session = db.info.backend_pid
+    db.adapters.register_dumper(str, Tampered)
+    assert db.execute("SELECT %s::text", ("mine",)).fetchone() == ("tampered",)
+    db.close()
+    db = persist.connection()
+    assert db.execute("SELECT %s::text", ("real",)).fetchone() == ("real",)
+    assert db.info.backend_pid == session
+    db.close()
+
+
+def test_a_sqlite3_trace_callback_ends_with_its_request(tmp_path: Any) -> None:
+    """No getter exists for it: the request's connection is closed, the next opens anew."""
+    import sqlite3
+
+    generator = PersistentDB(sqlite3, ping=0, database=str(tmp_path / "trace.db"))
+    seen: list[str] = []
+    try:
+        db = generator.connection()
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.set_trace_callback(seen.append)
+        db.execute("INSERT INTO t VALUES ('mine')")
+        db.commit()
+        db.close()
+        assert any("mine" in sql for sql in seen)
+        seen.clear()
+        db = generator.connection()
+        db.execute("INSERT INTO t VALUES ('the next request''s secret')")
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (2,)
+        db.rollback()
+        db.close()
+        assert seen == []
+    finally:
+        generator.close()

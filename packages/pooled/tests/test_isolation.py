@@ -928,3 +928,129 @@ def test_a_checkin_after_an_unfinished_stream_does_not_hang(pg_target: Any, pool
         assert other.execute("SELECT 1").fetchone() == (1,)
     with pytest.raises(InvalidCursorError):
         next(rows)
+
+
+# -- driver configuration a borrower adds (found by an outside attack) ------------------------
+
+
+def test_a_psycopg_dumper_a_borrower_registers_never_reaches_the_next_one(
+    pg_target: Any, pools: Any
+) -> None:
+    """``db.adapters.register_dumper()`` lives on psycopg's connection: one borrower's
+    dumper rewrote what the next one stored. The pool's own (``on_connect``) stays, and
+    the session is kept: nothing is reconnected for it."""
+    import psycopg.adapt
+
+    class Tampered(psycopg.adapt.Dumper):
+        oid = 25  # text
+
+        def dump(self, obj: Any) -> bytes:
+            return b"tampered"
+
+    class Pooled(psycopg.adapt.Dumper):
+        oid = 25
+
+        def dump(self, obj: Any) -> bytes:
+            return b"pool:" + str(obj).encode()
+
+    class Marker(float):
+        """A type the pool's on_connect configures."""
+
+    pool = make_pool(
+        pg_target,
+        maxconnections=1,
+        blocking=True,
+        on_connect=lambda raw: raw.adapters.register_dumper(Marker, Pooled),
+    )
+    pools.append(pool)
+    with pool.connection() as db:
+        session = backend_id(pg_target, db)
+        db.adapters.register_dumper(str, Tampered)
+        assert db.execute("SELECT %s::text", ("mine",)).fetchone() == ("tampered",)
+    with pool.connection() as db:
+        assert db.execute("SELECT %s::text", ("real",)).fetchone() == ("real",)
+        assert db.execute("SELECT %s::text", (Marker(1.5),)).fetchone() == ("pool:1.5",)
+        assert backend_id(pg_target, db) == session
+
+
+def test_psycopg_notice_and_notify_handlers_of_a_borrower_never_see_the_next_ones(
+    pg_target: Any, pools: Any
+) -> None:
+    """``add_notice_handler()``/``add_notify_handler()`` callbacks are kept by psycopg's
+    connection: one borrower's received the next borrower's notices."""
+    seen: list[str] = []
+    configured: list[str] = []
+    pool = make_pool(
+        pg_target,
+        maxconnections=1,
+        blocking=True,
+        on_connect=lambda raw: raw.add_notice_handler(
+            lambda d: configured.append(d.message_primary)
+        ),
+    )
+    pools.append(pool)
+    with pool.connection() as db:
+        db.add_notice_handler(lambda d: seen.append(d.message_primary))
+        db.add_notify_handler(lambda n: seen.append(n.payload))
+        db.execute("DO $$BEGIN RAISE NOTICE 'first'; END$$")
+        db.commit()
+    assert seen == configured == ["first"]
+    with pool.connection() as db:
+        db.execute("LISTEN tether_handlers")
+        db.commit()
+        db.execute("DO $$BEGIN RAISE NOTICE 'second'; END$$")
+        db.execute("NOTIFY tether_handlers, 'private'")
+        db.commit()
+        db.execute("SELECT 1")  # delivers the notification, if anyone listened for it
+        db.execute("UNLISTEN *")
+        db.commit()
+    assert seen == ["first"]  # neither the notice nor the notification
+    assert configured == ["first", "second"]  # the pool's handler is still there
+
+
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+def test_pymysql_encoders_a_borrower_changes_never_reach_the_next_one(
+    server_target: Any, pools: Any
+) -> None:
+    """PyMySQL escapes every parameter with its connection's ``encoders``: one borrower's
+    entry rewrote the next borrower's parameters. The session is kept."""
+    pool = make_pool(server_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    with pool.connection() as db:
+        session = backend_id(server_target, db)
+        db.encoders[int] = lambda value, mapping=None: "'tampered'"
+        db.decoders.clear()
+        assert execute(server_target, db, "SELECT %s", (42,)) == [("tampered",)]
+    with pool.connection() as db:
+        assert execute(server_target, db, "SELECT %s + 1", (41,)) == [(42,)]
+        assert backend_id(server_target, db) == session
+
+
+@pytest.mark.parametrize("dbapi_target", ["sqlite3"], indirect=True)
+def test_a_sqlite3_trace_callback_ends_with_its_checkout(dbapi_target: Any, pools: Any) -> None:
+    """sqlite3 cannot say which trace callback (authorizer, progress handler, function...)
+    is installed, so a checkout that set one ends with its connection closed: one
+    borrower's callback saw every statement of the next. The database (a file) stays, and
+    the pool's own configuration comes with the new connection."""
+    target = dbapi_target
+    pool = make_pool(
+        target,
+        maxconnections=1,
+        blocking=True,
+        on_connect=lambda raw: raw.create_function("pooled", 0, lambda: "pool's"),
+    )
+    pools.append(pool)
+    table = target.unique_table("trace")
+    seen: list[str] = []
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x TEXT)")
+        db.set_trace_callback(seen.append)
+        db.execute(f"INSERT INTO {table} VALUES ('mine')")
+    assert any("mine" in sql for sql in seen)  # it worked while its checkout lasted
+    seen.clear()
+    with pool.connection() as db:
+        db.execute(f"INSERT INTO {table} VALUES ('the next borrower''s secret')")
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(2,)]
+        assert execute(target, db, "SELECT pooled()") == [("pool's",)]
+    assert seen == []
+    assert pool.stats()["opened"] == 2  # the first connection went with its checkout

@@ -520,6 +520,8 @@ class _Persistent(Uncopyable, Generic[C]):
         try:
             con.end_checkout()
         except Exception as exc:  # cannot be set back: a new connection for the next request
+            if not con.connected:
+                return  # closed by steady (configured past undoing): the next use opens one
             self._log.warning(
                 "tether: setting back the driver settings of this thread's %s connection"
                 " failed (%s: %s); reopening it",

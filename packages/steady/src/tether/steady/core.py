@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 from tether.simple_pool import Uncopyable
 from tether.simple_pool.checks import (
@@ -177,6 +177,7 @@ class SteadyBase(Uncopyable):
         raw = self._connect_raw(self._kwargs)
         state = self._state
         state.opened_at = state.alive_at = time.monotonic()
+        state.configured = self._adapter.configuration(raw)
         return raw
 
     def _connect_raw(self, kwargs: dict[str, Any], carried: dict[str, Any] | None = None) -> Any:
@@ -244,7 +245,10 @@ class SteadyBase(Uncopyable):
         self._log.info("tether: reopening %s connection: %s", self._adapter.name, reason)
         if raw is None:
             raw = self._connect_raw(self._kwargs, carried)
-        self._state.new_session(time.monotonic())
+        state = self._state
+        state.new_session(time.monotonic())
+        # The pool's configuration, taken before any borrower reached this one.
+        state.configured = self._adapter.configuration(raw)
         self._raw = raw
         return raw
 
@@ -449,16 +453,38 @@ class SteadyBase(Uncopyable):
         state.replay.clear()
         state.touched = False
         raw, baseline = self._raw, self._baseline
+        if state.spoiled and raw is not None:
+            self._drop_configured(raw)
         if raw is None or baseline is None:
             return False  # a new connection is opened with the configured settings anyway
         state.settled = False
-        changed = self._adapter.restore_settings(raw, baseline)
+        adapter = self._adapter
+        changed = adapter.restore_settings(raw, baseline)
+        configured = state.configured
+        if configured is not None and adapter.restore_configuration(raw, configured):
+            changed = True
         if changed:
             self._log.debug(
                 "tether: %s connection: driver settings set back for the next borrower",
                 self._adapter.name,
             )
         return changed
+
+    def _drop_configured(self, raw: Any) -> NoReturn:
+        """Close ``raw``, configured past what can be undone, and say so (see end_checkout)."""
+        self._raw, self._dead = None, raw
+        self._state.new_session(None)
+        self._adapter.close(raw)
+        self._log.debug(
+            "tether: %s connection closed at checkin: the borrower called a driver method"
+            " whose effect cannot be undone",
+            self._adapter.name,
+        )
+        raise SteadyDBError(
+            f"the {self._adapter.name} connection was closed: a driver method whose effect"
+            " cannot be undone was called on it (its adapter's unrestorable:"
+            f" {', '.join(sorted(self._adapter.unrestorable))})"
+        )
 
     def finish_checkout(self) -> bool:
         """End the checkout if that is all there is to do: :meth:`idle`, then :meth:`end_checkout`.

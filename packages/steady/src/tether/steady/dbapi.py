@@ -288,8 +288,13 @@ class SteadyDBConnection(SteadyBase):
                     return value
             raw = self._ready()  # a driver method is about to be used: reconnect first
         value = getattr(raw, name)
-        if name in self._adapter.session_setters:
+        adapter = self._adapter
+        if name in adapter.session_setters:
             return _recording(self, name, value)
+        if name in adapter.unrestorable:
+            # Its effect cannot be read back nor undone (sqlite3's
+            # set_trace_callback()): this session ends with the checkout.
+            self._state.spoiled = True
         if isinstance(value, METHODS):
             # What it returns may hold the session (psycopg's transaction(),
             # sqlite3's iterdump()...): lent for this checkout only (see

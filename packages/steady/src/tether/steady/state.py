@@ -33,8 +33,8 @@ class SessionState:
     """The state of one steady connection's session (see the module docstring)."""
 
     __slots__ = (
-        "alive_at", "begun", "dirty", "generation", "lease", "lost", "opened_at", "replay",
-        "rolled_back_dead", "settled", "touched", "usage",
+        "alive_at", "begun", "configured", "dirty", "generation", "lease", "lost", "opened_at",
+        "replay", "rolled_back_dead", "settled", "spoiled", "touched", "usage",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -71,6 +71,12 @@ class SessionState:
         #: Session settings made through tether on the driver connection, by
         #: name: replayed on every new driver connection until the checkout ends.
         self.replay: dict[str, Callable[[Any], object]] = {}
+        #: The driver connection's configuration as the pool's setup left it
+        #: (the adapter's ``configuration()`` snapshot), put back at checkin.
+        self.configured: Any = None
+        #: A driver method whose effect cannot be undone was reached during
+        #: this checkout (the adapter's ``unrestorable``): the session ends with it.
+        self.spoiled = False
 
     def unknown(self) -> None:
         """The driver connection is used past tether: read its state again, compare at checkin."""
@@ -87,12 +93,14 @@ class SessionState:
         ``now`` None: no driver connection now (closed, lost, abandoned after fork).
         """
         self.begun = self.dirty = self.lost = self.settled = self.rolled_back_dead = False
+        self.spoiled = False
+        self.configured = None
         if now is not None:
             self.usage = 0
             self.generation += 1
             self.opened_at = self.alive_at = now
 
     def __repr__(self) -> str:
-        names = ("begun", "dirty", "lost", "settled", "touched")
+        names = ("begun", "dirty", "lost", "settled", "spoiled", "touched")
         flags = [name for name in names if getattr(self, name)]
         return f"<SessionState {' '.join(flags) or 'idle'}, used {self.usage}x>"

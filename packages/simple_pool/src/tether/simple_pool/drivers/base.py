@@ -377,6 +377,37 @@ class DriverAdapter:
         """
         return restore_attributes(raw, saved)
 
+    # -- configuration a borrower can add -------------------------------------------------
+
+    def configuration(self, raw: Any) -> Any:
+        """What configures the driver connection ``raw`` beyond :meth:`settings`: a snapshot.
+
+        Type adapters, notice handlers, encoders: state a borrower adds to
+        the driver connection object (psycopg's ``adapters.register_dumper()``,
+        ``add_notice_handler()``; PyMySQL's ``encoders``) that would otherwise
+        reach the next borrower, changing the values it stores or showing it
+        what that one does (found by an outside attack). Taken once per driver
+        connection, after ``setsession`` and ``on_connect``: what the pool
+        configured. None (the generic adapter): nothing to keep.
+        """
+        return None
+
+    def restore_configuration(self, raw: Any, saved: Any) -> bool:
+        """Put back the :meth:`configuration` ``saved`` where ``raw``'s differs; True if it did.
+
+        Called at checkin, only when something reached the driver connection
+        past tether; no round trip (the configuration lives in the client).
+        """
+        return False
+
+    #: Driver connection methods whose effect can neither be read nor undone
+    #: (sqlite3's ``set_trace_callback()``: nothing tells which callback is
+    #: installed, so nothing can put back the pool's): a checkout that reached
+    #: one ends with the driver connection closed, and the next borrower gets a
+    #: new one. Cheaper choices do not exist: undone to "none", the callback
+    #: ``on_connect`` installed would be lost for every later borrower.
+    unrestorable: ClassVar[frozenset[str]] = frozenset()
+
     # -- errors -----------------------------------------------------------------------------
 
     def is_connection_lost(self, conn: Any, exc: BaseException) -> bool:

@@ -250,6 +250,43 @@ class PsycopgAdapter(DriverAdapter):
             clear()
         return self.in_transaction(conn) is False
 
+    def configuration(self, raw: Any) -> Any:
+        """A copy of the connection's ``adapters`` and its notice and notify handlers.
+
+        psycopg keeps the type adapters a borrower registers
+        (``db.adapters.register_dumper()``, ``TypeInfo.register(db)``...) on
+        the connection, and ``add_notice_handler()``/``add_notify_handler()``
+        callbacks in two lists: found by an outside attack, a dumper one
+        borrower registered rewrote what the next one stored, and its notice
+        handler received the next one's notices. ``AdaptersMap(template)`` is
+        psycopg's copy-on-write copy (a few dict and list copies, no
+        adapter copied): the connection's own map shares every table with
+        the copy until a register replaces one, which is how a change is
+        seen at checkin without comparing tables.
+        """
+        from psycopg.adapt import AdaptersMap
+
+        return (
+            AdaptersMap(raw.adapters),
+            tuple(raw._notice_handlers),
+            tuple(raw._notify_handlers),
+        )
+
+    def restore_configuration(self, raw: Any, saved: Any) -> bool:
+        """A fresh copy of the saved ``adapters`` if a table was replaced; the handlers back."""
+        from psycopg.adapt import AdaptersMap
+
+        adapters, notice, notify = saved
+        changed = False
+        if not _same_adapters(raw.adapters, adapters):
+            raw._adapters = AdaptersMap(adapters)
+            changed = True
+        for handlers, kept in ((raw._notice_handlers, notice), (raw._notify_handlers, notify)):
+            if tuple(handlers) != kept:
+                handlers[:] = kept
+                changed = True
+        return changed
+
     def closes_on_server(self, cursor: Any) -> bool:
         """A named cursor's ``close()`` sends ``CLOSE "name"`` (psycopg's ``ServerCursor``)."""
         from psycopg import ServerCursor
@@ -502,3 +539,17 @@ def _command_within(conn: Any, command: bytes, timeout: float) -> bool:
                 return False  # no answer in time: the caller closes it
     except Exception:
         return False
+
+
+def _same_adapters(current: Any, saved: Any) -> bool:
+    """Whether psycopg's ``AdaptersMap`` ``current`` still shares every table with ``saved``.
+
+    A register on a copy-on-write map first replaces the table it changes,
+    so shared tables (by identity) mean nothing was registered since.
+    """
+    return (
+        current.types._registry is saved.types._registry
+        and all(a is b for a, b in zip(current._dumpers.values(), saved._dumpers.values()))
+        and all(a is b for a, b in zip(current._dumpers_by_oid, saved._dumpers_by_oid))
+        and all(a is b for a, b in zip(current._loaders, saved._loaders))
+    )

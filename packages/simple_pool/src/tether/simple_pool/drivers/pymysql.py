@@ -277,6 +277,28 @@ class PyMySQLAdapter(DriverAdapter):
         rest = {k: v for k, v in saved.items() if k in ("autocommit_mode", "cursorclass")}
         return restore_attributes(raw, rest) or changed
 
+    def configuration(self, raw: Any) -> Any:
+        """Copies of the connection's ``encoders`` and ``decoders`` (~20 entries each).
+
+        PyMySQL copies its conversion tables into every connection, and
+        escapes each parameter with ``encoders`` and converts each column
+        with ``decoders``: found by an outside attack, an encoder one borrower
+        put there rewrote the next borrower's parameters.
+        """
+        return (dict(raw.encoders), dict(raw.decoders))
+
+    def restore_configuration(self, raw: Any, saved: Any) -> bool:
+        """The saved tables back where they differ (a dict comparison, no round trip)."""
+        encoders, decoders = saved
+        changed = False
+        if raw.encoders != encoders:
+            raw.encoders = dict(encoders)
+            changed = True
+        if raw.decoders != decoders:
+            raw.decoders = dict(decoders)
+            changed = True
+        return changed
+
     # -- round trips ------------------------------------------------------------------------
 
     def ping(self, conn: Any, timeout: float | None = None) -> bool:

@@ -27,9 +27,15 @@ Settings a borrower can change on the connection object
 trip exists. Setting ``isolation_level = None`` commits an open transaction;
 setting 3.12's ``autocommit = False`` opens one (PEP 249 mode keeps a
 transaction open at all times), so a restored connection in that mode is
-"in a transaction" again, as a new one would be. Not covered, for want of a
-getter: ``set_trace_callback``, ``set_authorizer``, ``set_progress_handler``,
-``create_function``.
+"in a transaction" again, as a new one would be.
+
+What cannot be read back (:attr:`Sqlite3Adapter.unrestorable`):
+``set_trace_callback``, ``set_authorizer``, ``set_progress_handler``, the
+``create_*`` functions, extensions and limits. sqlite3 has no getter for
+any of them, so a checkout that used one ends with the connection closed
+(found by an outside attack: a trace callback one borrower installed saw
+every statement of the next). A ``:memory:`` database goes with it: give
+each pooled connection a file, or configure such callbacks in ``on_connect``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,14 @@ class Sqlite3Adapter(DriverAdapter):
     modules = ("sqlite3",)
     #: ``isolation_level`` before ``autocommit``: on 3.12+ the later one decides.
     setting_attributes = ("isolation_level", "row_factory", "text_factory", "autocommit")
+    #: No getter for any of these (see the module docstring and DriverAdapter.unrestorable).
+    unrestorable = frozenset(
+        {
+            "set_trace_callback", "set_authorizer", "set_progress_handler", "create_function",
+            "create_aggregate", "create_collation", "create_window_function",
+            "enable_load_extension", "load_extension", "setlimit", "setconfig",
+        }
+    )  # fmt: skip
 
     @property
     def threadsafety(self) -> int:
