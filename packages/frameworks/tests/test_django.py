@@ -245,7 +245,8 @@ def test_psycopg_type_info_paths(alias: str, django_project: dict[str, Any]) -> 
     with connection.cursor() as cursor:
         cursor.execute("SELECT 'a=>1'::hstore")
         assert cursor.fetchone()[0] == {"a": "1"}
-    connection.close()  # the next request: a new checkout (connection_created runs again)
+    connection.close()  # the next request: a new checkout, then connection_created again
+    connection.ensure_connection()
     register_type_handlers(connection)
     with connection.cursor() as cursor:
         cursor.execute("SELECT 'b=>2'::hstore")

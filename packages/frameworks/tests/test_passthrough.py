@@ -12,7 +12,6 @@ few tether deliberately intercepts (listed here and in the README).
 from __future__ import annotations
 
 import sqlite3
-import types
 from typing import Any
 
 import pytest
@@ -37,7 +36,7 @@ INTERCEPTED: dict[str, set[str]] = {
     | {"set_deferrable"},
     "pgdb": DBAPI_INTERCEPTED | {"execute", "executemany"},
     "pymysql": DBAPI_INTERCEPTED
-    | {"begin", "ping", "autocommit", "select_db", "set_character_set"},
+    | {"begin", "ping", "autocommit", "select_db", "set_character_set", "set_charset"},
     "sqlite3": DBAPI_INTERCEPTED | {"execute", "executemany", "executescript"},
     # Classic PyGreSQL: begin/commit/end/rollback keep the transaction state,
     # close/reopen/reset manage the session; ``db`` is the pg.DB itself
@@ -59,11 +58,14 @@ PG_MADE_STEADY = {
 def _is_drivers(value: Any, raw_value: Any, raw: Any) -> bool:
     """Whether ``value`` (read through tether) is the driver connection's own ``raw_value``.
 
-    A pooled connection hands out the driver's methods guarded by its checkout
-    (they refuse to run once it has ended): the method inside is the driver's.
+    Every layer hands out the driver's methods guarded by their checkout
+    (they refuse to run once it has ended, and lend what they return for it
+    only): the method inside the guards (``__wrapped__``) is the driver's.
     """
-    if isinstance(value, types.FunctionType):  # the guard (a bound method is left as it is)
-        value = getattr(value, "__wrapped__", value)
+    while getattr(value, "__self__", None) is not raw and hasattr(value, "__wrapped__"):
+        # tether's guards, down to the driver's method bound to its connection
+        # (psycopg's transaction() has a __wrapped__ of its own: not followed).
+        value = value.__wrapped__
     if value is raw_value:
         return True
     try:

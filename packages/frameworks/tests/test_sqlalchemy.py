@@ -226,7 +226,11 @@ def test_psycopg_dialect_default_options_use_hstore(
 ) -> None:
     """The default ``use_native_hstore=True``: TypeInfo.fetch() on tether's connection works."""
     owners: list[Any] = []
-    engine = _hstore_engine(pg_server, hstore_url, how, owners)
+    # With creator=, the dialect registers hstore once, on its first connection,
+    # as a borrower: tether takes that back at checkin (a borrower's adapters
+    # never reach the next one), so the README's recipe registers it in the
+    # tether pool's on_connect.
+    engine = _hstore_engine(pg_server, hstore_url, how, owners, on_connect=_register_hstore)
     metadata = sa.MetaData()
     table = sa.Table(
         "kv",
@@ -251,10 +255,26 @@ def test_psycopg_dialect_default_options_use_hstore(
             owner.close()
 
 
-def _hstore_engine(pg_server: DatabaseServer, url: str, how: str, owners: list[Any]) -> sa.Engine:
+def _register_hstore(raw: Any) -> None:
+    """The README's ``on_connect`` for a tether pool used with ``creator=``."""
+    from psycopg.types import TypeInfo
+    from psycopg.types.hstore import register_hstore
+
+    info = TypeInfo.fetch(raw, "hstore")
+    assert info is not None
+    register_hstore(info, raw)
+
+
+def _hstore_engine(
+    pg_server: DatabaseServer,
+    url: str,
+    how: str,
+    owners: list[Any],
+    on_connect: Callable[[Any], None] | None = None,
+) -> sa.Engine:
     if how.startswith("creator-"):
         target = DriverTarget.build("psycopg", pg_server)
-        kwargs = {**target.kwargs, "dbname": sa.make_url(url).database}
+        kwargs = {**target.kwargs, "dbname": sa.make_url(url).database, "on_connect": on_connect}
         owner: Any
         if how == "creator-pooled":
             owner = PooledDB(target.creator, maxconnections=4, blocking=True, **kwargs)

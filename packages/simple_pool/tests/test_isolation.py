@@ -190,6 +190,54 @@ def test_the_next_pg_borrower_does_not_get_the_notices_of_the_last(server_target
         pool.close()
 
 
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pymysql", "sqlite3"], indirect=True)
+def test_the_next_borrower_does_not_get_the_configuration_of_the_last(dbapi_target: Any) -> None:
+    """Found by an outside attack on the pools above: configuration kept on the driver
+    connection (psycopg's adapters and notice handlers, PyMySQL's encoders, sqlite3's
+    trace callback) reached the next borrower, rewriting what it stored or watching it."""
+    target = dbapi_target
+    pool = make_pool(target, 1)
+    seen: list[Any] = []
+    try:
+        with pool.connection() as db:  # borrower A
+            if target.name == "psycopg":
+                import psycopg.adapt
+
+                class Tampered(psycopg.adapt.Dumper):
+                    oid = 25  # text
+
+                    def dump(self, obj: Any) -> bytes:
+                        return b"tampered"
+
+                db.adapters.register_dumper(str, Tampered)
+                db.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+            elif target.name == "pymysql":
+                db.encoders[int] = lambda value, mapping=None: "'tampered'"  # (str: escaped)
+            else:
+                db.set_trace_callback(seen.append)
+        with pool.connection() as db:  # borrower B gets the same connection (or a new one)
+            value: Any = 42 if target.name == "pymysql" else "mine"
+            mark = "?" if target.name == "sqlite3" else "%s"
+            assert target.query(db, f"SELECT {mark}", (value,)) == [(value,)]
+            if target.name == "psycopg":
+                db.execute("DO $$BEGIN RAISE NOTICE 'for B only'; END$$")
+            db.rollback()
+        assert seen == []
+    finally:
+        pool.close()
+
+
+def test_adapters_put_back_only_what_changed(server_target: Any) -> None:
+    """configuration() and restore_configuration(): nothing changed, nothing done."""
+    adapter = adapter_for(server_target.creator)
+    conn = server_target.connect()
+    try:
+        saved = adapter.configuration(conn)
+        assert adapter.restore_configuration(conn, saved) is False if saved is not None else True
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
 def test_a_connection_whose_settings_cannot_be_restored_is_replaced(server_target: Any) -> None:
     pool = make_pool(server_target, 1)

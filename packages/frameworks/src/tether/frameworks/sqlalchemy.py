@@ -231,6 +231,9 @@ class TetherPool(Pool):
         except BaseException:
             self._give_back(con)
             raise
+        # What the events configured (the dialect's hstore adapters) stays for
+        # later checkouts: else tether takes it back at checkin, as a borrower's.
+        con.keep_configuration()
         self._seen.add(raw)  # type: ignore[union-attr]
 
     def _give_back(self, con: Any) -> None:

@@ -37,7 +37,12 @@ Three rules make this safe with threads:
    ``autocommit(True)``...) are set back to what they were when the
    connection was opened (:meth:`DriverAdapter.restore_settings`; it costs
    no round trip when nothing was changed). Otherwise the next borrower's
-   ``rollback()`` could find autocommit on and undo nothing.
+   ``rollback()`` could find autocommit on and undo nothing. So is the
+   configuration kept on the connection object (psycopg's type adapters and
+   notice handlers, PyMySQL's ``encoders``:
+   :meth:`DriverAdapter.restore_configuration`), and a connection on which a
+   method no read can undo was called (sqlite3's ``set_trace_callback()``:
+   :attr:`DriverAdapter.unrestorable`) is closed instead of kept.
 
 What the pool promises besides:
 
@@ -67,7 +72,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from .checks import check_int, check_seconds
 from .deadline import LATE, call_within
@@ -114,7 +119,7 @@ class SimplePooledDB(Uncopyable):
         # The idle connections, each with the settings it had when it was
         # opened (rule 3). A condition variable (a lock plus a way to sleep
         # until notified) lets a borrower wait for the next return.
-        self._idle: deque[tuple[Any, dict[str, Any]]] = deque()
+        self._idle: deque[tuple[Any, _Baseline]] = deque()
         # Connections that exist or are being opened: idle, lent out, or
         # connecting. A slot freed by a broken connection is filled again by
         # the next borrower that needs it.
@@ -127,7 +132,7 @@ class SimplePooledDB(Uncopyable):
                 opened.append(adapter.open(*args, **kwargs))
             # A creator tether could not place (a lambda) gets its driver's adapter now.
             self._adapter = adapter = refine(adapter, opened[0])
-            self._idle.extend((raw, adapter.settings(raw)) for raw in opened)
+            self._idle.extend((raw, _baseline(adapter, raw)) for raw in opened)
         except BaseException:
             # A constructor that raises leaves the caller no pool to close, and
             # the traceback keeps this half-made one alive: without this, the
@@ -210,7 +215,7 @@ class SimplePooledDB(Uncopyable):
                         f" place did not finish within the {seconds:g} s left of the timeout"
                     )
                 raw = result
-            saved = adapter.settings(raw)
+            saved = _baseline(adapter, raw)
             with self._cond:
                 closed = self._closed
             if closed:
@@ -228,7 +233,7 @@ class SimplePooledDB(Uncopyable):
             self._open -= 1
             self._cond.notify()
 
-    def _return(self, raw: Any, saved: dict[str, Any]) -> None:
+    def _return(self, raw: Any, saved: _Baseline, spoiled: bool = False) -> None:
         """Take a connection back, clean. Called by :meth:`PooledConnection.close`."""
         adapter = self._adapter
         clean = False
@@ -237,8 +242,10 @@ class SimplePooledDB(Uncopyable):
         try:
             if adapter.in_transaction(raw) is not False:
                 adapter.rollback(raw)
-            adapter.restore_settings(raw, saved)  # after the rollback: outside a transaction
-            clean = not adapter.is_closed(raw)
+            adapter.restore_settings(raw, saved.settings)  # after the rollback: no transaction
+            if saved.configuration is not None:
+                adapter.restore_configuration(raw, saved.configuration)
+            clean = not spoiled and not adapter.is_closed(raw)
         except Exception as exc:
             # The connection is broken. This pool does not reconnect on use
             # (tether.steady does), but it must not hand out a dead connection
@@ -284,7 +291,20 @@ def SimplePooledPg(maxconnections: int, *args: Any, **kwargs: Any) -> SimplePool
     return SimplePooledDB(pg.DB, maxconnections, *args, **kwargs)
 
 
-_CONNECTION_SLOTS = ("_pool", "_raw", "_saved")
+_CONNECTION_SLOTS = ("_pool", "_raw", "_saved", "_spoiled")
+
+
+class _Baseline(NamedTuple):
+    """A connection as it was opened: what a borrower's changes are set back to."""
+
+    settings: dict[str, Any]
+    configuration: Any
+
+
+def _baseline(adapter: DriverAdapter, raw: Any) -> _Baseline:
+    return _Baseline(adapter.settings(raw), adapter.configuration(raw))
+
+
 _CURSOR_SLOTS = ("_checkout", "_cursor")
 _END = object()
 _set_slot = object.__setattr__
@@ -304,15 +324,18 @@ class PooledConnection(Uncopyable):
 
     __slots__ = _CONNECTION_SLOTS
 
-    def __init__(self, pool: SimplePooledDB, raw: Any, saved: dict[str, Any]) -> None:
+    def __init__(self, pool: SimplePooledDB, raw: Any, saved: _Baseline) -> None:
         # Past our own __setattr__ (which forwards to the driver): it is the hot path.
         _set_slot(self, "_pool", pool)
         _set_slot(self, "_raw", raw)
         _set_slot(self, "_saved", saved)
+        _set_slot(self, "_spoiled", False)
 
     _pool: SimplePooledDB | None
     _raw: Any
-    _saved: dict[str, Any]
+    _saved: _Baseline
+    #: A method of the adapter's ``unrestorable`` was taken: closed when returned.
+    _spoiled: bool
 
     def _live(self) -> Any:
         """The driver's connection, while this borrow lasts."""
@@ -329,12 +352,14 @@ class PooledConnection(Uncopyable):
         pool = self._pool
         if pool is not None:
             _set_slot(self, "_pool", None)
-            pool._return(self._raw, self._saved)
+            pool._return(self._raw, self._saved, self._spoiled)
 
     def __getattr__(self, name: str) -> Any:
         if name in _CONNECTION_SLOTS:  # not set yet (a failed __init__): no recursion
             raise AttributeError(name)
         raw = self._live()
+        if name in self._pool._adapter.unrestorable:  # type: ignore[union-attr]  # (_live)
+            _set_slot(self, "_spoiled", True)
         return _bound(self, self, raw, getattr(raw, name))
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -395,7 +420,7 @@ class PooledConnection(Uncopyable):
             else:
                 _set_slot(self, "_pool", None)
                 threading.Thread(
-                    target=pool._return, args=(self._raw, self._saved), daemon=True,
+                    target=pool._return, args=(self._raw, self._saved, self._spoiled), daemon=True,
                     name="tether-simple-pool-return",
                 ).start()  # fmt: skip
         except Exception:

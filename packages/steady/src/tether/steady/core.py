@@ -278,7 +278,7 @@ class SteadyBase(Uncopyable):
         if old is None:
             return None
         try:
-            return self._adapter.settings(old)
+            settings = self._adapter.settings(old)
         except Exception as exc:  # a driver whose closed connection refuses to answer (pg.DB)
             self._log.debug(
                 "tether: the settings of the lost %s connection cannot be read (%s)",
@@ -286,6 +286,15 @@ class SteadyBase(Uncopyable):
                 _describe(exc),
             )
             return None
+        baseline = self._baseline
+        if baseline is None:
+            return settings
+        # Only what differs from the configured state is the borrower's: the
+        # rest is on_connect's to decide (Django's backend closes a dead
+        # session and has on_connect open the new one in the mode its
+        # atomic() block asked for; carried, the old session's configured
+        # autocommit undid that and the block committed statement by statement).
+        return {name: value for name, value in settings.items() if baseline.get(name) != value}
 
     def retire(self) -> None:
         """Really close, whatever ``closeable`` says; idempotent and never raising.
@@ -469,6 +478,20 @@ class SteadyBase(Uncopyable):
                 self._adapter.name,
             )
         return changed
+
+    def keep_configuration(self) -> None:
+        """Make the driver connection's configuration now the one put back at every checkin.
+
+        Layer API, for a framework that sets a connection up at the first
+        checkout that brings it (SQLAlchemy's ``connect`` event on a tether
+        pool it did not create: the dialect registers psycopg's hstore
+        adapters on the connection). What a borrower adds is otherwise taken
+        back at checkin (:meth:`end_checkout`); this makes it the pool's, for
+        this driver connection. Settings (``autocommit``...) are not affected.
+        """
+        raw = self._raw
+        if raw is not None:
+            self._state.configured = self._adapter.configuration(raw)
 
     def _drop_configured(self, raw: Any) -> NoReturn:
         """Close ``raw``, configured past what can be undone, and say so (see end_checkout)."""
