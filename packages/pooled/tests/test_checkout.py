@@ -436,3 +436,23 @@ def test_bad_max_connecting_names_the_parameter(value: Any, error: type[Exceptio
 
     with pytest.raises(error, match="max_connecting"):
         PooledDB(sqlite3, max_connecting=value, database=":memory:")
+
+
+def test_a_non_blocking_checkout_waits_for_a_connection_the_pool_is_opening(
+    fake: FakeDriver,
+) -> None:
+    """Found by the model test: with maxconnections=1 and mincached=1, a discarded
+    connection's slot went to the maintenance thread's refill, and a non-blocking checkout
+    made meanwhile was refused (TooManyConnectionsError: size 1/1, in use 0, idle 0). A
+    connection on its way to the idle list is not one in use: the checkout takes it."""
+    pool = PooledDB(fake, mincached=1, maxconnections=1, blocking=False, checkout_timeout=5)
+    fake.connect_delay = 0.3
+    pool.connection().discard()  # the maintenance thread opens mincached's again
+    _wait_for(lambda: pool.stats()["opening"] == 1)
+    start = time.monotonic()
+    with pool.connection() as db:  # waits for the refill, not refused
+        assert time.monotonic() - start < 1.0
+        assert db.cursor() is not None
+        with pytest.raises(TooManyConnectionsError):  # a full pool still refuses at once
+            pool.connection()
+    pool.close()

@@ -262,8 +262,18 @@ class Borrower:
 
 @dataclass
 class Kept:
-    kind: str  # "cursor", "proxy", "commit", "cursor_method", "execute"
+    kind: str  # "cursor", "proxy", "commit", "cursor_method", "execute", or psycopg's below
     obj: Any
+    new: str = ""  # the ledger id a kept stream() would insert (fixed when it was made)
+
+
+#: Driver objects that hold the session (psycopg): kept past checkin, used after.
+PSYCOPG_KEPT = ("transaction", "stream", "copy")
+
+
+class Tampering:
+    """Driver configuration a borrower adds: psycopg dumps ``str`` through it, PyMySQL
+    escapes it. It must never reach the next borrower (check_fresh)."""
 
 
 class PooledModel(RuleBasedStateMachine):
@@ -370,6 +380,16 @@ class PooledModel(RuleBasedStateMachine):
         if not configured_autocommit:
             db.rollback()
         b.pid = int(pid)
+        if self.driver_settings:
+            if self.server_kind == "postgresql":
+                try:
+                    db.adapters.get_dumper(Tampering, self.side.driver.adapt.PyFormat.AUTO)
+                except self.side.driver.ProgrammingError:
+                    pass  # psycopg: no dumper for it, as configured
+                else:
+                    raise AssertionError("new checkout has an earlier borrower's dumper")
+            else:
+                assert Tampering not in db.encoders, "an earlier borrower's encoder is there"
         if self.reset_session or not self.session_sql:
             assert tuple(row) == self.side.clean_session, (
                 f"new checkout's session {tuple(row)} is not the configured one"
@@ -442,12 +462,26 @@ class PooledModel(RuleBasedStateMachine):
     @rule(
         i=st.integers(0, 7),
         how=st.sampled_from(["close", "with"]),
-        keep=st.sampled_from(["nothing", "cursor", "proxy", "commit", "cursor_method", "execute"]),
+        keep=st.sampled_from(
+            ["nothing", "cursor", "proxy", "commit", "cursor_method", "execute", *PSYCOPG_KEPT]
+        ),
     )
     def checkin(self, i: int, how: str, keep: str) -> None:
         b = self.pick(i)
+        if keep in PSYCOPG_KEPT and (self.server_kind != "postgresql" or b.in_tx):
+            keep = "nothing"  # (psycopg's; made outside a transaction, as they are used)
         if keep != "nothing" and self.handles and not b.broken:
-            if keep == "cursor":
+            insert = f"INSERT INTO ledger (id) VALUES ({self.side.placeholder})"
+            if keep == "transaction":
+                self.kept.append(Kept(keep, b.db.transaction()))
+            elif keep == "copy":
+                self.kept.append(Kept(keep, b.db.cursor().copy("COPY ledger (id) FROM STDIN")))
+            elif keep == "stream":
+                new = self.new_id()
+                self.forbidden.add(new)
+                rows = b.db.cursor().stream(insert + " RETURNING id", (new,))
+                self.kept.append(Kept(keep, rows, new))
+            elif keep == "cursor":
                 self.kept.append(Kept(keep, b.db.cursor()))
             elif keep == "proxy":
                 self.kept.append(Kept(keep, b.db))
@@ -640,6 +674,29 @@ class PooledModel(RuleBasedStateMachine):
             b.db.isolation_level = level
             assert b.db.isolation_level == level
 
+    @precondition(lambda self: self.driver_settings and self.borrowers)
+    @rule(i=st.integers(0, 7))
+    def add_driver_configuration(self, i: int) -> None:
+        """A dumper (psycopg) or an encoder (PyMySQL) this borrower alone may use."""
+        b = self.pick(i)
+        if b.broken:
+            return
+        if self.server_kind == "postgresql":
+            adapt = self.side.driver.adapt
+
+            class TamperingDumper(adapt.Dumper):
+                oid = 25  # text
+
+                def dump(self, obj: Any) -> bytes:
+                    return b"tampered"
+
+            b.db.adapters.register_dumper(Tampering, TamperingDumper)
+            assert b.db.execute("SELECT %s", (Tampering(),)).fetchone() == ("tampered",)
+            if not b.autocommit:
+                b.implicit = True
+        else:
+            b.db.encoders[Tampering] = lambda value, mapping=None: "'tampered'"
+
     @precondition(lambda self: self.session_sql and self.borrowers)
     @rule(i=st.integers(0, 7), k=st.integers(0, 4))
     def change_session_with_sql(self, i: int, k: int) -> None:
@@ -672,6 +729,14 @@ class PooledModel(RuleBasedStateMachine):
                 kept.obj()
             elif kept.kind == "cursor_method":
                 kept.obj().execute(insert, (new,))
+            elif kept.kind == "transaction":
+                with kept.obj as tx:
+                    tx.connection.execute(insert, (new,))
+            elif kept.kind == "copy":
+                with kept.obj as copy:
+                    copy.write_row((new,))
+            elif kept.kind == "stream":
+                next(kept.obj)
             else:
                 kept.obj(insert, (new,))
         except TetherError as exc:

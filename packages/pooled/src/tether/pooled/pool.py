@@ -313,6 +313,9 @@ class Pool(Uncopyable):
         self._size = 0  # idle + in use + opening + being validated
         self._opening = 0
         self._checking = 0
+        #: Of ``_opening``: connections the pool opens for its idle list (mincached,
+        #: a reconnect attempt), which a checkout may wait for instead of being refused.
+        self._coming = 0
         #: Connections forgotten (out of ``_size``) whose driver close is still running.
         self._closing = 0
         #: Set once a closed pool has nothing open and nothing closing (``close(timeout)``).
@@ -498,7 +501,7 @@ class Pool(Uncopyable):
                     or not self._has_room()
                     or (self._blocking and self._opening >= self._max_connecting)
                 ):
-                    if not self._blocking:
+                    if not self._blocking and (self._unreachable or not self._arriving()):
                         raise self._refusal(failed)
                     if self._max_waiting and len(self._waiters) >= self._max_waiting:
                         raise TooManyConnectionsError(
@@ -675,9 +678,22 @@ class Pool(Uncopyable):
             )
             if ok:
                 self._reserve()
+                self._coming += 1  # for the idle list (see _open_reserved)
             return ok
         finally:
             lock.release()
+
+    def _arriving(self) -> bool:
+        """Whether a connection nobody waits for is on its way to the idle list (under the lock).
+
+        One the pool opens (mincached, a reconnect attempt) or validates: a
+        non-blocking checkout of a pool that is full only of those waits for
+        one (within ``checkout_timeout``) instead of being told that
+        ``maxconnections`` connections are in use (found by the model test:
+        size 1/1, in use 0, idle 0 while the maintenance thread refilled
+        mincached after a discard).
+        """
+        return self._coming + self._checking > len(self._waiters)
 
     def _has_room(self) -> bool:
         """Whether one more connection may be opened (under the lock)."""
@@ -853,6 +869,8 @@ class Pool(Uncopyable):
             try:
                 self._size -= 1
                 self._opening -= 1
+                if not checkout and for_waiter is None:
+                    self._coming -= 1
                 self._size_dropped()
                 newly = refused = False
                 connect_error = isinstance(exc, Exception) and self._is_connect_error(exc)
@@ -910,6 +928,8 @@ class Pool(Uncopyable):
             recovered = False
             closed = self._closed or entry.gen != self._gen
             ours = entry.gen == self._gen
+            if ours and not checkout and for_waiter is None:
+                self._coming -= 1
             if closed:
                 if ours:
                     self._size -= 1
@@ -1711,7 +1731,7 @@ class Pool(Uncopyable):
         self._waiters = deque()
         self._entries = {}
         self._orphans = deque()
-        self._size = self._opening = self._checking = self._closing = 0
+        self._size = self._opening = self._checking = self._closing = self._coming = 0
         self._drained = None
         self._over_limit = False
         self._checkin_work = self._observed or self._reset.always

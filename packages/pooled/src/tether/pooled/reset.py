@@ -38,6 +38,7 @@ handed out again: a half-reset session is worse than a new one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, NamedTuple
 
 from tether.simple_pool.drivers import DriverAdapter
@@ -84,7 +85,12 @@ class ResetPolicy(NamedTuple):
         connection (the server rolls back a session that ends).
         """
         # A lost connection counts as rolled back and is dropped.
+        started = monotonic()
         if con.transaction_open() and not con.roll_back_within(timeout):
+            if monotonic() - started < timeout:
+                # It failed at once: the session was gone (a kill, a restart),
+                # which a pool drops without a warning, as any lost connection.
+                raise ResetError("the connection was lost")
             raise RollbackTimeout(
                 f"its rollback did not finish within {timeout:g} s (checkout_timeout);"
                 " the connection was closed (the server rolls back with it)"
