@@ -292,18 +292,8 @@ def _hstore_engine(
     [
         "pooled",
         "persistent",
-        *(
-            pytest.param(
-                how,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="tether.steady opens the new driver connection with fresh"
-                    " adapters: the hstore loader the connect event registered on the old"
-                    " one is gone, and with creator= no connect event fires inside a checkout",
-                ),
-            )
-            for how in ("creator-pooled", "creator-persistent")
-        ),
+        "creator-pooled",  # the borrower's hstore loader is carried to the new session
+        "creator-persistent",
     ],
 )
 def test_hstore_loader_survives_a_reopen_inside_a_checkout(

@@ -1054,3 +1054,36 @@ def test_a_sqlite3_trace_callback_ends_with_its_checkout(dbapi_target: Any, pool
         assert execute(target, db, "SELECT pooled()") == [("pool's",)]
     assert seen == []
     assert pool.stats()["opened"] == 2  # the first connection went with its checkout
+
+
+def test_a_borrowers_dumper_survives_a_transparent_reopen_in_its_checkout(
+    pg_target: Any, pools: Any
+) -> None:
+    """Found by the model test: the session killed while idle, the borrower's next statement
+    ran on a new session without the dumper it had registered ("cannot adapt type"). Kept
+    for the rest of the checkout, as its settings are; the next borrower still has none."""
+    import psycopg
+    import psycopg.adapt
+
+    class Marker:
+        pass
+
+    class MarkerDumper(psycopg.adapt.Dumper):
+        oid = 25  # text
+
+        def dump(self, obj: Any) -> bytes:
+            return b"marker"
+
+    pool = make_pool(
+        pg_target, maxconnections=1, blocking=True, on_connect=_autocommit_on(pg_target)
+    )
+    pools.append(pool)
+    with pool.connection() as db:
+        db.adapters.register_dumper(Marker, MarkerDumper)
+        pid = backend_id(pg_target, db)
+        pg_target.kill_backend(pid)
+        time.sleep(0.05)  # past ALIVE_BYPASS: the socket is looked at before the statement
+        assert db.execute("SELECT %s::text", (Marker(),)).fetchone() == ("marker",)
+        assert backend_id(pg_target, db) != pid  # it was reopened
+    with pool.connection() as db, pytest.raises(psycopg.ProgrammingError):
+        db.execute("SELECT %s::text", (Marker(),))

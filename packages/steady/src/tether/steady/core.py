@@ -237,6 +237,7 @@ class SteadyBase(Uncopyable):
         ``raw``: a connection made already (by :meth:`_connect_raw`), else one is opened here.
         """
         carried = self._carried() if raw is None else None  # read before the old one goes
+        configured = self._carried_configuration()
         old, self._raw = self._raw, None
         self._state.new_session(None)  # nothing of the old session carries over, even if this fails
         if old is not None:
@@ -248,9 +249,31 @@ class SteadyBase(Uncopyable):
         state = self._state
         state.new_session(time.monotonic())
         # The pool's configuration, taken before any borrower reached this one.
-        state.configured = self._adapter.configuration(raw)
+        adapter = self._adapter
+        state.configured = adapter.configuration(raw)
+        if configured is not None:
+            # The borrower's (a dumper it registered) stays for the rest of its
+            # checkout, as its settings do; end_checkout puts the pool's back.
+            adapter.restore_configuration(raw, configured)
         self._raw = raw
         return raw
+
+    def _carried_configuration(self) -> Any:
+        """The configuration of the session about to be replaced, if a borrower reached it.
+
+        Found by the model test: a psycopg dumper a borrower registered was
+        gone after a transparent reopen in its checkout (its next statement
+        raised "cannot adapt type"), while its settings were kept.
+        """
+        if not self._state.touched:
+            return None
+        old = self._raw if self._raw is not None else self._dead
+        if old is None:
+            return None
+        try:
+            return self._adapter.configuration(old)
+        except Exception:  # a driver whose closed connection refuses to answer
+            return None
 
     def _carried(self) -> dict[str, Any] | None:
         """The driver settings of the session about to be replaced, where a reopen must keep them.
