@@ -258,6 +258,16 @@ class SteadyBase(Uncopyable):
         self._raw = raw
         return raw
 
+    def _reached_session(self) -> Any:
+        """The driver connection about to be replaced, if a borrower reached it past tether.
+
+        None when nothing can differ from what a new connection gets
+        (``touched`` is off since the last ended checkout) or none is known.
+        """
+        if not self._state.touched:
+            return None
+        return self._raw if self._raw is not None else self._dead
+
     def _carried_configuration(self) -> Any:
         """The configuration of the session about to be replaced, if a borrower reached it.
 
@@ -265,9 +275,7 @@ class SteadyBase(Uncopyable):
         gone after a transparent reopen in its checkout (its next statement
         raised "cannot adapt type"), while its settings were kept.
         """
-        if not self._state.touched:
-            return None
-        old = self._raw if self._raw is not None else self._dead
+        old = self._reached_session()
         if old is None:
             return None
         try:
@@ -295,9 +303,7 @@ class SteadyBase(Uncopyable):
         nothing reached the session past tether's replay since the last
         ended checkout (``touched``), or no old connection is known.
         """
-        if not self._state.touched:
-            return None
-        old = self._raw if self._raw is not None else self._dead
+        old = self._reached_session()
         if old is None:
             return None
         try:
