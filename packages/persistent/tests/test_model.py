@@ -159,6 +159,10 @@ class PersistentModel(RuleBasedStateMachine):
         self.pending.clear()
         self.began = self.implicit = self.broken = self.lost_unseen = False
 
+    #: A commit failed with the session: a repeated one must raise (steady README,
+    #: rule 3) until rollback(), a statement, or the next request.
+    commit_failed = False
+
     def request(self) -> Any:
         """``persist.connection()``, with the model's view of what it does."""
         held = bool(self.holders)
@@ -174,12 +178,14 @@ class PersistentModel(RuleBasedStateMachine):
             # README: a new request starts with the driver settings the connection was
             # opened with; what the previous request switched is set back.
             self.autocommit = self.configured_autocommit
+            self.commit_failed = False
         return db
 
     def run(self, db: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         cur = db.cursor()
         try:
             cur.execute(sql, params or None)
+            self.commit_failed = False  # the statement went on, on a new session
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
         finally:
             cur.close()
@@ -289,10 +295,18 @@ class PersistentModel(RuleBasedStateMachine):
             return
         db.begin()
         self.began = True
+        self.commit_failed = False
 
     @rule()
     def commit(self) -> None:
         db = self.request()
+        if self.commit_failed:
+            try:
+                db.commit()
+            except TetherError as exc:
+                assert "commit failed before" in str(exc), f"not why it failed: {exc!r}"
+                return
+            raise AssertionError("a commit repeated after one that failed reported success")
         if self.broken:
             try:
                 db.commit()
@@ -306,6 +320,7 @@ class PersistentModel(RuleBasedStateMachine):
                 # The failed commit ended the transaction (steady's rule, as
                 # test_commit_of_a_lost_transaction_raises_and_is_never_retried says).
                 self.end_tx(self.rolled_back)
+                self.commit_failed = True
                 return
             raise AssertionError("commit() succeeded after the transaction's session was lost")
         try:
@@ -320,12 +335,14 @@ class PersistentModel(RuleBasedStateMachine):
         db = self.request()
         db.rollback()
         self.end_tx(self.rolled_back)
+        self.commit_failed = False
 
     @rule()
     def close(self) -> None:
         db = self.request()
         db.close()  # README: ignored but for rolling back; the thread keeps its connection
         self.end_tx(self.rolled_back)
+        self.commit_failed = False
 
     @rule(fail=st.booleans())
     def with_block(self, fail: bool) -> None:

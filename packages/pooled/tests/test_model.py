@@ -253,6 +253,7 @@ class Borrower:
     pending: list[str] = field(default_factory=list)
     broken: bool = False  # its session was lost inside a transaction: statements must fail
     lost_unseen: bool = False  # the loss was not reported yet: the next error is the driver's
+    commit_failed: bool = False  # a commit failed with the session: a repeated one must raise
     read_only: bool = False
 
     @property
@@ -326,6 +327,7 @@ class PooledModel(RuleBasedStateMachine):
         cur = b.db.cursor()
         try:
             cur.execute(sql, params or None)
+            b.commit_failed = False  # the statement went on, on a new session
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
         finally:
             cur.close()
@@ -585,6 +587,7 @@ class PooledModel(RuleBasedStateMachine):
             return
         # psycopg's own idiom: execute() returns the cursor.
         row = b.db.cursor().execute("SELECT 42").fetchone()
+        b.commit_failed = False
         if not b.autocommit:
             b.implicit = True
         assert tuple(row) == (42,)
@@ -597,11 +600,21 @@ class PooledModel(RuleBasedStateMachine):
             return
         b.db.begin()
         b.began = True
+        b.commit_failed = False
 
     @precondition(lambda self: self.borrowers)
     @rule(i=st.integers(0, 7))
     def commit(self, i: int) -> None:
         b = self.pick(i)
+        if b.commit_failed:
+            # steady README, rule 3: the failed commit's outcome is unknown, so a commit
+            # repeated before rollback() or the next statement must not report success.
+            try:
+                b.db.commit()
+            except TetherError as exc:
+                assert "commit failed before" in str(exc), f"not why it failed: {exc!r}"
+                return
+            raise AssertionError("a commit repeated after one that failed reported success")
         if b.broken:
             try:
                 b.db.commit()
@@ -616,6 +629,7 @@ class PooledModel(RuleBasedStateMachine):
                 # test_commit_of_a_lost_transaction_raises_and_is_never_retried says):
                 # its work is gone; the next statement may open a new session.
                 self.end_tx(b, self.rolled_back)
+                b.commit_failed = True
                 return
             raise AssertionError("commit() succeeded after the transaction's session was lost")
         try:
@@ -627,6 +641,7 @@ class PooledModel(RuleBasedStateMachine):
                 # driver's error reaches the caller (never retried); no work was lost, and
                 # the next statement reopens.
                 self.end_tx(b, self.committed)
+                b.commit_failed = True
                 return
             self.end_tx(b, self.unknown)
             raise
@@ -639,6 +654,7 @@ class PooledModel(RuleBasedStateMachine):
         # steady README: rollback succeeds on a lost connection, too.
         b.db.rollback()
         self.end_tx(b, self.rolled_back)
+        b.commit_failed = False
 
     # -- driver settings and session SQL ---------------------------------------------------------
 
@@ -692,6 +708,7 @@ class PooledModel(RuleBasedStateMachine):
 
             b.db.adapters.register_dumper(Tampering, TamperingDumper)
             assert b.db.execute("SELECT %s", (Tampering(),)).fetchone() == ("tampered",)
+            b.commit_failed = False
             if not b.autocommit:
                 b.implicit = True
         else:
@@ -916,3 +933,28 @@ TestPooledCursorChain = _case(CursorChainModel, 4, 10)
 TestPooledRestart = _case(RestartModel, 8, 20)
 TestPooledPyMySQL = _case(PyMySQLModel, 8, 20)
 TestPooledPyMySQLResetSession = _case(PyMySQLResetSessionModel, 20, 25)
+
+
+def test_the_sequence_the_fresh_clone_ci_found_on_313_a_commit_repeated_after_a_failed_one(
+    pg_server: Any,
+) -> None:
+    """Replayed by hand: checkout, a dumper (an implicit transaction), the session killed,
+    commit (the driver's error), commit again. The second commit raised "the steady
+    connection is closed"; it must raise, saying the first one failed (steady README, rule
+    3), and the pool must stay whole."""
+    _SERVERS["postgresql"] = pg_server
+    machine = DriverSettingsModel()
+    try:
+        machine.make_pool(maxconnections=1, blocking=False, autocommit=False, mincached=0)
+        machine.checkout()
+        machine.add_driver_configuration(i=0)
+        machine.kill_borrowers_session(i=0)
+        machine.commit(i=0)
+        assert machine.borrowers[0].commit_failed
+        machine.commit(i=0)
+        machine.insert(i=0)
+        machine.commit(i=0)
+        machine.ledger_matches_the_model()
+        machine.stats_balance()
+    finally:
+        machine.teardown()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tether.steady import InvalidCursorError, SteadyPgConnection, connect
+from tether.steady import InvalidCursorError, SteadyDBError, SteadyPgConnection, connect
 
 pytestmark = [pytest.mark.server]
 
@@ -182,6 +182,42 @@ def test_commit_right_after_the_rollback_of_a_lost_transaction_has_nothing_to_do
     rows(server_target, con, f"INSERT INTO {table} VALUES (3)")
     end(server_target, con)
     assert committed_keys(server_target, table) == [3]
+    con.close()
+
+
+@server_dbapi
+def test_a_commit_repeated_after_one_that_failed_with_the_session_raises_again(
+    driver_target: Any,
+) -> None:
+    """The failed commit's outcome is unknown: a second commit() must not report success
+    (found by the pooled model test on 3.13: it raised "the steady connection is closed",
+    which the connection was not); rollback() goes on, and so does the next statement."""
+    table = make_table(driver_target)
+    con = open_steady(driver_target)
+    rows(driver_target, con, f"INSERT INTO {table} VALUES (1)")
+    driver_target.kill_backend(backend(driver_target, con))
+    time.sleep(0.2)
+    with pytest.raises(Exception) as first:
+        con.commit()
+    assert not isinstance(first.value, SteadyDBError), "the driver's own error, first"
+    for _ in range(2):
+        with pytest.raises(SteadyDBError, match="commit failed before"):
+            con.commit()
+    con.rollback()
+    con.commit()  # nothing ran since the rollback: nothing to commit
+    rows(driver_target, con, f"INSERT INTO {table} VALUES (2)")
+    con.commit()
+    assert committed_keys(driver_target, table) == [2]
+    # Without rollback(): the next statement goes on, on a new session.
+    rows(driver_target, con, f"INSERT INTO {table} VALUES (3)")
+    driver_target.kill_backend(backend(driver_target, con))
+    time.sleep(0.2)
+    with pytest.raises(Exception) as second:
+        con.commit()
+    assert not isinstance(second.value, SteadyDBError), "the driver's own error, again"
+    rows(driver_target, con, f"INSERT INTO {table} VALUES (4)")
+    con.commit()
+    assert committed_keys(driver_target, table) == [2, 4]
     con.close()
 
 

@@ -426,11 +426,13 @@ class SteadyBase(Uncopyable):
     def needs_reset(self) -> bool:
         """Whether the next borrower would not start clean without more than :meth:`end_checkout`.
 
-        True when a transaction is open (to be rolled back) or something
+        True when a transaction is open (to be rolled back), something
         reached the driver connection past tether (its settings are compared
-        at :meth:`end_checkout`). No round trip.
+        at :meth:`end_checkout`), or a commit failed with its session (a
+        repeated commit raises until :meth:`end_checkout`). No round trip.
         """
-        return self._state.touched or self.transaction_open()
+        state = self._state
+        return state.touched or state.commit_failed or self.transaction_open()
 
     def check(self, timeout: float | None = None) -> bool | None:
         """The liveness check at checkout, if ``ping`` asks for one; nothing is reopened.
@@ -485,7 +487,7 @@ class SteadyBase(Uncopyable):
         state.lease += 1
         state.generation += 1
         # A slot store (a store on the connection would go through __setattr__).
-        state.rolled_back_dead = False  # a dropped session's rollback: this checkout's only
+        state.commit_failed = False  # a failed commit is this checkout's: the next one starts clean
         if not state.touched:
             return False
         state.replay.clear()
@@ -934,9 +936,19 @@ class SteadyBase(Uncopyable):
         idle = idle and not self.transaction_open()
         state.transaction_ended()
         if raw is None:
-            if state.rolled_back_dead and not self._closed:
-                return None  # rolled back already, nothing ran since: nothing to commit
-            raise SteadyDBError("the steady connection is closed")
+            # No session now: nothing ran since the last one ended (rolled back,
+            # lost, or a checkout that starts on a connection to be reopened),
+            # so there is nothing to commit -- unless a commit failed with the
+            # session: repeated, it must not report the success that the first
+            # one could not (rule 3), until rollback() or a statement goes on.
+            if self._closed:
+                raise SteadyDBError("the steady connection is closed")
+            if state.commit_failed:
+                raise SteadyDBError(
+                    "commit failed before, with the connection: whether it was applied is"
+                    " unknown, and a commit is never retried (call rollback() to go on)"
+                )
+            return None
         if idle:
             return None
         try:
@@ -944,9 +956,11 @@ class SteadyBase(Uncopyable):
         except Exception as exc:
             if self._is_lost(raw, exc) or lost:
                 self._forget(raw)
+                state.commit_failed = True
             raise
         if lost:  # the driver let a commit on a dead session pass: the work is gone all the same
             self._forget(raw)
+            state.commit_failed = True
             raise SteadyDBError(
                 "commit failed: the connection was lost inside the transaction,"
                 " so its work was rolled back by the server"
@@ -958,15 +972,14 @@ class SteadyBase(Uncopyable):
         state = self._state
         raw, lost = self._raw, state.lost
         state.transaction_ended()
+        state.commit_failed = False
         if raw is None:
-            state.rolled_back_dead = not self._closed
             return None
         try:
             result = self._adapter.rollback(raw, *args, **kwargs)
         except Exception as exc:
             if lost or self._is_lost(raw, exc):
                 self._forget(raw)
-                state.rolled_back_dead = True
                 self._log.info(
                     "tether: rollback on a lost %s connection; the transaction ended with it",
                     self._adapter.name,
@@ -975,7 +988,6 @@ class SteadyBase(Uncopyable):
             raise
         if lost:  # a session that must be retired (read-only now) rolls back fine: retire it
             self._forget(raw)
-            state.rolled_back_dead = True
         return result
 
     def _forget(self, raw: Any) -> None:

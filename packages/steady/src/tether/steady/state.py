@@ -33,8 +33,8 @@ class SessionState:
     """The state of one steady connection's session (see the module docstring)."""
 
     __slots__ = (
-        "alive_at", "begun", "configured", "dirty", "generation", "lease", "lost", "opened_at",
-        "replay", "rolled_back_dead", "settled", "spoiled", "touched", "usage",
+        "alive_at", "begun", "commit_failed", "configured", "dirty", "generation", "lease", "lost",
+        "opened_at", "replay", "settled", "spoiled", "touched", "usage",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -46,10 +46,10 @@ class SessionState:
         #: The connection broke inside a transaction; kept, dead, until the
         #: transaction ends, so that every statement of it fails.
         self.lost = False
-        #: The caller's rollback() ended the transaction of a session found dead
-        #: and dropped it: until a new session or the end of the checkout, a
-        #: commit() has nothing to do.
-        self.rolled_back_dead = False
+        #: A commit failed with its session, which was dropped: whether it was
+        #: applied is unknown, so a commit() repeated before rollback(), a new
+        #: session or the end of the checkout raises rather than report success.
+        self.commit_failed = False
         #: The last statement left the session idle in autocommit mode and
         #: nothing but tether's own statements has reached the driver since:
         #: within ``ALIVE_BYPASS`` the next statement skips every check.
@@ -92,7 +92,7 @@ class SessionState:
 
         ``now`` None: no driver connection now (closed, lost, abandoned after fork).
         """
-        self.begun = self.dirty = self.lost = self.settled = self.rolled_back_dead = False
+        self.begun = self.dirty = self.lost = self.settled = self.commit_failed = False
         self.spoiled = False
         self.configured = None
         if now is not None:
