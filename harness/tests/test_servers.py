@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,37 @@ def test_kill_leaves_the_server_down_until_started(server: DatabaseServer) -> No
     server.start()
     assert server.port == port
     assert server.admin_execute("SELECT 1") == [(1,)]
+
+
+@pytest.mark.restart
+def test_a_start_right_after_a_kill_waits_for_what_the_killed_server_left(
+    pg_server: DatabaseServer,
+) -> None:
+    """PostgreSQL's backends outlive a kill of the postmaster's process group a moment (each
+    runs in a session of its own): a start at once failed with "pre-existing shared memory
+    block is still in use" (found in CI). The start waits for them, within its timeout.
+    A backend busy computing notices last: it looks for the postmaster only when it waits."""
+    _controllable(pg_server)
+    busy = _connect(pg_server)
+    started = threading.Event()
+
+    def compute() -> None:
+        with contextlib.suppress(psycopg.Error):
+            cursor = busy.cursor()
+            started.set()
+            cursor.execute("SELECT count(*) FROM generate_series(1, 20000000)")
+
+    worker = threading.Thread(target=compute)
+    worker.start()
+    try:
+        started.wait(5)
+        time.sleep(0.3)  # the query is running
+        pg_server.kill()
+        pg_server.start()
+        assert pg_server.admin_execute("SELECT 1") == [(1,)]
+    finally:
+        worker.join(30)
+        busy.close()
 
 
 def test_restart_rejects_unknown_modes(server: DatabaseServer) -> None:

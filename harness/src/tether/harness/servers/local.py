@@ -112,6 +112,9 @@ class _LocalServer(DatabaseServer):
     def _provision(self) -> None:
         """Create the test user and database (after the first start)."""
 
+    def _settle(self, deadline: float) -> None:
+        """Before a start: wait, until ``deadline``, for what a killed server left running."""
+
     def _name(self) -> str:
         """What the server is called in errors and log records (``postgresql server``)."""
         return f"{self.kind} server"
@@ -185,6 +188,8 @@ class _LocalServer(DatabaseServer):
                     untrack(self)
                     raise
                 self._base = base
+            else:
+                self._settle(started + self._start_timeout)
             # The first start chooses the port; restarts keep it, so clients see it come back.
             choose_port = not self._fixed_port and not self._ever_started
             self._child = start_on_free_port(

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -197,6 +198,17 @@ class LocalPostgres(_LocalServer):
             cmd += ["-c", f"{name}={value}"]
         return cmd
 
+    def _settle(self, deadline: float) -> None:
+        # A killed postmaster leaves its backends, auxiliary processes included,
+        # running a moment: each runs in a session of its own (setsid), so the
+        # kill of its process group does not reach them, and they exit once
+        # they notice its death. A start before that fails with "pre-existing
+        # shared memory block ... is still in use" (found in CI: a restart right
+        # after kill()). So wait until nothing is attached to the old segment.
+        shmid = _shared_memory_id(self._base / "data" / "postmaster.pid" if self._base else None)
+        while shmid is not None and _attached(shmid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def _ready(self, proc: subprocess.Popen[bytes]) -> bool:
         # postmaster.pid: line 1 the pid, line 8 "ready" once it accepts connections
         # (what pg_ctl -w polls). Check the pid: a killed server leaves a stale file.
@@ -237,3 +249,28 @@ class LocalPostgres(_LocalServer):
                         sql.Identifier(self.database), sql.Identifier(self.user)
                     )
                 )
+
+
+def _shared_memory_id(pid_file: Path | None) -> int | None:
+    """The System V shared memory id in a ``postmaster.pid`` (line 7: key, id), if any."""
+    if pid_file is None:
+        return None
+    try:
+        lines = pid_file.read_text().splitlines()
+        return int(lines[6].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _attached(shmid: int) -> bool:
+    """Whether a process is still attached to segment ``shmid`` (Linux's /proc/sysvipc/shm)."""
+    try:
+        with open("/proc/sysvipc/shm") as table:
+            next(table)  # the header: key shmid perms size cpid lpid nattch ...
+            for line in table:
+                fields = line.split()
+                if int(fields[1]) == shmid:
+                    return int(fields[6]) > 0
+    except (OSError, StopIteration, IndexError, ValueError):
+        return False
+    return False
