@@ -6,6 +6,7 @@ restarting it disturbs no other test running at the same time.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -218,6 +219,50 @@ def test_a_commit_repeated_after_one_that_failed_with_the_session_raises_again(
     rows(driver_target, con, f"INSERT INTO {table} VALUES (4)")
     con.commit()
     assert committed_keys(driver_target, table) == [2, 4]
+    con.close()
+
+
+@server_dbapi
+def test_a_statement_that_commits_by_itself_is_not_run_twice_when_killed_mid_way(
+    driver_target: Any,
+) -> None:
+    """Outside a transaction, not in autocommit mode: the server's rollback of a lost
+    session does not undo a statement that committed by itself ("INSERT ...; COMMIT; ..."
+    on PostgreSQL, a procedure that commits on MariaDB). Found by an outside attack: re-run
+    on a new session, it was applied twice. The driver's error reaches the caller; the next
+    statement reopens."""
+    table = make_table(driver_target)
+    next_key = f"SELECT coalesce(max(k), 0) + 1 FROM {table}"  # run twice: two rows
+    con = open_steady(driver_target)
+    session = backend(driver_target, con)
+    end(driver_target, con)
+    if driver_target.server.kind == "postgresql":
+        sql = f"INSERT INTO {table} {next_key}; COMMIT; SELECT pg_sleep(3)"
+    else:
+        procedure = f"{table}_pay"
+        rows(
+            driver_target,
+            con,
+            f"CREATE PROCEDURE {procedure}() BEGIN INSERT INTO {table} {next_key}; COMMIT;"
+            " DO SLEEP(3); END",
+        )
+        end(driver_target, con)
+        sql = f"CALL {procedure}()"
+        session = backend(driver_target, con)
+        end(driver_target, con)
+    killer = threading.Timer(0.5, driver_target.kill_backend, (session,))
+    killer.start()
+    try:
+        with pytest.raises(Exception) as lost:
+            rows(driver_target, con, sql)
+        assert not isinstance(lost.value, SteadyDBError), "the driver's own error"
+    finally:
+        killer.join()
+    con.rollback()
+    assert committed_keys(driver_target, table) == [1], "applied once, never re-run"
+    rows(driver_target, con, f"INSERT INTO {table} VALUES (5)")
+    end(driver_target, con)
+    assert committed_keys(driver_target, table) == [1, 5]
     con.close()
 
 

@@ -849,14 +849,19 @@ class SteadyBase(Uncopyable):
                     _describe(exc),
                 )
                 raise exc
-            if autocommit and not adapter.never_sent(raw, exc):
+            if writes and not adapter.never_sent(raw, exc):
                 # It may have been applied before the connection broke:
-                # running it again could apply it twice. Reopen next time.
+                # running it again could apply it twice. Not only in
+                # autocommit mode: a statement can commit by itself (a CALL
+                # of a procedure that commits, "INSERT ...; COMMIT; ...",
+                # MySQL's DDL), so the server's rollback of a lost session
+                # does not prove it undone (found by an outside attack: such
+                # a CALL killed mid-way ran twice). Reopen next time.
                 self._raw, self._dead = None, raw
                 adapter.close(raw)
                 self._log.warning(
-                    "tether: %s connection lost in autocommit mode; the statement may have"
-                    " been applied, so it is not retried (%s)",
+                    "tether: %s connection lost during a statement that may have been"
+                    " applied, so it is not retried (%s)",
                     adapter.name,
                     _describe(exc),
                 )
