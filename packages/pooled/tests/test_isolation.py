@@ -12,6 +12,8 @@ import copy
 import gc
 import logging
 import pickle
+import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -1054,6 +1056,31 @@ def test_a_sqlite3_trace_callback_ends_with_its_checkout(dbapi_target: Any, pool
         assert execute(target, db, "SELECT pooled()") == [("pool's",)]
     assert seen == []
     assert pool.stats()["opened"] == 2  # the first connection went with its checkout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="sqlite3's deserialize() is 3.11+")
+@pytest.mark.parametrize("dbapi_target", ["sqlite3"], indirect=True)
+def test_a_sqlite3_deserialize_ends_with_its_checkout(dbapi_target: Any, pools: Any) -> None:
+    """Found by an outside attack: a borrower's deserialize() left the connection on an
+    in-memory image, and the next borrower's commits never reached the database file."""
+    target = dbapi_target
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("image")
+    with pool.connection() as db:
+        db.execute(f"CREATE TABLE {table} (x TEXT)")
+    image = sqlite3.connect(":memory:")
+    image.execute(f"CREATE TABLE {table} (x TEXT)")
+    with pool.connection() as db:
+        db.deserialize(image.serialize())
+    image.close()
+    with pool.connection() as db:
+        db.execute(f"INSERT INTO {table} VALUES ('kept')")
+    check = sqlite3.connect(target.args[0])
+    try:
+        assert check.execute(f"SELECT x FROM {table}").fetchall() == [("kept",)]
+    finally:
+        check.close()
 
 
 def test_a_borrowers_dumper_survives_a_transparent_reopen_in_its_checkout(

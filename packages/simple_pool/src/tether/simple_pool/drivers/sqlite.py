@@ -31,7 +31,8 @@ transaction open at all times), so a restored connection in that mode is
 
 What cannot be read back (:attr:`Sqlite3Adapter.unrestorable`):
 ``set_trace_callback``, ``set_authorizer``, ``set_progress_handler``, the
-``create_*`` functions, extensions and limits. sqlite3 has no getter for
+``create_*`` functions, extensions, limits and ``deserialize()`` (which
+replaces the connection's database by an image). sqlite3 has no getter for
 any of them, so a checkout that used one ends with the connection closed
 (found by an outside attack: a trace callback one borrower installed saw
 every statement of the next). A ``:memory:`` database goes with it: give
@@ -66,6 +67,10 @@ class Sqlite3Adapter(DriverAdapter):
             "set_trace_callback", "set_authorizer", "set_progress_handler", "create_function",
             "create_aggregate", "create_collation", "create_window_function",
             "enable_load_extension", "load_extension", "setlimit", "setconfig",
+            # Replaces the database the connection works on (3.11+): the next
+            # borrower's commits would go to the image, never to the file
+            # (found by an outside attack).
+            "deserialize",
         }
     )  # fmt: skip
 
