@@ -1114,3 +1114,28 @@ def test_a_borrowers_dumper_survives_a_transparent_reopen_in_its_checkout(
         assert backend_id(pg_target, db) != pid  # it was reopened
     with pool.connection() as db, pytest.raises(psycopg.ProgrammingError):
         db.execute("SELECT %s::text", (Marker(),))
+
+
+def test_a_two_phase_transaction_given_back_open_is_rolled_back(
+    pg_target: Any, pools: Any
+) -> None:
+    """Found by an outside attack: psycopg keeps a tpc_begin()'s state (``_tpc``) on the
+    connection; given back open, every later borrower's commit() raised "commit() cannot
+    be used during a two-phase transaction". It is rolled back at checkin, as any open
+    transaction is, and the next borrower commits."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = pg_target.unique_table("tpc")
+    with pool.connection() as db:
+        execute(pg_target, db, f"CREATE TABLE {table} (x TEXT)")
+    db = pool.connection()
+    db.tpc_begin(db.xid(1, "tether-tpc", "branch"))
+    execute(pg_target, db, f"INSERT INTO {table} VALUES ('A')")
+    db.close()
+    for who in ("B", "C"):
+        db = pool.connection()
+        execute(pg_target, db, f"INSERT INTO {table} VALUES (%s)", (who,))
+        db.commit()
+        db.close()
+    with pool.connection() as db:
+        assert execute(pg_target, db, f"SELECT x FROM {table} ORDER BY x") == [("B",), ("C",)]

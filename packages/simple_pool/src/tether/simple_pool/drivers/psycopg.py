@@ -145,7 +145,11 @@ class PsycopgAdapter(DriverAdapter):
         except Exception:
             return None
         if status == TRANS_IDLE:
-            return False
+            # A two-phase transaction (tpc_begin()) is psycopg's until
+            # tpc_commit()/tpc_rollback(), prepared (the session idle) or not:
+            # its state, _tpc, would refuse the next borrower's commit() or
+            # let its tpc_commit() commit this one's work (found by an outside attack).
+            return getattr(conn, "_tpc", None) is not None
         return transaction_state(status)
 
     #: libpq's transaction status, non-zero unless IDLE (SQL cannot end psycopg's
@@ -240,6 +244,11 @@ class PsycopgAdapter(DriverAdapter):
             return False
         if self.in_transaction(conn) is False:
             return True
+        if getattr(conn, "_tpc", None) is not None:
+            # A two-phase transaction: psycopg's own tpc_rollback() (ROLLBACK, or
+            # ROLLBACK PREPARED), the one way to end its _tpc state. Not bounded.
+            conn.tpc_rollback()
+            return self.in_transaction(conn) is False
         if getattr(conn, "_num_transactions", 0) or getattr(conn, "_pipeline", None):
             return None
         if not _command_within(conn, b"ROLLBACK", timeout):
