@@ -1116,9 +1116,7 @@ def test_a_borrowers_dumper_survives_a_transparent_reopen_in_its_checkout(
         db.execute("SELECT %s::text", (Marker(),))
 
 
-def test_a_two_phase_transaction_given_back_open_is_rolled_back(
-    pg_target: Any, pools: Any
-) -> None:
+def test_a_two_phase_transaction_given_back_open_is_rolled_back(pg_target: Any, pools: Any) -> None:
     """Found by an outside attack: psycopg keeps a tpc_begin()'s state (``_tpc``) on the
     connection; given back open, every later borrower's commit() raised "commit() cannot
     be used during a two-phase transaction". It is rolled back at checkin, as any open
