@@ -1028,6 +1028,24 @@ def test_pymysql_encoders_a_borrower_changes_never_reach_the_next_one(
         assert backend_id(server_target, db) == session
 
 
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+def test_pymysql_query_attributes_a_borrower_changes_never_reach_the_next_one(
+    server_target: Any, pools: Any
+) -> None:
+    """Found by an outside attack: ``db.encoding = "cp1252"`` and ``max_allowed_packet``,
+    which PyMySQL reads on every query, reached the next borrower (its UTF-8 text was
+    refused, or with a lax sql_mode stored mangled)."""
+    pool = make_pool(server_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    with pool.connection() as db:
+        encoding, packet = db.encoding, db.max_allowed_packet
+        db.encoding = "cp1252"
+        db.max_allowed_packet = 64
+    with pool.connection() as db:
+        assert (db.encoding, db.max_allowed_packet) == (encoding, packet)
+        assert execute(server_target, db, "SELECT %s", ("naïve",)) == [("naïve",)]
+
+
 @pytest.mark.parametrize("dbapi_target", ["sqlite3"], indirect=True)
 def test_a_sqlite3_trace_callback_ends_with_its_checkout(dbapi_target: Any, pools: Any) -> None:
     """sqlite3 cannot say which trace callback (authorizer, progress handler, function...)

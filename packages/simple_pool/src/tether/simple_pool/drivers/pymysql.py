@@ -122,6 +122,11 @@ def _errno(exc: BaseException) -> int | None:
     return args[0] if args and type(args[0]) is int else None
 
 
+#: Plain attributes of a PyMySQL connection that every query reads (how text
+#: is encoded, how large a packet may be, whether text comes back decoded).
+_QUERY_ATTRIBUTES = ("encoding", "max_allowed_packet", "use_unicode")
+
+
 @register
 class PyMySQLAdapter(DriverAdapter):
     """PyMySQL: ``open`` and ``server_status`` for state, error numbers for errors."""
@@ -283,14 +288,22 @@ class PyMySQLAdapter(DriverAdapter):
         PyMySQL copies its conversion tables into every connection, and
         escapes each parameter with ``encoders`` and converts each column
         with ``decoders``: found by an outside attack, an encoder one borrower
-        put there rewrote the next borrower's parameters.
+        put there rewrote the next borrower's parameters. Also the plain
+        attributes it reads on every query (:data:`_QUERY_ATTRIBUTES`:
+        ``db.encoding = "cp1252"`` mangled the next borrower's text, a fourth
+        outside attack found).
         """
-        return (dict(raw.encoders), dict(raw.decoders))
+        plain = tuple(getattr(raw, name, None) for name in _QUERY_ATTRIBUTES)
+        return (dict(raw.encoders), dict(raw.decoders), plain)
 
     def restore_configuration(self, raw: Any, saved: Any) -> bool:
         """The saved tables back where they differ (a dict comparison, no round trip)."""
-        encoders, decoders = saved
+        encoders, decoders, plain = saved
         changed = False
+        for name, value in zip(_QUERY_ATTRIBUTES, plain):
+            if getattr(raw, name, None) != value:
+                setattr(raw, name, value)
+                changed = True
         if raw.encoders != encoders:
             raw.encoders = dict(encoders)
             changed = True
