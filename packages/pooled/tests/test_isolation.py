@@ -1010,6 +1010,32 @@ def test_psycopg_notice_and_notify_handlers_of_a_borrower_never_see_the_next_one
     assert configured == ["first", "second"]  # the pool's handler is still there
 
 
+def test_reset_session_forgets_the_notifications_a_borrower_received(
+    pg_target: Any, pools: Any
+) -> None:
+    """psycopg keeps the notifications a statement delivered for the next ``notifies()``:
+    with ``reset_session=True`` the next borrower got the last one's (fourth outside attack,
+    H3). DISCARD ALL ends the LISTEN; the client-side backlog goes with it."""
+    pool = make_pool(
+        pg_target,
+        maxconnections=1,
+        blocking=True,
+        reset_session=True,
+        on_connect=_autocommit_on(pg_target),
+    )
+    pools.append(pool)
+    with pool.connection() as db:
+        db.execute("LISTEN tether_backlog")
+        db.execute("NOTIFY tether_backlog, 'private'")
+        db.execute("SELECT 1")  # the notification is now in the client
+    with pool.connection() as db:
+        db.execute("LISTEN tether_backlog")
+        db.execute("NOTIFY tether_backlog, 'for the next borrower'")
+        received = [n.payload for n in db.notifies(timeout=0.5, stop_after=1)]
+        db.execute("UNLISTEN *")
+    assert received == ["for the next borrower"]
+
+
 @pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
 def test_pymysql_encoders_a_borrower_changes_never_reach_the_next_one(
     server_target: Any, pools: Any

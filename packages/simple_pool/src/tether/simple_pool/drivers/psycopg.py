@@ -331,6 +331,7 @@ class PsycopgAdapter(DriverAdapter):
         try:
             conn.execute(DISCARD_ALL, prepare=False)
             _forget_prepared(conn)
+            _forget_notifications(conn)
         finally:
             if not autocommit and not self.is_closed(conn):
                 conn.autocommit = False
@@ -480,6 +481,20 @@ def automatic_prepare_failed(conn: Any, exc: BaseException) -> bool:
     if 'prepared statement "_pg3_' not in text or expected not in text:
         return False
     return conn is None or getattr(conn, "prepare_threshold", 0) is not None
+
+
+def _forget_notifications(conn: Any) -> None:
+    """Drop the notifications psycopg received for a borrower and kept for ``notifies()``.
+
+    ``DISCARD ALL`` ends the session's ``LISTEN`` s, but what the server had sent
+    already is in the client: psycopg 3.3 keeps every notification no handler
+    took in ``conn._notifies_backlog`` (a deque; None while a ``notifies()``
+    generator runs) and hands it to the next ``notifies()`` call -- the next
+    borrower's. Measured with psycopg 3.3.9 (fourth outside attack, H3).
+    """
+    backlog = getattr(conn, "_notifies_backlog", None)
+    if backlog is not None:
+        backlog.clear()
 
 
 def _forget_prepared(conn: Any) -> None:
