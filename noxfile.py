@@ -216,6 +216,20 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.8")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # A merge that kept its conflict markers (a CHANGELOG once did): no linter reads Markdown.
+    git = shutil.which("git")
+    markers = (
+        git
+        and subprocess.run(
+            [git, "grep", "-n", "-E", "^(<<<<<<<|>>>>>>>) "],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    )
+    if markers:
+        session.error(f"merge conflict markers left in the tree:\n{markers}")
     actionlint = go_tool(
         session, ACTIONLINT_MODULE, ACTIONLINT_VERSION, TOOLS / f"actionlint-{ACTIONLINT_VERSION}"
     )

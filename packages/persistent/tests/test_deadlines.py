@@ -15,7 +15,7 @@ from tether.harness.deadlines import within
 from tether.harness.toxiproxy import Proxy, ToxiproxyServer, provide_toxiproxy, proxied_target
 from tether.harness.toxiproxy import proxy_for as make_proxy
 from tether.persistent import PersistentDB, PersistentPg
-from tether.simple_pool.errors import AuthenticationError, PoolTimeout
+from tether.simple_pool.errors import AuthenticationError, ConfigurationError, PoolTimeout
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,27 @@ def test_a_wrong_password_raises_an_authentication_error(dbapi_target: Any) -> N
     assert dbapi_target.server.user in str(info.value)
     assert "not-the-password-h2" not in str(info.value)
     assert isinstance(info.value.__cause__, dbapi_target.module.Error)
+    assert persist.open_connections == 0
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_connect_arguments_that_cannot_work_raise_at_once_without_the_password(
+    dbapi_target: Any,
+) -> None:
+    """libpq echoes a URL's bad token, here the password (fourth outside attack, M3)."""
+    server = dbapi_target.server
+    url = f"postgresql://{server.user}:pw%ZZ-m3@{server.host}:{server.port}/{server.database}"
+    key = "conninfo" if dbapi_target.name == "psycopg" else "database"
+    persist = PersistentDB(dbapi_target.creator, checkout_timeout=5, **{key: url})
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            persist.connection()
+    finally:
+        persist.close()
+    assert time.monotonic() - start < 1.5
+    assert "invalid percent-encoded token" in str(info.value)
+    assert "pw%ZZ" not in str(info.value) and info.value.__cause__ is None
     assert persist.open_connections == 0
 
 

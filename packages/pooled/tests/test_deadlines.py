@@ -21,8 +21,8 @@ import pytest
 from tether.harness.deadlines import within
 from tether.harness.toxiproxy import Proxy, ToxiproxyServer, provide_toxiproxy, proxied_target
 from tether.harness.toxiproxy import proxy_for as make_proxy
-from tether.pooled import PooledDB, UnreachableTimeout
-from tether.simple_pool.errors import AuthenticationError
+from tether.pooled import PooledDB, PooledPg, UnreachableTimeout
+from tether.simple_pool.errors import AuthenticationError, ConfigurationError
 
 from .conftest import FakeDriver, execute, make_pool
 
@@ -222,6 +222,60 @@ def test_a_wrong_password_is_an_authentication_error_not_an_outage(
     pools.append(pool)
     with pytest.raises(AuthenticationError):
         pool.connection()  # non-blocking: the same
+
+
+@pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pg"], indirect=True)
+def test_connect_arguments_that_cannot_work_are_a_configuration_error_without_the_password(
+    server_target: Any, pools: list[Any], caplog: Any
+) -> None:
+    """libpq echoes the bad token of a URL, here the password: it reached the pool's logs
+    and ``UnreachableTimeout``, which also called it an outage (fourth outside attack, M3)."""
+    target = server_target
+    server = target.server
+    secret = "s3cr%ZZet-m3"
+    url = f"postgresql://{server.user}:{secret}@{server.host}:{server.port}/{server.database}"
+    if target.name == "pg":
+        pool = PooledPg(dbname=url, blocking=True, checkout_timeout=5)
+    elif target.name == "pgdb":
+        pool = PooledDB(target.creator, blocking=True, checkout_timeout=5, database=url)
+    else:
+        pool = PooledDB(target.creator, blocking=True, checkout_timeout=5, conninfo=url)
+    pools.append(pool)
+    caplog.set_level(logging.DEBUG)
+    start = time.monotonic()
+    with pytest.raises(ConfigurationError) as info:
+        pool.connection()  # at once, not after checkout_timeout
+    assert time.monotonic() - start < 1.5
+    assert not isinstance(info.value, AuthenticationError)
+    message = str(info.value)
+    assert "invalid percent-encoded token" in message and server.user in message
+    assert "s3cr" not in message and info.value.__cause__ is None
+    stats = pool.stats()
+    assert not stats["unreachable"] and stats["connect_errors"] == 1
+    time.sleep(1.2)  # nothing retries it in the background
+    assert pool.stats()["connect_errors"] == 1
+    assert not [r for r in caplog.records if "s3cr" in r.getMessage()]
+
+
+@pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)
+def test_a_pygresql_database_uri_connects_with_the_checkout_deadline(
+    server_target: Any, pools: list[Any]
+) -> None:
+    """pgdb writes unknown keywords into a conninfo after ``dbname=<database>``, where libpq
+    no longer reads a URI: the ``connect_timeout`` tether adds made ``database=url`` connect
+    to the default local socket instead (found writing the M3 test)."""
+    target = server_target
+    server = target.server
+    url = f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{server.database}"
+    if target.name == "pg":
+        pool = PooledPg(dbname=url, checkout_timeout=5)
+    else:
+        pool = PooledDB(target.creator, checkout_timeout=5, database=url)
+    pools.append(pool)
+    with pool.connection() as db:
+        assert execute(target, db, "SELECT current_database(), inet_server_port()") == [
+            (server.database, server.port)
+        ]
 
 
 # -- 4. a failed constructor leaves nothing behind ------------------------------------------------

@@ -9,6 +9,7 @@ reach the connection's next borrower.
 from __future__ import annotations
 
 import copy
+import datetime
 import gc
 import logging
 import pickle
@@ -1034,6 +1035,53 @@ def test_reset_session_forgets_the_notifications_a_borrower_received(
         received = [n.payload for n in db.notifies(timeout=0.5, stop_after=1)]
         db.execute("UNLISTEN *")
     assert received == ["for the next borrower"]
+
+
+@pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)
+def test_pygresql_typecasts_a_borrower_sets_never_reach_the_next_one(
+    server_target: Any, pools: Any
+) -> None:
+    """PyGreSQL converts every fetched value with the connection's typecasts: one
+    borrower's ``set_typecast()`` converted the next borrower's rows (fourth outside attack,
+    H4). The pool's own, set in ``on_connect``, stays; the session is kept."""
+    target = server_target
+
+    def cache(db: Any) -> Any:
+        return db.type_cache if target.name == "pgdb" else db.dbtypes
+
+    def typed(db: Any) -> Any:
+        if target.name == "pgdb":
+            cursor = db.cursor()
+            cursor.execute(f"SELECT {values}")
+            row = cursor.fetchone()
+            cursor.close()
+            return tuple(row)
+        return tuple(db.query(f"SELECT {values}").getresult()[0])
+
+    values = "'2020-01-02'::date, '2020-01-02 03:04'::timestamp"
+    stamp = datetime.datetime(2020, 1, 2, 3, 4)
+
+    pool = make_pool(
+        target,
+        maxconnections=1,
+        blocking=True,
+        on_connect=lambda raw: cache(raw).set_typecast("date", lambda v: f"pool:{v}"),
+    )
+    pools.append(pool)
+    with pool.connection() as db:
+        session = backend_id(target, db)
+        assert typed(db) == ("pool:2020-01-02", stamp)
+        cache(db).set_typecast("date", lambda v: "tampered")
+        cache(db).set_typecast("timestamp", lambda v: "tampered")
+        assert typed(db) == ("tampered", "tampered")
+    with pool.connection() as db:
+        assert typed(db) == ("pool:2020-01-02", stamp)
+        assert backend_id(target, db) == session
+        if target.name == "pg":
+            db.use_regtypes(True)
+    if target.name == "pg":
+        with pool.connection() as db:
+            assert db.use_regtypes() is False
 
 
 @pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)

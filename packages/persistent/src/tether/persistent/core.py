@@ -95,7 +95,7 @@ from tether.simple_pool.dbapi import DBAPIConnection
 from tether.simple_pool.deadline import LATE, call_within, remaining
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
 from tether.simple_pool.errors import (
-    AuthenticationError,
+    ConfigurationError,
     NotSupportedError,
     PoolClosed,
     PoolError,
@@ -573,7 +573,7 @@ class _Persistent(Uncopyable, Generic[C]):
                     adapter.close,
                     "tether-persistent-reopen",
                 )
-        except AuthenticationError:
+        except ConfigurationError:
             raise
         except Exception as exc:
             self._log.warning(

@@ -17,7 +17,8 @@ the first failed connect or leaked proxy -- and each round it:
    ``WAITING_RETRY`` (0.25 s) whatever the backoff says, so a database that
    comes back serves them at once. The first success clears the unreachable
    state, so waiters are served and checkouts connect again. A refused login
-   (:class:`~tether.simple_pool.errors.AuthenticationError`) is no outage:
+   (:class:`~tether.simple_pool.errors.AuthenticationError`), or arguments
+   that cannot work (its base ``ConfigurationError``), is no outage:
    it is never retried here (nor by step 4); the next checkout's own connect
    tries again and raises it;
 2. **retires** idle connections past their lifetime (``max_lifetime``, with
@@ -175,7 +176,7 @@ def _reconnect(pool: Pool) -> float:
         pool._open_reserved(pool._timeout, checkout=False)
     except Exception:
         pool._reconnect_tried_at = monotonic()
-        if not pool._unreachable:  # AuthenticationError: no outage, no more attempts
+        if not pool._unreachable:  # ConfigurationError: no outage, no more attempts
             return maximum
         attempt = pool._reconnect_attempts
         pool._reconnect_attempts = attempt + 1

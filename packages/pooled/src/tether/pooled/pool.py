@@ -105,7 +105,7 @@ from tether.simple_pool.checks import (
 )
 from tether.simple_pool.deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
-from tether.simple_pool.errors import AuthenticationError
+from tether.simple_pool.errors import ConfigurationError
 from tether.steady import SteadyBase, forwarding_class
 
 from . import fork
@@ -326,8 +326,8 @@ class Pool(Uncopyable):
         self._gen = 0  # bumped in a forked child
         self._unreachable = False
         self._last_error: BaseException | None = None
-        #: The database refused the login (AuthenticationError): no background
-        #: connects until a checkout's own connect succeeds again.
+        #: The database refused the login, or the arguments cannot work (ConfigurationError):
+        #: no background connects until a checkout's own connect succeeds again.
         self._config_error: BaseException | None = None
         self._reconnect_attempts = 0
         self._reconnect_at = 0.0
@@ -877,7 +877,7 @@ class Pool(Uncopyable):
                 if connect_error:
                     self._n_connect_errors += 1
                     newly = self._set_unreachable(exc)
-                elif isinstance(exc, AuthenticationError):
+                elif isinstance(exc, ConfigurationError):
                     # Not an outage: the server answered. Whoever waits for a
                     # new connection tries (and is told) now, nothing retries
                     # in the background.

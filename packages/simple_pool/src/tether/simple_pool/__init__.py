@@ -15,6 +15,7 @@ from .attributes import instance_dict
 from .drivers import DriverAdapter, adapter_for
 from .errors import (
     AuthenticationError,
+    ConfigurationError,
     ConnectionReturned,
     NotSupportedError,
     PoolClosed,
@@ -37,6 +38,7 @@ PooledDBError = PoolError
 
 __all__ = [
     "AuthenticationError",
+    "ConfigurationError",
     "ConnectionReturned",
     "DriverAdapter",
     "NotSupportedError",

@@ -38,7 +38,20 @@ class NotSupportedError(PoolError):
     """The driver cannot be used this way (for example its threadsafety is 0)."""
 
 
-class AuthenticationError(TetherError):
+class ConfigurationError(TetherError):
+    """The connect arguments cannot work: retrying cannot help.
+
+    A login the database refused (:class:`AuthenticationError`), or arguments
+    the driver could not even parse (libpq's "invalid percent-encoded token"
+    in a URL, an unknown option, an invalid ``sslmode``). Like a refused
+    login, never an outage: no tether layer retries it or calls the database
+    unreachable. The message names the user, the host and the database,
+    never the password; the driver's error is its ``__cause__`` unless that
+    error quotes the password (libpq echoes the bad token of a URL).
+    """
+
+
+class AuthenticationError(ConfigurationError):
     """The database refused the credentials or the database name: a configuration error.
 
     A wrong password, an unknown user or database, a user that may not log

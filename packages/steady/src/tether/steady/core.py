@@ -49,7 +49,7 @@ from tether.simple_pool.checks import (
     check_setsession,
 )
 from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
-from tether.simple_pool.errors import AuthenticationError
+from tether.simple_pool.errors import ConfigurationError
 
 from .errors import SteadyDBError
 from .ping import parse_ping
@@ -190,7 +190,8 @@ class SteadyBase(Uncopyable):
         settings the session it replaces had (:meth:`_carried`), made again
         last.
         """
-        # open(): a refused login raises AuthenticationError, on the first open and on a reopen.
+        # open(): a refused login or arguments that cannot work raise ConfigurationError, on
+        # the first open and on a reopen.
         raw = self._adapter.open(*self._args, **kwargs)
         # A creator tether could not place (a lambda, a wrapper) gets its
         # driver's adapter once the connection shows which driver it is.
@@ -760,7 +761,7 @@ class SteadyBase(Uncopyable):
         if reconnect and not self.transaction_open():
             try:
                 self._reopen("the ping check failed")
-            except AuthenticationError:
+            except ConfigurationError:
                 raise  # configuration, not a dead connection: the caller must know
             except Exception as exc:
                 self._log.warning(

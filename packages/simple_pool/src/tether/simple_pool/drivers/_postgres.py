@@ -95,6 +95,33 @@ def libpq_auth_failure(exc: BaseException) -> bool:
     return any(message in fatal for message in _AUTH_MESSAGES)
 
 
+#: libpq's messages for connect arguments it cannot parse or use, from its
+#: conninfo and URL parser (``fe-connect.c``, PostgreSQL 15 and 16), raised
+#: before any server is reached (psycopg: ProgrammingError or
+#: OperationalError "connection is bad: ..."; PyGreSQL: InternalError).
+_CONNINFO_ERROR = re.compile(
+    r"invalid percent-encoded token"
+    r"|forbidden value %00 in percent-encoded value"
+    r"|invalid connection option \""
+    r"|missing \"=\" after \".*\" in connection info string"
+    r"|unterminated quoted string in connection info string"
+    r"|invalid URI query parameter"
+    r"|(extra|missing) key/value separator \"=\" in URI query parameter"
+    r"|end of string reached when looking for matching \"\]\""
+    r"|IPv6 host address may not be empty in URI"
+    r"|unexpected character \".\" at position \d+ in URI"
+    r"|invalid integer value \".*\" for connection option"
+    r"|invalid (port number|\w+ value): \""
+    r"|could not match \d+ (host names|port numbers) to \d+"
+    r"|definition of service \".*\" not found"
+)
+
+
+def libpq_configuration_error(exc: BaseException) -> bool:
+    """True when a libpq connect error says the connect arguments cannot work (no SQLSTATE)."""
+    return not getattr(exc, "sqlstate", None) and bool(_CONNINFO_ERROR.search(str(exc)))
+
+
 def sqlstate_means_lost(sqlstate: object) -> bool:
     """True for a SQLSTATE that means the server ended the session (class 08 or 57P0x...)."""
     return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in LOST_SQLSTATES)

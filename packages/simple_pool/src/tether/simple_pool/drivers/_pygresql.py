@@ -9,7 +9,8 @@ and libpq's connect timeout, is written once here.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, ClassVar
 
 from ._postgres import (
     READ_ONLY_SQLSTATE,
@@ -19,6 +20,7 @@ from ._postgres import (
     ask_server_read_only,
     connect_timeout,
     libpq_auth_failure,
+    libpq_configuration_error,
     must_retire,
     note_opened,
     pygresql_presend_error,
@@ -26,6 +28,8 @@ from ._postgres import (
     turned_read_only,
 )
 from .base import DriverAdapter, wait_readable
+
+_MISSING = object()
 
 
 class PyGreSQLAdapter(DriverAdapter):
@@ -91,6 +95,10 @@ class PyGreSQLAdapter(DriverAdapter):
         password or an unknown database raises ``InternalError`` without a SQLSTATE)."""
         return libpq_auth_failure(exc)
 
+    def is_configuration_error(self, exc: BaseException) -> bool:
+        """libpq's parse errors of the conninfo or URL (PyGreSQL 6.2.3: ``InternalError``)."""
+        return libpq_configuration_error(exc)
+
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for PyGreSQL's own refusal to use a closed or bad connection, and for a
         statement the server refused as a write in a read-only transaction (25006:
@@ -100,6 +108,65 @@ class PyGreSQLAdapter(DriverAdapter):
         if conn is not None and not self.is_closed(conn):
             return False
         return pygresql_presend_error(exc)
+
+    # -- configuration a borrower can add -------------------------------------------------
+
+    #: The attribute of the connection object that holds its type cache and its
+    #: typecasts: ``pgdb.Connection.type_cache``, ``pg.DB.dbtypes`` (a raw
+    #: ``pg.Connection`` has none).
+    type_cache_attribute: ClassVar[str] = ""
+
+    def _typecasts(self, raw: Any) -> dict[str, Any] | None:
+        """The typecasts dict of ``raw``'s type cache, or None."""
+        cache = getattr(raw, self.type_cache_attribute, None) if self.type_cache_attribute else None
+        casts = getattr(cache, "_typecasts", None)
+        return casts if isinstance(casts, dict) else None
+
+    def configuration(self, raw: Any) -> Any:
+        """A copy of the typecasts of the connection's type cache, and ``pg.DB``'s regtypes mode.
+
+        ``db.type_cache.set_typecast("date", f)`` (pgdb) or
+        ``db.dbtypes.set_typecast(...)`` (classic ``pg``) stores ``f`` in the type
+        cache's ``_typecasts`` dict, which converts every value of that type the
+        connection fetches: found by a fourth outside attack, one borrower's
+        cast converted the next borrower's rows. None when there is no type cache.
+        """
+        casts = self._typecasts(raw)
+        if casts is None:
+            return None
+        cache = getattr(raw, self.type_cache_attribute)
+        return dict(casts), getattr(cache, "_regtypes", None)
+
+    def restore_configuration(self, raw: Any, saved: Any) -> bool:
+        """The saved typecasts back, if any differs (a dict comparison, no round trip).
+
+        PyGreSQL fills ``_typecasts`` lazily (a type's cast is made the first
+        time a value of that type is fetched), so a key added since the
+        snapshot is either such a fill or a borrower's ``set_typecast()``; the
+        two cannot be told apart, and both are dropped: a fill is made again
+        when it is next needed (for a composite type, with one catalog query).
+        A cast PyGreSQL bound to a libpq connection (a ``partial`` with
+        ``cnx=``/``connection=``) is kept only on that connection: a snapshot is
+        also put on the new session of a transparent reopen.
+        """
+        casts = self._typecasts(raw)
+        if casts is None:
+            return False
+        copy, regtypes = saved
+        owner = getattr(casts, "cnx", None) or getattr(casts, "connection", None)
+        wanted = {k: v for k, v in copy.items() if _bound_to(v, owner)}
+        changed = False
+        if len(casts) != len(wanted) or any(
+            casts.get(k, _MISSING) is not v for k, v in wanted.items()
+        ):
+            casts.clear()
+            casts.update(wanted)
+            changed = True
+        cache = getattr(raw, self.type_cache_attribute)
+        if regtypes is not None and getattr(cache, "_regtypes", regtypes) != regtypes:
+            raw.use_regtypes(regtypes)  # pg.DB: also empties its caches made in the other mode
+            changed = True
+        return changed
 
     # -- timeouts ---------------------------------------------------------------------------
 
@@ -112,6 +179,14 @@ class PyGreSQLAdapter(DriverAdapter):
         if self.creator_is_driver:
             kwargs["connect_timeout"] = connect_timeout(seconds, kwargs.get("connect_timeout"))
         return kwargs
+
+
+def _bound_to(cast: Any, owner: Any) -> bool:
+    """False for a typecast PyGreSQL bound to a libpq connection other than ``owner``."""
+    if not isinstance(cast, functools.partial):
+        return True
+    bound = cast.keywords.get("cnx", cast.keywords.get("connection", owner))
+    return bound is owner
 
 
 def ping_cnx(cnx: Any, timeout: float | None) -> None:

@@ -159,22 +159,37 @@ class DriverAdapter:
         password or database name is reported the same way everywhere: at
         once, as a configuration error naming the user, host and database
         (never the password), with the driver's error as ``__cause__``;
-        never as "database unreachable", and never retried.
+        never as "database unreachable", and never retried. Arguments the
+        driver cannot parse (:meth:`is_configuration_error`), or a connect
+        error that quotes the password, raise ``ConfigurationError`` the same
+        way; its ``__cause__`` is None when the driver's text had the password.
         """
         try:
             conn = self.connect(*args, **kwargs)
         except Exception as exc:
-            if not self.is_auth_failure(exc):
-                raise
-            from ..errors import AuthenticationError
+            from ..errors import AuthenticationError, ConfigurationError
 
             text = str(exc).strip()
             for secret in _secrets(args, kwargs):
                 text = text.replace(secret, "***")
-            raise AuthenticationError(
-                f"{self.name}: the database refused the login of {describe_target(args, kwargs)}"
-                f" ({type(exc).__name__}: {text}); check the user, password and database name"
-            ) from exc
+            quoted = text != str(exc).strip()
+            target = describe_target(args, kwargs)
+            error: ConfigurationError
+            if self.is_auth_failure(exc):
+                error = AuthenticationError(
+                    f"{self.name}: the database refused the login of {target}"
+                    f" ({type(exc).__name__}: {text}); check the user, password and database name"
+                )
+            elif quoted or self.is_configuration_error(exc):
+                error = ConfigurationError(
+                    f"{self.name}: the connect arguments for {target} cannot work"
+                    f" ({type(exc).__name__}: {text}); retrying cannot help"
+                )
+            else:
+                raise
+            if quoted:
+                raise error from None  # the driver's text had the password: not kept
+            raise error from exc
         self.opened(conn)
         return conn
 
@@ -433,6 +448,24 @@ class DriverAdapter:
             return False
         return adapter_class.is_auth_failure(self, exc)
 
+    def is_configuration_error(self, exc: BaseException) -> bool:
+        """True when ``exc``, raised by :meth:`connect`, says the arguments cannot work.
+
+        Not a refused login (:meth:`is_auth_failure`) but arguments the driver
+        refused before it reached a server: libpq's parse errors of a conninfo
+        string or URL. The generic adapter asks the driver's adapter, as
+        :meth:`is_auth_failure` does.
+        """
+        from . import _REGISTRY
+
+        adapter_class = _REGISTRY.get(top_module_name(type(exc)))
+        if (
+            adapter_class is None
+            or adapter_class.is_configuration_error is DriverAdapter.is_configuration_error
+        ):
+            return False
+        return adapter_class.is_configuration_error(self, exc)
+
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True when ``exc`` proves the failed statement never reached the server.
 
@@ -530,7 +563,7 @@ def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     for name, role in _TARGET_KEYS:
         value = kwargs.get(name)
         text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-        if text and not (name in _CONNINFO_KEYS and "=" in text):  # a conninfo, read above
+        if text and not (name in _CONNINFO_KEYS and ("=" in text or "://" in text)):  # read above
             found[role] = text
     parts = [f"user {found.get('user', '(default)')!r}"]
     host = found.get("host", "(default)")

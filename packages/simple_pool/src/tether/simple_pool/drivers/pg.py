@@ -64,6 +64,7 @@ class PgClassicAdapter(PyGreSQLAdapter):
     """PyGreSQL classic ``pg.DB``: autocommit unless ``begin()``, state from ``db.db``."""
 
     name = "pg"
+    type_cache_attribute = "dbtypes"
     sql_sets_autocommit = False  # see DriverAdapter.sql_sets_autocommit
     modules = ("pg",)
     dbapi2 = False

@@ -52,6 +52,7 @@ from ._postgres import (
     DISCARD_ALL,
     peer_closed,
     transaction_state,
+    with_conninfo_timeout,
 )
 from ._pygresql import PyGreSQLAdapter, ping_cnx, rollback_cnx_within
 from .base import log
@@ -60,6 +61,7 @@ from .base import log
 #: but PyGreSQL reports 1 for good and 0 for bad).
 _STATUS_OK = 1
 _MISSING = object()
+_URI_PREFIXES = ("postgresql://", "postgres://")
 
 
 @register
@@ -70,6 +72,31 @@ class PgdbAdapter(PyGreSQLAdapter):
     sql_sets_autocommit = False  # see DriverAdapter.sql_sets_autocommit
     modules = ("pgdb",)
     setting_attributes = ("autocommit", "cursor_type")
+    type_cache_attribute = "type_cache"
+
+    # -- connections ----------------------------------------------------------------------
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """``pgdb.connect(*args, **kwargs)``; a ``database`` URI gets the ``connect_timeout``.
+
+        pgdb writes keyword arguments it does not know as ``kw=value`` pairs
+        into a conninfo string that starts ``dbname=<database>``, where libpq
+        no longer expands a ``postgresql://`` URI: measured with PyGreSQL
+        6.2.3, ``pgdb.connect(database=url)`` connects as the URI says and
+        ``pgdb.connect(database=url, connect_timeout=5)`` to the local socket
+        with the default database. The timeout tether adds (see
+        :meth:`set_timeouts`) goes into the URI's query instead.
+        """
+        database = kwargs.get("database")
+        if (
+            self.creator_is_driver
+            and "connect_timeout" in kwargs
+            and isinstance(database, str)
+            and database.startswith(_URI_PREFIXES)
+        ):
+            timeout = int(float(kwargs.pop("connect_timeout")))
+            kwargs["database"] = with_conninfo_timeout(database, timeout)
+        return self._connect(*args, **kwargs)
 
     # -- state, without round trips -------------------------------------------------------
 

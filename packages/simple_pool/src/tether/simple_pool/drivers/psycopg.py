@@ -61,6 +61,7 @@ from ._postgres import (
     ask_server_read_only,
     connect_timeout,
     libpq_auth_failure,
+    libpq_configuration_error,
     must_retire,
     note_opened,
     peer_closed,
@@ -389,6 +390,11 @@ class PsycopgAdapter(DriverAdapter):
         """SQLSTATE class 28 or 3D000, or libpq's FATAL message for them (connects have no
         SQLSTATE: measured with psycopg 3.3.9, ``sqlstate`` is None)."""
         return libpq_auth_failure(exc)
+
+    def is_configuration_error(self, exc: BaseException) -> bool:
+        """libpq's parse errors of the conninfo or URL (measured with psycopg 3.3.9:
+        ``ProgrammingError``, or ``OperationalError`` "connection is bad: ...")."""
+        return libpq_configuration_error(exc)
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for psycopg's refusal to use an already closed connection (nothing was
