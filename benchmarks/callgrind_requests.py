@@ -141,8 +141,23 @@ def _open(name: str, statement: bool) -> tuple[Callable[[], None], Callable[[], 
             from tether.steady import connect
 
             held = connect(target.creator())
+            variant = os.environ.get("TETHER_BENCH_ABLATE")
+            if variant:
+                import ablation
+
+                if ablation.VARIANTS[variant].on_driver:
+                    raw = held.dbapi_connection  # the ledger: no tether code per request
+                    return (lambda: _statement(raw)), held.close
         else:
             held = target.connect()
+            variant = os.environ.get("TETHER_BENCH_ABLATE")
+            if variant:
+                import ablation
+
+                if ablation.VARIANTS[variant].adds_dict_read:
+                    from tether.simple_pool import instance_dict
+
+                    instance_dict(held)  # as tether.steady's forwarding class does, once
         return (lambda: _statement(held)), held.close
     if name == "floor":
         pool: deque[Any] = deque([target.connect()])
@@ -211,6 +226,11 @@ def main(argv: list[str]) -> int:
     if not BACK_TO_BACK < ALIVE_BYPASS < GAP:
         print(f"ALIVE_BYPASS is {ALIVE_BYPASS}: adjust BACK_TO_BACK/GAP", file=sys.stderr)
         return 2
+    variant = os.environ.get("TETHER_BENCH_ABLATE")
+    if variant:  # the ledger phase: one piece of tether's hot path taken out (ablation.py)
+        import ablation
+
+        ablation.apply(variant)
     plan: list[tuple[str, int]] = []  # what ran in each part callgrind dumps
     for workload in workloads:
         if workload == "cycle" and not CONFIGURATIONS[name][1]:

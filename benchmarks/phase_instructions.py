@@ -49,7 +49,7 @@ from typing import Any
 from callgrind_requests import CONFIGURATIONS, NOT_IMPORTABLE, WORKLOADS
 from context import Context, fmt
 
-__all__ = ["markdown", "parse_total", "read_parts", "run", "slope"]
+__all__ = ["markdown", "measure", "parse_total", "read_parts", "run", "slope", "worker_env"]
 
 WORKER = Path(__file__).resolve().parent / "callgrind_requests.py"
 DRIVER = "driver"
@@ -105,14 +105,25 @@ def slope(n1: int, i1: int, n2: int, i2: int) -> float:
 
 
 def _measure(
-    key: str, n1: int, n2: int, env: dict[str, str], out: Path, cpus: set[int]
+    key: str,
+    n1: int,
+    n2: int,
+    env: dict[str, str],
+    out: Path,
+    cpus: set[int],
+    workloads: tuple[str, ...] = WORKLOADS,
+    label: str = "",
 ) -> dict[str, Any]:
-    """One configuration under callgrind: per workload, (I(N1), I(N2)) and the slope."""
+    """One configuration under callgrind: per workload, (I(N1), I(N2)) and the slope.
+
+    ``label`` names the output files when one configuration is measured more than
+    once (the ledger phase's variants).
+    """
     started = time.monotonic()
     command = [sys.executable, str(WORKER), key]
     # Natively first: fills the bytecode cache, and a broken configuration fails fast.
     check = subprocess.run(
-        [*command, "1", "2", *WORKLOADS],
+        [*command, "1", "2", *workloads],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     if check.returncode != 0:
@@ -120,12 +131,12 @@ def _measure(
         if NOT_IMPORTABLE in reason[0]:
             return {"configuration": key, "skipped": reason[0]}
         return {"configuration": key, "error": reason[0]}
-    prefix = out / re.sub(r"[^A-Za-z0-9.]+", "_", key)
+    prefix = out / re.sub(r"[^A-Za-z0-9.]+", "_", label or key)
     proc = subprocess.Popen(
         [
             "valgrind", "--tool=callgrind", "--dump-before=getppid",
             f"--callgrind-out-file={prefix}", f"--log-file={prefix}.log",
-            *command, str(n1), str(n2), *WORKLOADS,
+            *command, str(n1), str(n2), *workloads,
         ],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -171,6 +182,33 @@ def _measure(
     }
 
 
+measure = _measure
+
+
+def worker_env(params: dict[str, Any], tmp: str) -> dict[str, str]:
+    """The environment of a callgrind worker: the server, a bytecode cache, a fixed seed.
+
+    The worker's own bytecode cache: nothing is compiled under callgrind. A fixed
+    hash seed: str hashes (so dict and set probes) are the same in every run, one
+    cause less for two runs' counts to differ (they moved by up to ~2.7% with
+    random seeds; how much of that the seed was is not measured).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE",)}
+    env.pop("TETHER_BENCH_ABLATE", None)
+    return env | {
+        "TETHER_BENCH_PG": json.dumps(params),
+        "PYTHONPYCACHEPREFIX": f"{tmp}/pyc",
+        "PYTHONHASHSEED": "0",
+    }
+
+
+def valgrind_version() -> str:
+    """``valgrind --version``; raises OSError or CalledProcessError when it cannot run."""
+    return subprocess.run(
+        ["valgrind", "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def run(ctx: Context) -> dict[str, Any]:
     assert ctx.pg is not None
     s = ctx.settings
@@ -180,23 +218,12 @@ def run(ctx: Context) -> dict[str, Any]:
         keys = [k for k in keys if k in LAYERS or k in ctx.only]
     params = {k: v for k, v in ctx.pg.params.items() if k != "application_name"}
     try:
-        version = subprocess.run(
-            ["valgrind", "--version"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        version = valgrind_version()
     except (OSError, subprocess.CalledProcessError) as exc:
         # No valgrind: a failure, not a skip (nox -s provision installs it).
         return {"phase": "instructions", "error": f"valgrind not runnable: {exc}", "rows": []}
     with tempfile.TemporaryDirectory(prefix="tether-callgrind-") as tmp:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        # The worker's own bytecode cache: nothing is compiled under callgrind. A fixed
-        # hash seed: str hashes (so dict and set probes) are the same in every run, one
-        # cause less for two runs' counts to differ (they moved by up to ~2.7% with
-        # random seeds; how much of that the seed was is not measured).
-        env |= {
-            "TETHER_BENCH_PG": json.dumps(params),
-            "PYTHONPYCACHEPREFIX": f"{tmp}/pyc",
-            "PYTHONHASHSEED": "0",
-        }
+        env = worker_env(params, tmp)
         cpus = set(range(os.cpu_count() or 1))
         ctx.log(
             f"instructions: {len(keys)} configurations under callgrind, slope {n1} -> {n2}"

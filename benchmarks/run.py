@@ -31,6 +31,7 @@ import phase_contention  # noqa: E402
 import phase_cycle  # noqa: E402
 import phase_instructions  # noqa: E402
 import phase_layers  # noqa: E402
+import phase_ledger  # noqa: E402
 import phase_spike  # noqa: E402
 import phase_throughput  # noqa: E402
 import phase_web  # noqa: E402
@@ -49,7 +50,11 @@ PHASES = {
     "spike": phase_spike,
     "web": phase_web,
     "instructions": phase_instructions,
+    "ledger": phase_ledger,
 }
+#: What a run measures unless ``--phases`` says otherwise: the ledger (~15 runs under
+#: callgrind, what each piece of the hot path costs) only when asked for.
+DEFAULT_PHASES = [name for name in PHASES if name != "ledger"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dsn", help="use this PostgreSQL server instead of a throwaway one")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument(
-        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {list(PHASES)}"
+        "--phases",
+        default=",".join(DEFAULT_PHASES),
+        help=f"comma-separated subset of {list(PHASES)} (default: all but ledger)",
     )
     parser.add_argument("--pools", help="comma-separated pool keys to run (baselines always run)")
     parser.add_argument("--runs", type=int, help="runs of each phase (default 2)")

@@ -129,6 +129,38 @@ def _one(db: Any) -> Any:
         cursor.close()
 
 
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
+def test_close_with_a_transaction_open_is_bounded_by_the_deadline_under_a_blackhole(
+    dbapi_target: Any, toxiproxy: ToxiproxyServer
+) -> None:
+    """``db.close()`` ends the request with a rollback: behind a stopped server it hung
+    (fourth outside attack, M2). Out of time, that session is closed; the next request
+    gets a new one, and nothing of the rolled-back transaction was committed."""
+    with _proxied(toxiproxy, dbapi_target, "close") as (proxy, target):
+        persist = PersistentDB(target.creator, checkout_timeout=1, **target.kwargs)
+        try:
+            table = dbapi_target.unique_table("m2p")
+            db = persist.connection()
+            cursor = db.cursor()
+            cursor.execute(f"CREATE TABLE {table} (x int)")
+            db.commit()
+            cursor.execute(f"INSERT INTO {table} VALUES (1)")
+            cursor.close()
+            with _blackhole(proxy):
+                start = time.monotonic()
+                db.close()
+                elapsed = time.monotonic() - start
+            assert elapsed <= within(1), f"close() took {elapsed:.2f} s, checkout_timeout=1"
+            db = persist.connection()
+            cursor = db.cursor()
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            assert cursor.fetchone()[0] == 0
+            cursor.close()
+            db.close()
+        finally:
+            persist.close()
+
+
 @pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
 def test_a_backend_killed_while_idle_is_reopened_by_the_connection_ping(
     dbapi_target: Any,

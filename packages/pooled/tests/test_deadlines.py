@@ -91,6 +91,53 @@ def test_the_checkout_ping_is_bounded_by_the_deadline_under_a_blackhole(
     assert pool.stats()["discarded"] == 1  # the half-read connection is not reused
 
 
+def _begin(target: Any, db: Any) -> None:
+    if target.name == "pg":
+        db.begin()  # classic pg autocommits unless a transaction is begun
+
+
+@pytest.mark.parametrize("how", ["reset_session", "open transaction", "with block raising"])
+def test_a_checkin_is_bounded_by_the_deadline_under_a_blackhole(
+    proxied: tuple[Any, Proxy], pools: list[Any], how: str
+) -> None:
+    """The checkin's round trips wait for the server at most ``checkout_timeout``: with
+    ``reset_session`` (DISCARD ALL, COM_RESET_CONNECTION), the rollback of a transaction
+    given back open (PyMySQL's was not bounded at all) and the ``with`` block's rollback
+    when it raises all hung behind a stopped server (fourth outside attack, M2). The
+    connection that ran out of time is not reused, and the pool serves again afterwards."""
+    target, proxy = proxied
+    table = target.unique_table("m2")
+    pool = make_pool(
+        target,
+        maxconnections=1,
+        blocking=True,
+        checkout_timeout=1,
+        reset_session=how == "reset_session",
+    )
+    pools.append(pool)
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x int)")
+    db = pool.connection()
+    if how == "reset_session":
+        execute(target, db, "SELECT 1")
+        db.commit()  # idle: the reset itself meets the blackhole, not a rollback before it
+    else:
+        _begin(target, db)
+        execute(target, db, f"INSERT INTO {table} VALUES (1)")
+    with _blackhole(proxy):
+        start = time.monotonic()
+        if how == "with block raising":
+            with pytest.raises(ZeroDivisionError), db:
+                1 / 0  # noqa: B018
+        else:
+            db.close()
+        elapsed = time.monotonic() - start
+    assert elapsed <= within(1), f"the checkin took {elapsed:.2f} s with checkout_timeout=1"
+    with pool.connection() as db:  # a new session: the half-read one was closed
+        assert execute(target, db, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert pool.stats()["opened"] == 2  # the half-read session was closed, a new one opened
+
+
 @pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 def test_a_non_blocking_connect_is_bounded_below_the_drivers_granularity(
     proxied: tuple[Any, Proxy], pools: list[Any]

@@ -174,6 +174,12 @@ class _Owned(SteadyBase):
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
+        shared = self._tether_shared
+        if shared is not None and self.transaction_open():
+            # The rollback that ends the request waits for the server at most
+            # checkout_timeout, as the next request's own would (a stopped server
+            # hung close(): fourth outside attack); out of time, the session is closed.
+            self.roll_back_within(shared.timeout)
         super().close()
         self._tether_request.over = True
 
@@ -218,12 +224,13 @@ def _released(con: SteadyBase) -> bool:
 class _Shared:
     """What a generator's connections share: the count of open ones, the cap, the slots."""
 
-    __slots__ = ("closed", "cond", "count", "limit", "slots")
+    __slots__ = ("closed", "cond", "count", "limit", "slots", "timeout")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, timeout: float) -> None:
         self.cond = threading.Condition(threading.RLock())
         self.count = 0  # open connections (and connects under way)
         self.limit = limit  # 0: no cap
+        self.timeout = timeout  # checkout_timeout: also bounds the rollback at close()
         self.closed = False
         self.slots: weakref.WeakSet[_Slot[Any]] = weakref.WeakSet()
 
@@ -447,7 +454,7 @@ class _Persistent(Uncopyable, Generic[C]):
         # Rollbacks of transactions a request left open, and when that was last logged.
         self._leftovers = 0
         self._leftover_logged_at = -float("inf")
-        self._shared = _Shared(limit)
+        self._shared = _Shared(limit, self._checkout_timeout)
         _generators.add(self)
 
     def _create(self, kwargs: dict[str, Any]) -> C:

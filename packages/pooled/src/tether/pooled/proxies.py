@@ -220,7 +220,10 @@ class PooledConnection(Uncopyable):
                 if exc_type is None:
                     con.commit()
                 else:
-                    con.rollback()
+                    # Bounded as the checkin's own rollback is (a stopped server hung
+                    # the block's exit: fourth outside attack); out of time, the driver
+                    # connection is closed, and the block's error goes on.
+                    con.roll_back_within(self._pool._timeout)
         finally:
             self._entry = None
             self._con = None

@@ -217,13 +217,22 @@ def ping_cnx(cnx: Any, timeout: float | None) -> None:
 def rollback_cnx_within(cnx: Any, timeout: float) -> bool:
     """``ROLLBACK`` on PyGreSQL's libpq connection ``cnx``, answered within ``timeout`` s.
 
+    See :func:`command_cnx_within`: PyGreSQL's own ``rollback()``/``query()``
+    wait for the server without a limit.
+    """
+    return command_cnx_within(cnx, "ROLLBACK", timeout)
+
+
+def command_cnx_within(cnx: Any, sql: str, timeout: float) -> bool:
+    """``sql`` on PyGreSQL's libpq connection ``cnx``, answered within ``timeout`` seconds.
+
     Sent with ``send_query()`` and awaited with ``poll()``, as :func:`ping_cnx`
-    does: PyGreSQL's own ``rollback()``/``query()`` wait for the server without
-    a limit. True when libpq is idle afterwards; False when the answer did not
-    come in time or the rollback failed (the caller closes the connection).
+    does: PyGreSQL's own ``query()`` waits for the server without a limit.
+    True when libpq is idle afterwards; False when the answer did not come in
+    time or the statement failed (the caller closes the connection).
     """
     try:
-        query = cnx.send_query("ROLLBACK")
+        query = cnx.send_query(sql)
         if not wait_readable(int(cnx.fileno()), timeout):
             return False
         while query.getresult() is not None:  # up to the end of the answer

@@ -353,6 +353,17 @@ class DriverAdapter:
         """
         return None
 
+    def reset_session_within(self, conn: Any, timeout: float) -> bool | None:
+        """:meth:`reset_session` on an idle ``conn``, waiting for the server at most ``timeout`` s.
+
+        True: reset. False: the reset did not finish in time (or failed); the
+        caller must close the connection, whose answer may still be on its
+        way. None: this adapter cannot bound it, or a transaction is open
+        (nothing was sent); the caller uses :meth:`reset_session`. The generic
+        adapter says None.
+        """
+        return None
+
     def closes_on_server(self, cursor: Any) -> bool:
         """Whether the driver cursor ``cursor``'s ``close()`` sends a statement to the server.
 

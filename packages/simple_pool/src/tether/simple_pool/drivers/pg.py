@@ -48,7 +48,7 @@ from ._postgres import (
     transaction_state,
     with_conninfo_timeout,
 )
-from ._pygresql import PyGreSQLAdapter, ping_cnx, rollback_cnx_within
+from ._pygresql import PyGreSQLAdapter, command_cnx_within, ping_cnx, rollback_cnx_within
 from .base import top_module_name
 
 _STATUS_OK = 1
@@ -276,6 +276,24 @@ class PgClassicAdapter(PyGreSQLAdapter):
         """
         self.rollback(conn)
         conn.query(DISCARD_ALL)
+        self._forget_tables(conn)
+
+    def reset_session_within(self, conn: Any, timeout: float) -> bool | None:
+        """``DISCARD ALL`` on the idle libpq connection, awaited for at most ``timeout`` s."""
+        if conn is None or self.is_closed(conn):
+            return False
+        raw = self._raw(conn)
+        if raw is None:
+            return False
+        if self.in_transaction(conn) is not False:
+            return None
+        if not command_cnx_within(raw, DISCARD_ALL, timeout):
+            return False
+        self._forget_tables(conn)
+        return True
+
+    def _forget_tables(self, conn: Any) -> None:
+        """Empty ``pg.DB``'s per-table caches (a raw ``pg.Connection`` has none)."""
         if self._raw(conn) is not conn:  # a pg.DB, not a raw connection
             for name in _DB_TABLE_CACHES:
                 cache = (instance_dict(conn) or {}).get(name)

@@ -82,6 +82,10 @@ class _TransactionMode(DriverAdapter):
                 self.name,
             )
 
+    def reset_session_within(self, conn: Any, timeout: float) -> bool | None:
+        """None: the reset is :meth:`reset_session`'s rollback only (no ``DISCARD ALL``)."""
+        return None
+
 
 class _SessionMode(DriverAdapter):
     """Behind PgBouncer in session mode: every feature works, as on PostgreSQL."""

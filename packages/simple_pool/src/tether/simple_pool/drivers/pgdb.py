@@ -54,7 +54,7 @@ from ._postgres import (
     transaction_state,
     with_conninfo_timeout,
 )
-from ._pygresql import PyGreSQLAdapter, ping_cnx, rollback_cnx_within
+from ._pygresql import PyGreSQLAdapter, command_cnx_within, ping_cnx, rollback_cnx_within
 from .base import log
 
 #: ``pg.Connection.status`` of a usable connection (libpq CONNECTION_OK is 0,
@@ -263,6 +263,14 @@ class PgdbAdapter(PyGreSQLAdapter):
         """Roll back, then ``DISCARD ALL`` on the libpq connection (outside any transaction)."""
         self.rollback(conn)
         conn._cnx.query(DISCARD_ALL)
+
+    def reset_session_within(self, conn: Any, timeout: float) -> bool | None:
+        """``DISCARD ALL`` on the idle libpq connection, awaited for at most ``timeout`` s."""
+        if conn is None or self.is_closed(conn):
+            return False
+        if self.in_transaction(conn) is not False:
+            return None
+        return command_cnx_within(conn._cnx, DISCARD_ALL, timeout)
 
 
 def _transaction_status(cnx: Any) -> int | None:

@@ -337,6 +337,25 @@ class PsycopgAdapter(DriverAdapter):
             if not autocommit and not self.is_closed(conn):
                 conn.autocommit = False
 
+    def reset_session_within(self, conn: Any, timeout: float) -> bool | None:
+        """``DISCARD ALL`` sent on libpq directly, its answer awaited for at most ``timeout`` s.
+
+        psycopg's ``execute()`` waits for the server without a limit (a stopped
+        server never answers: found by a fourth outside attack, a checkin with
+        ``reset_session=True`` hung there). Sent on libpq, the statement is
+        never wrapped in a transaction and never prepared; then psycopg
+        forgets what the server discarded, as :meth:`reset_session` does.
+        """
+        if conn is None or self.is_closed(conn):
+            return False
+        if self.in_transaction(conn) is not False or getattr(conn, "_pipeline", None):
+            return None
+        if not _command_within(conn, DISCARD_ALL.encode(), timeout):
+            return False
+        _forget_prepared(conn)
+        _forget_notifications(conn)
+        return True
+
     def execute(self, conn: Any, sql: str) -> None:
         """Run one statement with no parameters, never prepared (``execute`` closes its cursor).
 
