@@ -216,7 +216,8 @@ def test_persistent_pg_ping_under_a_blackhole_raises_pool_timeout_at_the_deadlin
     server_target: Any, toxiproxy: ToxiproxyServer, timeout: float
 ) -> None:
     with _proxied(toxiproxy, server_target, f"pg{timeout}") as (proxy, target):
-        persist = PersistentPg(checkout_timeout=timeout, ping=1, ping_after=0, **target.kwargs)
+        # ping=1 is PersistentPg's default (it never pinged: fifth outside attack)
+        persist = PersistentPg(checkout_timeout=timeout, ping_after=0, **target.kwargs)
         try:
             con = persist.connection()
             con.query("select 1")

@@ -304,6 +304,29 @@ def test_connect_arguments_that_cannot_work_are_a_configuration_error_without_th
     assert not [r for r in caplog.records if "s3cr" in r.getMessage()]
 
 
+@pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
+def test_a_malformed_conninfo_is_a_configuration_error_that_shows_no_part_of_the_password(
+    server_target: Any, pools: list[Any], caplog: Any
+) -> None:
+    """``password=my secret`` unquoted: libpq says ``missing "=" after "secret"``. It was
+    taken for an outage, retried in the background, and logged with that part of the
+    password every time (fifth outside attack)."""
+    server = server_target.server
+    conninfo = f"host={server.host} port={server.port} user={server.user} password=my sEcr3t-m5"
+    pool = PooledDB(server_target.creator, blocking=True, checkout_timeout=5, conninfo=conninfo)
+    pools.append(pool)
+    caplog.set_level(logging.DEBUG)
+    start = time.monotonic()
+    with pytest.raises(ConfigurationError) as info:
+        pool.connection()
+    assert time.monotonic() - start < 1.5
+    assert 'missing "=" after "***"' in str(info.value)
+    assert "sEcr3t" not in str(info.value) and info.value.__cause__ is None
+    time.sleep(0.5)
+    assert pool.stats()["connect_errors"] == 1 and not pool.stats()["unreachable"]
+    assert not [r for r in caplog.records if "sEcr3t" in r.getMessage()]
+
+
 @pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)
 def test_a_pygresql_database_uri_connects_with_the_checkout_deadline(
     server_target: Any, pools: list[Any]

@@ -1037,6 +1037,45 @@ def test_reset_session_forgets_the_notifications_a_borrower_received(
     assert received == ["for the next borrower"]
 
 
+def test_psycopg_adapters_kept_past_checkin_never_reach_the_next_borrower(
+    pg_target: Any, pools: Any
+) -> None:
+    """A borrower kept ``db.adapters`` and registered a dumper on it after close(): it
+    rewrote the next borrower's parameters (fifth outside attack)."""
+    import psycopg.adapt
+
+    class Tampered(psycopg.adapt.Dumper):
+        oid = 25  # text
+
+        def dump(self, obj: Any) -> bytes:
+            return b"tampered"
+
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    kept = db.adapters
+    db.close()
+    with pool.connection() as db:
+        kept.register_dumper(str, Tampered)
+        assert db.execute("SELECT %s::text", ("real",)).fetchone() == ("real",)
+
+
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+def test_pymysql_decoders_kept_past_checkin_never_reach_the_next_borrower(
+    server_target: Any, pools: Any
+) -> None:
+    """A borrower kept ``db.decoders`` and changed it after close() (fifth outside attack)."""
+    pool = make_pool(server_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    kept = db.decoders
+    db.close()
+    with pool.connection() as db:
+        kept.clear()
+        kept.update({k: (lambda value: "EVIL") for k in range(256)})
+        assert execute(server_target, db, "SELECT 7") == [(7,)]
+
+
 @pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)
 def test_pygresql_typecasts_a_borrower_sets_never_reach_the_next_one(
     server_target: Any, pools: Any
@@ -1210,6 +1249,39 @@ def test_a_borrowers_dumper_survives_a_transparent_reopen_in_its_checkout(
         assert backend_id(pg_target, db) != pid  # it was reopened
     with pool.connection() as db, pytest.raises(psycopg.ProgrammingError):
         db.execute("SELECT %s::text", (Marker(),))
+
+
+@pytest.mark.parametrize("end", ["db.close()", "invalidate()", "pool.close()"])
+def test_a_prepared_two_phase_transaction_never_outlives_its_checkout(
+    pg_target: Any, pools: Any, end: str
+) -> None:
+    """A prepared transaction outlives its session on the server, holding its locks, and
+    anyone can commit it by its id: one a borrower left survived ``invalidate()`` and a
+    closing pool (fifth outside attack). It is rolled back however the checkout ends."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = pg_target.unique_table("tpc")
+    with pool.connection() as db:
+        execute(pg_target, db, f"CREATE TABLE {table} (x TEXT)")
+    db = pool.connection()
+    gid = f"tether-prepared-{table}"
+    db.tpc_begin(db.xid(1, gid, "branch"))
+    execute(pg_target, db, f"INSERT INTO {table} VALUES ('A')")
+    db.tpc_prepare()
+    if end == "invalidate()":
+        db.invalidate()
+    elif end == "pool.close()":
+        pool.close()
+        db.close()
+    else:
+        db.close()
+    server = pg_target.server
+    deadline = time.monotonic() + 5
+    # (The only prepared transaction of this worker's server: psycopg encodes the id.)
+    while server.admin_execute("SELECT count(*) FROM pg_prepared_xacts") != [(0,)]:
+        assert time.monotonic() < deadline, "the prepared transaction is still on the server"
+        time.sleep(0.05)
+    assert server.admin_execute(f"SELECT count(*) FROM {table}") == [(0,)]
 
 
 def test_a_two_phase_transaction_given_back_open_is_rolled_back(pg_target: Any, pools: Any) -> None:

@@ -204,6 +204,14 @@ def test_a_commit_repeated_after_one_that_failed_with_the_session_raises_again(
     for _ in range(2):
         with pytest.raises(SteadyDBError, match="commit failed before"):
             con.commit()
+    # What reopens without running a statement does not clear it (fifth outside attack:
+    # after cursor() or begin() the repeated commit reported success).
+    con.cursor().close()
+    with pytest.raises(SteadyDBError, match="commit failed before"):
+        con.commit()
+    con.begin()
+    with pytest.raises(SteadyDBError, match="commit failed before"):
+        con.commit()
     con.rollback()
     con.commit()  # nothing ran since the rollback: nothing to commit
     rows(driver_target, con, f"INSERT INTO {table} VALUES (2)")

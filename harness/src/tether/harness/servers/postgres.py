@@ -189,6 +189,8 @@ class LocalPostgres(_LocalServer):
             "unix_socket_directories": str(self._base),
             "fsync": "off",
             "max_connections": "200",
+            # Two-phase commit (psycopg's tpc_prepare()): off by default in PostgreSQL.
+            "max_prepared_transactions": "20",
             # In the data dir, not /dev/shm: a killed server must not leave segments behind.
             "dynamic_shared_memory_type": "mmap",
         }

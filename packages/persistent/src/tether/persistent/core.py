@@ -1011,9 +1011,11 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
         # SteadyPgConnection's own keyword (DBUtils' PersistentPg passes it on
         # in **kwargs): kept apart from the connect arguments, which later
         # reopens are given again.
-        self._steady_options = {"ping": kwargs.pop("ping")} if "ping" in kwargs else {}
-        if self._steady_options:
-            parse_ping(self._steady_options["ping"], adapter)
+        # ping=1 unless given, as PersistentDB's and PooledPg's default (DBUtils'
+        # PersistentPg has none): with SteadyPg's 0, ping_after never pinged, and a
+        # stopped server hung the next query (fifth outside attack).
+        self._steady_options = {"ping": kwargs.pop("ping", 1)}
+        parse_ping(self._steady_options["ping"], adapter)
         super().__init__(
             adapter,
             maxusage,

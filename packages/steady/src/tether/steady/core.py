@@ -886,6 +886,7 @@ class SteadyBase(Uncopyable):
         state.alive_at = now
         if writes:
             state.usage += 1  # maxusage counts statements, as DBUtils
+            state.commit_failed = False  # a statement goes on after a failed commit (rule 3)
             if autocommit:
                 # One state read here saves the next statement and the pools'
                 # checkin theirs. A statement can open a transaction even in
@@ -933,6 +934,14 @@ class SteadyBase(Uncopyable):
         """Commit. A commit that fails is never retried: its outcome is unknown."""
         state = self._state
         raw, lost = self._raw, state.lost
+        if state.commit_failed and not self._closed:
+            # A commit failed with its session and no statement ran since: this one
+            # must not report the success that one could not (rule 3), on whatever
+            # session a cursor(), begin() or driver read opened meanwhile.
+            raise SteadyDBError(
+                "commit failed before, with the connection: whether it was applied is"
+                " unknown, and a commit is never retried (call rollback() to go on)"
+            )
         # Nothing to commit -- by the driver's state, or where it cannot tell (PyMySQL
         # outside autocommit) because no statement ran since the last commit or
         # rollback and nothing reached the driver connection past tether: then
@@ -944,16 +953,9 @@ class SteadyBase(Uncopyable):
         if raw is None:
             # No session now: nothing ran since the last one ended (rolled back,
             # lost, or a checkout that starts on a connection to be reopened),
-            # so there is nothing to commit -- unless a commit failed with the
-            # session: repeated, it must not report the success that the first
-            # one could not (rule 3), until rollback() or a statement goes on.
+            # so there is nothing to commit (a failed commit raised above).
             if self._closed:
                 raise SteadyDBError("the steady connection is closed")
-            if state.commit_failed:
-                raise SteadyDBError(
-                    "commit failed before, with the connection: whether it was applied is"
-                    " unknown, and a commit is never retried (call rollback() to go on)"
-                )
             return None
         if idle:
             return None

@@ -47,8 +47,11 @@ class SessionState:
         #: transaction ends, so that every statement of it fails.
         self.lost = False
         #: A commit failed with its session, which was dropped: whether it was
-        #: applied is unknown, so a commit() repeated before rollback(), a new
-        #: session or the end of the checkout raises rather than report success.
+        #: applied is unknown, so a commit() repeated before rollback(), the next
+        #: statement or the end of the checkout raises rather than report success.
+        #: A new session alone does not clear it: ``cursor()``, ``begin()`` or a
+        #: driver attribute read reopen, and a commit after them reported success
+        #: (fifth outside attack).
         self.commit_failed = False
         #: The last statement left the session idle in autocommit mode and
         #: nothing but tether's own statements has reached the driver since:
@@ -92,7 +95,7 @@ class SessionState:
 
         ``now`` None: no driver connection now (closed, lost, abandoned after fork).
         """
-        self.begun = self.dirty = self.lost = self.settled = self.commit_failed = False
+        self.begun = self.dirty = self.lost = self.settled = False
         self.spoiled = False
         self.configured = None
         if now is not None:

@@ -283,19 +283,45 @@ class PsycopgAdapter(DriverAdapter):
         )
 
     def restore_configuration(self, raw: Any, saved: Any) -> bool:
-        """A fresh copy of the saved ``adapters`` if a table was replaced; the handlers back."""
+        """A fresh copy of the saved ``adapters`` (always); the handlers back.
+
+        Always a new map, not only when a table was replaced: a borrower that
+        kept ``db.adapters`` past its checkout could otherwise register on the
+        next borrower's map (fifth outside attack). Only when the checkout
+        reached the driver past tether, a few dict and list copies.
+        """
         from psycopg.adapt import AdaptersMap
 
         adapters, notice, notify = saved
-        changed = False
-        if not _same_adapters(raw.adapters, adapters):
-            raw._adapters = AdaptersMap(adapters)
-            changed = True
+        changed = not _same_adapters(raw.adapters, adapters)
+        raw._adapters = AdaptersMap(adapters)
         for handlers, kept in ((raw._notice_handlers, notice), (raw._notify_handlers, notify)):
             if tuple(handlers) != kept:
                 handlers[:] = kept
                 changed = True
         return changed
+
+    def close(self, conn: Any) -> None:
+        """Close, never raising; a prepared two-phase transaction is rolled back first.
+
+        A prepared transaction outlives its session on the server, holding its
+        locks, and anyone who knows its id can commit it: found by a fifth
+        outside attack, one left by a borrower survived a persistent thread's
+        end, ``PersistentDB.close()`` and ``invalidate()``. tether rolls back
+        what a borrower leaves open, so this one too: ``ROLLBACK PREPARED`` is
+        sent and the session closed at once, without waiting for the answer
+        (the server reads the statement before the terminate message that
+        follows it). On a session already lost nothing can be sent: such a
+        transaction stays for ``tpc_recover()``.
+        """
+        tpc = getattr(conn, "_tpc", None)
+        if tpc is not None and tpc[1] and not self.is_closed(conn):
+            gid = str(tpc[0]).replace("'", "''")
+            try:
+                conn.pgconn.send_query(f"ROLLBACK PREPARED '{gid}'".encode())
+            except Exception as exc:
+                log.debug("psycopg: could not roll back a prepared transaction: %r", exc)
+        super().close(conn)
 
     def closes_on_server(self, cursor: Any) -> bool:
         """A named cursor's ``close()`` sends ``CLOSE "name"`` (psycopg's ``ServerCursor``)."""

@@ -323,19 +323,20 @@ class PyMySQLAdapter(DriverAdapter):
         return (dict(raw.encoders), dict(raw.decoders), plain)
 
     def restore_configuration(self, raw: Any, saved: Any) -> bool:
-        """The saved tables back where they differ (a dict comparison, no round trip)."""
+        """Fresh copies of the saved tables (always), the plain attributes where they differ.
+
+        Always new dicts, not only when they differ: a borrower that kept
+        ``db.decoders`` past its checkout could otherwise change the next
+        borrower's (fifth outside attack). No round trip.
+        """
         encoders, decoders, plain = saved
-        changed = False
+        changed = raw.encoders != encoders or raw.decoders != decoders
         for name, value in zip(_QUERY_ATTRIBUTES, plain):
             if getattr(raw, name, None) != value:
                 setattr(raw, name, value)
                 changed = True
-        if raw.encoders != encoders:
-            raw.encoders = dict(encoders)
-            changed = True
-        if raw.decoders != decoders:
-            raw.decoders = dict(decoders)
-            changed = True
+        raw.encoders = dict(encoders)
+        raw.decoders = dict(decoders)
         return changed
 
     # -- round trips ------------------------------------------------------------------------
