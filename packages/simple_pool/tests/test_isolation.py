@@ -9,6 +9,7 @@ server then does. The pool tests use the public API a borrower has.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -327,6 +328,79 @@ def test_psycopg_chains_return_the_proxy(dbapi_target: Any) -> None:
                 ]
         with pytest.raises(ConnectionReturned):
             result.execute("SELECT 3")
+    finally:
+        pool.close()
+
+
+def _kept_handle(db: Any, table: str, kind: str) -> Callable[[], Any]:
+    """A driver object taken during a borrow, and how to use it later."""
+    if kind == "transaction":
+        tx = db.transaction()
+        return lambda: tx.__enter__()
+    if kind == "pipeline":
+        pipeline = db.pipeline()
+        return lambda: pipeline.__enter__()
+    cur = db.cursor()
+    if kind == "copy":
+        copy = cur.copy(f"COPY {table} (x) FROM STDIN")
+        return lambda: copy.__enter__()
+    rows = cur.stream(f"INSERT INTO {table} VALUES (7) RETURNING x")
+    return lambda: next(rows)
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg"], indirect=True)
+@pytest.mark.parametrize("kind", ["transaction", "pipeline", "copy", "stream"])
+def test_a_kept_psycopg_object_never_runs_on_the_next_borrowers_session(
+    dbapi_target: Any, kind: str
+) -> None:
+    """``db.transaction()``, ``db.pipeline()``, ``cur.copy()`` and ``cur.stream()`` hold the
+    session: kept past close(), each ran on the next borrower's (fifth outside attack; the
+    pooled layers refused them already). During the borrow they work as the driver's."""
+    table = dbapi_target.unique_table("kept")
+    pool = make_pool(dbapi_target, 1)
+    try:
+        with pool.connection() as db:
+            db.execute(f"CREATE TABLE {table} (x int)")
+            with db.transaction() as tx:
+                db.execute(f"INSERT INTO {table} VALUES (1)")
+                assert tx.connection is db
+            with db.cursor().copy(f"COPY {table} (x) FROM STDIN") as copy:
+                copy.write_row((2,))
+            assert [r for (r,) in db.cursor().stream(f"SELECT x FROM {table} ORDER BY x")] == [1, 2]
+        db = pool.connection()
+        use = _kept_handle(db, table, kind)
+        db.close()
+        with pool.connection() as other:
+            with pytest.raises(ConnectionReturned):
+                use()
+            assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
+    finally:
+        pool.close()
+
+
+def test_a_kept_sqlite3_blob_never_writes_after_its_borrow(tmp_path: Any) -> None:
+    """sqlite3's ``blobopen()`` kept past close() wrote into the file (fifth outside attack).
+    Before Python 3.11 sqlite3 has no ``blobopen()``: the driver's AttributeError passes."""
+    path = tmp_path / "blob.sqlite3"
+    pool = SimplePooledDB(sqlite3, 1, str(path))
+    try:
+        if sys.version_info < (3, 11):
+            with pool.connection() as db, pytest.raises(AttributeError):
+                db.blobopen  # noqa: B018
+            return
+        with pool.connection() as db:
+            db.execute("CREATE TABLE b (data BLOB)")
+            db.execute("INSERT INTO b VALUES (zeroblob(4))")
+            db.commit()
+            with db.blobopen("b", "data", 1) as blob:
+                assert len(blob) == 4
+        db = pool.connection()
+        blob = db.blobopen("b", "data", 1)
+        db.close()
+        with pytest.raises(ConnectionReturned):
+            blob.write(b"evil")
+        with pool.connection() as db:
+            assert db.execute("SELECT data FROM b").fetchone() == (b"\x00" * 4,)
     finally:
         pool.close()
 

@@ -140,7 +140,7 @@ class PooledConnection(Uncopyable):
         if isinstance(pool, _Detached):
             return
         pool._detach(entry)
-        self._pool = _Detached(pool.name)
+        self._pool = _Detached(pool.name, pool._timeout)
 
     # The transaction methods, spelled out: a bound method fetched from the
     # proxy (``commit = db.commit``) checks at every call that this checkout
@@ -272,10 +272,11 @@ class _Detached:
     it. Swapping the proxy's pool for this costs the checkout hot path nothing.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("_timeout", "name")
 
-    def __init__(self, pool_name: str) -> None:
+    def __init__(self, pool_name: str, timeout: float) -> None:
         self.name = f"{pool_name}, from which it was detached"
+        self._timeout = timeout  # its checkout_timeout: bounds the with block's rollback
 
     def _checkin(self, entry: _Entry) -> None:
         entry.con.retire()

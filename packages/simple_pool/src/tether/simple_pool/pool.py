@@ -78,6 +78,7 @@ from .checks import check_int, check_seconds
 from .deadline import LATE, call_within
 from .drivers import DriverAdapter, adapter_for, refine
 from .errors import ConnectionReturned, NotSupportedError, PoolClosed, PoolTimeout
+from .lending import METHODS, Lent, holds_session
 from .live import Uncopyable
 
 __all__ = ["PooledConnection", "PooledCursor", "SimplePooledDB", "SimplePooledPg"]
@@ -552,11 +553,51 @@ def _bound(checkout: PooledConnection, proxy: Any, owner: Any, value: Any) -> An
 
     def call(*args: Any, **kwargs: Any) -> Any:
         checkout._live()
-        result = value(*args, **kwargs)
-        if result is owner:
-            return proxy
-        if hasattr(result, "execute") and hasattr(result, "fetchone"):
-            return PooledCursor(checkout, result)
-        return result
+        return _lend(checkout, proxy, owner, value(*args, **kwargs))
 
     return call
+
+
+def _lend(checkout: PooledConnection, proxy: Any, owner: Any, result: Any) -> Any:
+    """``result`` of a driver method as the borrower gets it: bound to the borrow if need be.
+
+    The driver's own object back as its proxy, a cursor as a :class:`PooledCursor`,
+    and any other object that holds the session (``db.transaction()``, ``cur.copy()``,
+    ``cur.stream()``, sqlite3's ``blobopen()``; see :mod:`tether.simple_pool.lending`)
+    lent for this borrow: found by an outside attack, kept past ``close()`` they ran
+    on the next borrower's session.
+    """
+    if result is owner:
+        return proxy
+    if result is None:
+        return None
+    if hasattr(result, "execute") and hasattr(result, "fetchone"):
+        return PooledCursor(checkout, result)
+    if holds_session(type(result)):
+        return _Borrowed(result, checkout)
+    return result
+
+
+class _Borrowed(Lent):
+    """A driver object that holds the session, refused (``ConnectionReturned``) after the borrow."""
+
+    __slots__ = ("_lent_checkout",)
+
+    _lent_checkout: PooledConnection
+
+    def __init__(self, obj: Any, checkout: PooledConnection) -> None:
+        _set_slot(self, "_lent_object", obj)
+        _set_slot(self, "_lent_checkout", checkout)
+
+    def _lent_use(self) -> Any:
+        self._lent_checkout._live()
+        return self._lent_object
+
+    def _lent_value(self, value: Any) -> Any:
+        if value is self._lent_object:
+            return self  # a fluent method or __enter__ returning the object itself
+        if value is self._lent_checkout._raw:
+            return self._lent_checkout  # psycopg's tx.connection: the proxy
+        if isinstance(value, METHODS):
+            return _bound(self._lent_checkout, self, self._lent_object, value)
+        return _lend(self._lent_checkout, self, self._lent_object, value)

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from tether.simple_pool import Uncopyable
 from tether.simple_pool.drivers import DriverAdapter
+from tether.simple_pool.lending import METHODS
 
 from . import core as _core
 from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
-from .lease import METHODS, leased_method
+from .lease import leased_method
 
 __all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
 

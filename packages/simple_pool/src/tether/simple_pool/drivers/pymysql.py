@@ -330,7 +330,7 @@ class PyMySQLAdapter(DriverAdapter):
         borrower's (fifth outside attack). No round trip.
         """
         encoders, decoders, plain = saved
-        changed = raw.encoders != encoders or raw.decoders != decoders
+        changed = bool(raw.encoders != encoders or raw.decoders != decoders)
         for name, value in zip(_QUERY_ATTRIBUTES, plain):
             if getattr(raw, name, None) != value:
                 setattr(raw, name, value)
