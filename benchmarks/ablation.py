@@ -85,6 +85,7 @@ def edit(module: str, owner: str, name: str, lines: dict[str, str]) -> None:
 _POOL = "tether.pooled.pool"
 _DBAPI = "tether.steady.dbapi"
 _PROXIES = "tether.pooled.proxies"
+_PERSISTENT = "tether.persistent.core"
 
 #: name -> Variant. "none" is the unedited code every variant is compared with.
 VARIANTS: dict[str, Variant] = {
@@ -292,6 +293,15 @@ VARIANTS: dict[str, Variant] = {
             ),
         ),
         ("request", "request-gap"),
+    ),
+    # -- tether.persistent: connection() and close() of a thread's connection ------------
+    "persistent.ping-clock": Variant(
+        "tether.persistent",
+        "the clock read and idle test of `ping_after` at `connection()`",
+        "a connection unused for `ping_after` seconds is pinged (bounded by "
+        "`checkout_timeout`) before it is handed out",
+        ((_PERSISTENT, "_Persistent", "connection", {"if con.pings_on_request:": "if False:"}),),
+        ("request", "cycle"),
     ),
     "driver.dict-read": Variant(
         "driver",

@@ -33,6 +33,7 @@ BASES = {
     "driver": ("request", "request-gap"),
     "tether.steady": ("request", "request-gap"),
     "tether.pooled": ("request", "request-gap", "cycle"),
+    "tether.persistent": ("request", "request-gap", "cycle"),
 }
 
 

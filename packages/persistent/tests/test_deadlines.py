@@ -129,9 +129,10 @@ def _one(db: Any) -> Any:
         cursor.close()
 
 
+@pytest.mark.parametrize("how", ["close()", "with block raising"])
 @pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 def test_close_with_a_transaction_open_is_bounded_by_the_deadline_under_a_blackhole(
-    dbapi_target: Any, toxiproxy: ToxiproxyServer
+    dbapi_target: Any, toxiproxy: ToxiproxyServer, how: str
 ) -> None:
     """``db.close()`` ends the request with a rollback: behind a stopped server it hung
     (fourth outside attack, M2). Out of time, that session is closed; the next request
@@ -148,7 +149,11 @@ def test_close_with_a_transaction_open_is_bounded_by_the_deadline_under_a_blackh
             cursor.close()
             with _blackhole(proxy):
                 start = time.monotonic()
-                db.close()
+                if how == "close()":
+                    db.close()
+                else:  # sixth outside attack: the with block's rollback hung
+                    with pytest.raises(ZeroDivisionError), db:
+                        1 / 0  # noqa: B018
                 elapsed = time.monotonic() - start
             assert elapsed <= within(1), f"close() took {elapsed:.2f} s, checkout_timeout=1"
             db = persist.connection()

@@ -11,6 +11,7 @@ import gc
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -325,6 +326,34 @@ def test_a_malformed_conninfo_is_a_configuration_error_that_shows_no_part_of_the
     time.sleep(0.5)
     assert pool.stats()["connect_errors"] == 1 and not pool.stats()["unreachable"]
     assert not [r for r in caplog.records if "sEcr3t" in r.getMessage()]
+
+
+@pytest.mark.parametrize("server_target", ["psycopg", "pgdb"], indirect=True)
+def test_uris_libpq_accepts_and_urllib_does_not_keep_their_errors(
+    server_target: Any, pools: list[Any]
+) -> None:
+    """A password with ``#`` or several hosts: urllib's ``.port`` raised ValueError (quoting
+    the password) while tether described the target, which replaced every connect error,
+    a refused login and an outage alike (sixth outside attack)."""
+    server = server_target.server
+    key = "conninfo" if server_target.name == "psycopg" else "database"
+    wrong = (
+        f"postgresql://{server.user}:Zq7S%23cr%23rest@{server.host}:{server.port}/{server.database}"
+    )
+    wrong = wrong.replace("%23", "#")  # libpq takes '#' in the user info as it is
+    pool = PooledDB(server_target.creator, checkout_timeout=2, **{key: wrong})
+    pools.append(pool)
+    with pytest.raises(AuthenticationError) as info:
+        pool.connection()
+    assert "Zq7S" not in str(info.value) and server.user in str(info.value)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = unused.getsockname()[1]
+    down = f"postgresql://{server.user}:pw@127.0.0.1:{dead},127.0.0.1:{dead}/{server.database}"
+    pool = PooledDB(server_target.creator, blocking=True, checkout_timeout=1, **{key: down})
+    pools.append(pool)
+    with pytest.raises(UnreachableTimeout):
+        pool.connection()  # an outage, waited for: not a ValueError at once
 
 
 @pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)

@@ -269,6 +269,8 @@ def test_libpq_connect_timeout(seconds: float, current: Any, expected: int) -> N
         ("dbname=app connect_timeout=9", "dbname=app connect_timeout=9 connect_timeout=4"),
         ("postgresql://h/app", "postgresql://h/app?connect_timeout=4"),
         ("postgresql://h/app?sslmode=off", "postgresql://h/app?sslmode=off&connect_timeout=4"),
+        ("postgresql://h/app?", "postgresql://h/app?connect_timeout=4"),
+        ("postgresql://h/app?sslmode=off&", "postgresql://h/app?sslmode=off&connect_timeout=4"),
     ],
 )
 def test_conninfo_timeout_for_classic_pg(dbname: str | None, expected: str) -> None:

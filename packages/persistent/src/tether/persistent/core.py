@@ -174,12 +174,6 @@ class _Owned(SteadyBase):
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
-        shared = self._tether_shared
-        if shared is not None and self.transaction_open():
-            # The rollback that ends the request waits for the server at most
-            # checkout_timeout, as the next request's own would (a stopped server
-            # hung close(): fourth outside attack); out of time, the session is closed.
-            self.roll_back_within(shared.timeout)
         super().close()
         self._tether_request.over = True
 
@@ -224,13 +218,12 @@ def _released(con: SteadyBase) -> bool:
 class _Shared:
     """What a generator's connections share: the count of open ones, the cap, the slots."""
 
-    __slots__ = ("closed", "cond", "count", "limit", "slots", "timeout")
+    __slots__ = ("closed", "cond", "count", "limit", "slots")
 
-    def __init__(self, limit: int, timeout: float) -> None:
+    def __init__(self, limit: int) -> None:
         self.cond = threading.Condition(threading.RLock())
         self.count = 0  # open connections (and connects under way)
         self.limit = limit  # 0: no cap
-        self.timeout = timeout  # checkout_timeout: also bounds the rollback at close()
         self.closed = False
         self.slots: weakref.WeakSet[_Slot[Any]] = weakref.WeakSet()
 
@@ -454,7 +447,7 @@ class _Persistent(Uncopyable, Generic[C]):
         # Rollbacks of transactions a request left open, and when that was last logged.
         self._leftovers = 0
         self._leftover_logged_at = -float("inf")
-        self._shared = _Shared(limit, self._checkout_timeout)
+        self._shared = _Shared(limit)
         _generators.add(self)
 
     def _create(self, kwargs: dict[str, Any]) -> C:
@@ -661,6 +654,9 @@ class _Persistent(Uncopyable, Generic[C]):
         owned = cast(_Owned, con)
         owned._tether_pid = os.getpid()
         owned._tether_shared = shared
+        # The rollback that ends a request (close() with a transaction open) waits for
+        # the server at most checkout_timeout, as the next request's own would.
+        owned.close_timeout = self._checkout_timeout
         if slot is None:
             slot = _Slot(con, self)
             self._local.slot = slot

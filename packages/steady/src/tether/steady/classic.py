@@ -243,7 +243,7 @@ class SteadyPgConnection(SteadyBase):
         if exc_type is None:
             self.commit()
         else:
-            self.rollback()
+            self.roll_back_block()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -95,7 +95,8 @@ class SteadyBase(Uncopyable):
     # that no other subclass combines with (persistent's), so their layouts
     # stay compatible; ``__dict__`` stays for names a user assigns.
     __slots__ = (
-        "__dict__", "__weakref__", "_adapter", "_args", "_baseline", "_closeable", "_closed",
+        "__dict__", "__weakref__", "_adapter", "_args", "_baseline", "_close_timeout",
+        "_closeable", "_closed",
         "_cursor_checks", "_cursor_class", "_dead", "_driver_class", "_execute_checks",
         "_failures", "_isfatal", "_kwargs", "_left_busy", "_log", "_max_lifetime", "_maxusage",
         "_on_connect", "_ping_flags", "_pinger", "_pinger_bounded", "_raw", "_setsession",
@@ -159,6 +160,7 @@ class SteadyBase(Uncopyable):
         # The adapter's own check can be bounded in time (ping(raw, timeout)); a user's cannot.
         self._pinger_bounded = self._pinger == self._adapter.ping
         self._closeable = check_bool("closeable", closeable)
+        self._close_timeout: float | None = None  # see close_timeout
         self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
         self._on_connect = check_callable("on_connect", on_connect)
         logger = check_logger(logger)
@@ -365,7 +367,42 @@ class SteadyBase(Uncopyable):
         if self._closeable:
             self.retire()
         elif self._raw is not None and self.transaction_open():
-            self._end_transaction()
+            timeout = self._close_timeout
+            if timeout is None:
+                self._end_transaction()
+                return
+            try:
+                self.roll_back_within(timeout)  # out of time: the session is closed
+            except Exception:
+                self._end_transaction()  # could not be rolled back: as without a bound
+
+    def roll_back_block(self) -> None:
+        """A ``with`` block raised: roll back, within :attr:`close_timeout` when one is set.
+
+        Layer API (the context managers of steady's connections call it): with
+        no ``close_timeout``, :meth:`rollback`, as DB-API drivers do.
+        """
+        timeout = self._close_timeout
+        if timeout is None:
+            self.rollback()
+        else:
+            self.roll_back_within(timeout)
+
+    @property
+    def close_timeout(self) -> float | None:
+        """Seconds :meth:`close` (and a ``with`` block that raises) wait for a rollback.
+
+        Layer API: None (the default), as long as the driver's rollback takes.
+        A persistent generator sets its ``checkout_timeout`` here (a stopped
+        server hung ``db.close()``: fourth outside attack); out of time, the
+        driver connection is closed (the server rolls back a session that
+        ends) and the next statement opens a new one.
+        """
+        return self._close_timeout
+
+    @close_timeout.setter
+    def close_timeout(self, seconds: float | None) -> None:
+        object.__setattr__(self, "_close_timeout", seconds)  # past the forwarding subclass
 
     def _remember(self, name: str, replay: Callable[[Any], object]) -> None:
         """Keep a session setting made on the driver connection, to replay it after a reopen."""
@@ -589,6 +626,7 @@ class SteadyBase(Uncopyable):
         would connect with no deadline at all.
         """
         raw = self._raw
+        self._state.commit_failed = False  # a rollback, as rollback() (rule 3)
         if raw is None or self._state.lost:
             self._end_transaction()
             return True

@@ -258,7 +258,7 @@ class SteadyDBConnection(SteadyBase):
         if exc_type is None:
             self.commit()
         else:
-            self.rollback()
+            self.roll_back_block()
 
     if TYPE_CHECKING:  # the driver's attributes (a forwarding subclass's properties at run time)
 

@@ -277,7 +277,9 @@ def with_conninfo_timeout(dbname: str | None, timeout: int) -> str:
     if not dbname:
         return f"connect_timeout={timeout}"
     if dbname.startswith(("postgresql://", "postgres://")):
-        separator = "&" if "?" in dbname else "?"
+        # (A URI ending in "?" or "&" takes the parameter as it is: libpq refuses an
+        # empty one, "missing key/value separator": sixth outside attack.)
+        separator = "" if dbname.endswith(("?", "&")) else "&" if "?" in dbname else "?"
         return f"{dbname}{separator}connect_timeout={timeout}"
     if "=" in dbname:
         match = _CONNINFO_TIMEOUT.search(dbname)

@@ -563,11 +563,9 @@ def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     texts += [kwargs[k] for k in _CONNINFO_KEYS if isinstance(kwargs.get(k), str)]
     for text in texts:
         if "://" in text:
-            url = urllib.parse.urlsplit(text)
-            for key, value in (("user", url.username), ("host", url.hostname),
-                               ("port", url.port), ("database", url.path.lstrip("/"))):  # fmt: skip
-                if value:
-                    found.setdefault(key, urllib.parse.unquote(str(value)))
+            for key, part in _url_target(text).items():
+                if part:
+                    found.setdefault(key, urllib.parse.unquote(part))
         elif "=" in text:
             for key, value in _CONNINFO_PAIR.findall(text):
                 for name, role in _TARGET_KEYS:
@@ -613,6 +611,43 @@ def _mask_quoted(text: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> st
     return _QUOTED.sub(mask, text)
 
 
+#: A URI's ``scheme://user:password@`` as libpq reads it: the user info ends at
+#: the first ``@`` before any ``/`` (``#`` and ``?`` may be part of a password,
+#: which urllib would take for a fragment or a query).
+_URL_USERINFO = re.compile(r"^[A-Za-z][\w+.-]*://(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@")
+
+
+def _url_target(text: str) -> dict[str, str]:
+    """User, host, port and database of a URI, read as libpq reads it; never raises.
+
+    Not ``urllib.parse.urlsplit(...).port``: it raises on what libpq accepts
+    (several hosts ``h1:p1,h2:p2``, a password with ``#``), and that error,
+    which quoted the password, replaced the driver's (sixth outside attack).
+    """
+    userinfo = _URL_USERINFO.match(text)
+    rest = text[userinfo.end() :] if userinfo else text.split("://", 1)[1]
+    hostport, _, tail = rest.partition("/")
+    database = re.split(r"[?#]", tail, maxsplit=1)[0]
+    host, port = hostport, ""
+    first = hostport.split(",", 1)[0]
+    if first.startswith("["):
+        host, _, after = first[1:].partition("]")
+        port = after[1:] if after.startswith(":") else ""
+    elif ":" in first:
+        host, port = first.rsplit(":", 1)
+    else:
+        host = first
+    if "," in hostport:
+        host = hostport  # several hosts: named as given (a password is never here)
+        port = ""
+    return {
+        "user": userinfo.group("user") if userinfo else "",
+        "host": host,
+        "port": port if port.isdigit() else "",
+        "database": database,
+    }
+
+
 def _secrets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
     """The passwords in connect arguments, to keep them out of error messages."""
     found = [str(kwargs[k]) for k in _PASSWORD_KEYS if kwargs.get(k)]
@@ -620,9 +655,10 @@ def _secrets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         v for k, v in kwargs.items() if k in _CONNINFO_KEYS and isinstance(v, str)
     ]:
         if "://" in text:
-            password = urllib.parse.urlsplit(text).password
-            if password:
-                found += [password, urllib.parse.quote(password, safe="")]
+            password = _URL_USERINFO.match(text)
+            if password and password.group("password"):
+                raw = password.group("password")
+                found += [raw, urllib.parse.unquote(raw), urllib.parse.quote(raw, safe="")]
         for key, value in _CONNINFO_PAIR.findall(text):
             if key in _PASSWORD_KEYS and value:
                 found.append(value.strip("'"))
