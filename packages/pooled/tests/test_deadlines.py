@@ -356,6 +356,23 @@ def test_uris_libpq_accepts_and_urllib_does_not_keep_their_errors(
         pool.connection()  # an outage, waited for: not a ValueError at once
 
 
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+def test_a_missing_pymysql_ssl_file_is_a_configuration_error_not_an_outage(
+    server_target: Any, pools: list[Any]
+) -> None:
+    """PyMySQL raises the missing CA file's FileNotFoundError before it opens a socket: an
+    OSError, which the pool took for an outage and waited out (sixth outside attack)."""
+    kwargs = dict(server_target.kwargs, ssl={"ca": "/nonexistent/ca.pem"})
+    pool = PooledDB(server_target.creator, blocking=True, checkout_timeout=3, **kwargs)
+    pools.append(pool)
+    start = time.monotonic()
+    with pytest.raises(ConfigurationError) as info:
+        pool.connection()
+    assert time.monotonic() - start < 1.5
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert not pool.stats()["unreachable"]
+
+
 @pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)
 def test_a_pygresql_database_uri_connects_with_the_checkout_deadline(
     server_target: Any, pools: list[Any]

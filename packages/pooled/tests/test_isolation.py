@@ -1037,6 +1037,16 @@ def test_reset_session_forgets_the_notifications_a_borrower_received(
     assert received == ["for the next borrower"]
 
 
+def _kept_attribute(target: Any, pools: Any, name: str) -> tuple[Any, Any]:
+    """A pool of one, and the driver object ``db.<name>`` a borrower kept past its close()."""
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    db = pool.connection()
+    kept = getattr(db, name)
+    db.close()
+    return pool, kept
+
+
 def test_psycopg_adapters_kept_past_checkin_never_reach_the_next_borrower(
     pg_target: Any, pools: Any
 ) -> None:
@@ -1050,11 +1060,7 @@ def test_psycopg_adapters_kept_past_checkin_never_reach_the_next_borrower(
         def dump(self, obj: Any) -> bytes:
             return b"tampered"
 
-    pool = make_pool(pg_target, maxconnections=1, blocking=True)
-    pools.append(pool)
-    db = pool.connection()
-    kept = db.adapters
-    db.close()
+    pool, kept = _kept_attribute(pg_target, pools, "adapters")
     with pool.connection() as db:
         kept.register_dumper(str, Tampered)
         assert db.execute("SELECT %s::text", ("real",)).fetchone() == ("real",)
@@ -1065,11 +1071,7 @@ def test_pymysql_decoders_kept_past_checkin_never_reach_the_next_borrower(
     server_target: Any, pools: Any
 ) -> None:
     """A borrower kept ``db.decoders`` and changed it after close() (fifth outside attack)."""
-    pool = make_pool(server_target, maxconnections=1, blocking=True)
-    pools.append(pool)
-    db = pool.connection()
-    kept = db.decoders
-    db.close()
+    pool, kept = _kept_attribute(server_target, pools, "decoders")
     with pool.connection() as db:
         kept.clear()
         kept.update({k: (lambda value: "EVIL") for k in range(256)})

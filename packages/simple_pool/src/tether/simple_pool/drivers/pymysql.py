@@ -480,6 +480,19 @@ class PyMySQLAdapter(DriverAdapter):
         """The server refused the login: its error number says so (``AUTH_ERRNOS``)."""
         return _errno(exc) in AUTH_ERRNOS
 
+    def is_configuration_error(self, exc: BaseException) -> bool:
+        """A file the arguments name is not there or not readable (``ssl={"ca": ...}``).
+
+        Measured with PyMySQL 2.2.8: its SSL context is made before any socket
+        is opened, and the missing file's ``FileNotFoundError`` comes through
+        as it is (network errors come wrapped, ``OperationalError`` 2003): an
+        ``OSError`` a pool would otherwise take for an outage and retry
+        (sixth outside attack).
+        """
+        return isinstance(
+            exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+        )
+
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for ``InterfaceError(0, '')`` / ``Error('Already closed')``: PyMySQL had no
         socket and refused before sending."""
