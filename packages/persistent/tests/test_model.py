@@ -295,7 +295,7 @@ class PersistentModel(RuleBasedStateMachine):
             return
         db.begin()
         self.began = True
-        self.commit_failed = False
+        # (begin() sends nothing: a failed commit before it still makes commit() raise)
 
     @rule()
     def commit(self) -> None:

@@ -600,7 +600,7 @@ class PooledModel(RuleBasedStateMachine):
             return
         b.db.begin()
         b.began = True
-        b.commit_failed = False
+        # (begin() sends nothing: a failed commit before it still makes commit() raise)
 
     @precondition(lambda self: self.borrowers)
     @rule(i=st.integers(0, 7))
