@@ -8,6 +8,7 @@ SQLAlchemy's own disconnect handling after server restarts.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -415,6 +416,34 @@ def test_checkout_timeout_is_sqlalchemys(make_engine: EngineFactory) -> None:
         engine.connect()
     with engine.connect() as conn:  # given back: usable again
         conn.execute(sa.text("SELECT 1"))
+
+
+@pytest.mark.parametrize("how", ["pooled", "persistent"])
+def test_a_wrong_password_is_an_authentication_error_at_once(
+    server: DatabaseServer, how: str
+) -> None:
+    """The root README: a wrong password is not an outage. Behind ``TetherPool`` it was one
+    (seventh outside attack): the creator SQLAlchemy hands over is a bound method, so the
+    pool starts with the generic adapter, whose base error matched AuthenticationError;
+    every checkout waited out pool_timeout, and the pool retried in the background."""
+    from tether.simple_pool import AuthenticationError
+
+    url = sa.engine.make_url(sqlalchemy_url(server)).set(password="not-the-password-f7")
+    engine = sa.create_engine(url, poolclass=TetherPool, tether={"pool": how}, pool_timeout=5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(Exception) as info:
+            engine.connect()
+        assert time.monotonic() - start < 1.5
+        chain = []
+        error: BaseException | None = info.value
+        while error is not None:
+            chain.append(error)
+            error = error.__cause__ or error.__context__
+        assert any(isinstance(e, AuthenticationError) for e in chain), chain
+        assert "not-the-password-f7" not in "".join(str(e) for e in chain)
+    finally:
+        engine.dispose()
 
 
 def test_persistent_nested_checkouts_get_their_own_session(

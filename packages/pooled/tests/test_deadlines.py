@@ -7,6 +7,7 @@ database for the faults; the lock test uses the fake driver (pure logic).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import logging
@@ -270,6 +271,26 @@ def test_a_wrong_password_is_an_authentication_error_not_an_outage(
     pools.append(pool)
     with pytest.raises(AuthenticationError):
         pool.connection()  # non-blocking: the same
+    if target.name != "pg":
+        # A creator whose driver is not known until it connects (SQLAlchemy's, a lambda):
+        # the generic adapter's base error is any Exception, which matched
+        # AuthenticationError too (seventh outside attack: an outage, retried).
+        connect = target.module.connect
+        pool = PooledDB(lambda: connect(**kwargs), blocking=True, checkout_timeout=5)
+        pools.append(pool)
+        start = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            pool.connection()
+        assert time.monotonic() - start < 1.5
+        time.sleep(0.5)
+        assert not pool.stats()["unreachable"] and pool.stats()["connect_errors"] == 1
+        # A partial (Django's creator) carries the arguments: the message names them.
+        pool = PooledDB(functools.partial(connect, **kwargs), checkout_timeout=5)
+        pools.append(pool)
+        with pytest.raises(AuthenticationError) as info:
+            pool.connection()
+        assert f"user {target.server.user!r}" in str(info.value)
+        assert "not-the-password-h2" not in str(info.value)
 
 
 @pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pg"], indirect=True)

@@ -105,7 +105,7 @@ from tether.simple_pool.checks import (
 )
 from tether.simple_pool.deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
-from tether.simple_pool.errors import ConfigurationError
+from tether.simple_pool.errors import ConfigurationError, TetherError
 from tether.steady import SteadyBase, forwarding_class
 
 from . import fork
@@ -845,8 +845,17 @@ class Pool(Uncopyable):
         return now + self._max_lifetime * (1.0 - 0.1 * random.random())
 
     def _is_connect_error(self, exc: BaseException) -> bool:
-        """Whether ``exc`` says the database cannot be reached (not a programming error)."""
-        return isinstance(exc, (self._adapter.base_error, OSError))
+        """Whether ``exc`` says the database cannot be reached (not a programming error).
+
+        Never one of tether's own errors: a ``ConfigurationError`` (a refused
+        login) is not an outage, and the generic adapter's ``base_error``
+        (any ``Exception``, for a creator whose driver is not known yet, such
+        as SQLAlchemy's) matched it: found by an outside attack, a wrong
+        password behind ``TetherPool`` was retried in the background.
+        """
+        return isinstance(exc, (self._adapter.base_error, OSError)) and not isinstance(
+            exc, TetherError
+        )
 
     def _open_reserved(
         self, seconds: float, *, checkout: bool, for_waiter: _Waiter | None = None

@@ -18,6 +18,7 @@ connection itself; every method takes the raw driver connection it acts on.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -169,6 +170,10 @@ class DriverAdapter:
         except Exception as exc:
             from ..errors import AuthenticationError, ConfigurationError
 
+            creator = self.creator
+            if isinstance(creator, functools.partial):
+                # Django's and others' creators carry the connect arguments themselves.
+                args, kwargs = (*creator.args, *args), {**creator.keywords, **kwargs}
             text = str(exc).strip()
             for secret in _secrets(args, kwargs):
                 text = text.replace(secret, "***")
@@ -640,12 +645,23 @@ def _url_target(text: str) -> dict[str, str]:
     if "," in hostport:
         host = hostport  # several hosts: named as given (a password is never here)
         port = ""
-    return {
+    found = {
         "user": userinfo.group("user") if userinfo else "",
         "host": host,
         "port": port if port.isdigit() else "",
         "database": database,
     }
+    for key, value in _url_query(text):  # libpq reads these too: ?user=u&dbname=d
+        role = dict(_TARGET_KEYS).get(key)
+        if role and value and not found.get(role):
+            found[role] = value
+    return found
+
+
+def _url_query(text: str) -> list[tuple[str, str]]:
+    """A URI's query parameters, decoded (``urllib.parse.parse_qsl`` never raises on them)."""
+    query = text.partition("?")[2].partition("#")[0] if "?" in text else ""
+    return urllib.parse.parse_qsl(query, keep_blank_values=True)
 
 
 def _secrets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
@@ -659,6 +675,8 @@ def _secrets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
             if password and password.group("password"):
                 raw = password.group("password")
                 found += [raw, urllib.parse.unquote(raw), urllib.parse.quote(raw, safe="")]
+            found += [value for key, value in _url_query(text) if key in _PASSWORD_KEYS]
+            continue  # a URI's query is not a conninfo string: its pairs are read above
         for key, value in _CONNINFO_PAIR.findall(text):
             if key in _PASSWORD_KEYS and value:
                 found.append(value.strip("'"))
