@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["VARIANTS", "Variant", "apply", "edit"]
+__all__ = ["VARIANTS", "Variant", "apply", "check", "edit"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,12 @@ def _owner(module: str, owner: str) -> Any:
     return obj
 
 
-def edit(module: str, owner: str, name: str, lines: dict[str, str]) -> None:
+def edit(module: str, owner: str, name: str, lines: dict[str, str], install: bool = True) -> None:
     """Recompile ``module.owner.name`` with each line whose stripped text is a key replaced.
 
     The replacement keeps the line's indentation; every key must match exactly
     one line (a changed source fails loudly instead of measuring nothing).
+    ``install=False`` only checks that it can be done (:func:`check`).
     """
     holder = _owner(module, owner)
     func = holder.__dict__[name] if owner else getattr(holder, name)
@@ -79,7 +80,8 @@ def edit(module: str, owner: str, name: str, lines: dict[str, str]) -> None:
     exec(code, func.__globals__, namespace)
     replaced: Callable[..., Any] = namespace[name]
     replaced.__qualname__ = func.__qualname__
-    setattr(holder, name, replaced)
+    if install:
+        setattr(holder, name, replaced)
 
 
 _POOL = "tether.pooled.pool"
@@ -331,3 +333,33 @@ def apply(name: str) -> Variant | None:
     for module, owner, function, lines in variant.edits:
         edit(module, owner, function, lines)
     return variant
+
+
+def check() -> list[str]:
+    """Every variant's edits, made without installing them: what no longer applies.
+
+    The benchmark session runs this first (``python ablation.py --check``), so a
+    change to a hot-path function that a variant edits fails the quick run at
+    once instead of leaving the ledger phase with an error row.
+    """
+    problems = []
+    for name, variant in VARIANTS.items():
+        for module, owner, function, lines in variant.edits:
+            try:
+                edit(module, owner, function, lines, install=False)
+            except Exception as exc:
+                problems.append(f"{name}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--check"]:
+        print("usage: python ablation.py --check")
+        sys.exit(2)
+    found = check()
+    for problem in found:
+        print(problem)
+    print(f"ablation: {len(VARIANTS)} variants, {len(found)} no longer apply")
+    sys.exit(1 if found else 0)
