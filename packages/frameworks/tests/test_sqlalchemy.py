@@ -7,6 +7,7 @@ SQLAlchemy's own disconnect handling after server restarts.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -354,9 +355,11 @@ def test_restart_between_transactions_is_transparent(
 @pytest.mark.restart
 @pytest.mark.parametrize("how", ["pooled", "persistent", "creator-pooled"])
 def test_restart_inside_a_transaction_reaches_sqlalchemy(
-    make_engine: EngineFactory, server: DatabaseServer, table: sa.Table, how: str
+    make_engine: EngineFactory, server: DatabaseServer, table: sa.Table, how: str, caplog: Any
 ) -> None:
-    """No transparent recovery inside a transaction: SQLAlchemy sees the driver's disconnect."""
+    """No transparent recovery inside a transaction: SQLAlchemy sees the driver's disconnect.
+    What SQLAlchemy invalidated goes back without a "transaction open" warning."""
+    caplog.set_level(logging.WARNING, logger="tether")
     engine = make_engine(how)
     with engine.connect() as conn:
         conn.execute(sa.insert(table).values(worker=1, label="lost"))  # autobegin
@@ -370,6 +373,7 @@ def test_restart_inside_a_transaction_reaches_sqlalchemy(
         conn.execute(sa.insert(table).values(worker=2, label="next"))
     assert _count(engine, table) == 1
     assert _count(engine, table, label="next") == 1
+    assert not [r for r in caplog.records if "transaction open" in r.getMessage()]
 
 
 def test_connect_event_once_per_driver_connection(
@@ -416,6 +420,26 @@ def test_checkout_timeout_is_sqlalchemys(make_engine: EngineFactory) -> None:
         engine.connect()
     with engine.connect() as conn:  # given back: usable again
         conn.execute(sa.text("SELECT 1"))
+
+
+@pytest.mark.parametrize("how", ["pooled", "persistent"])
+def test_a_soft_invalidated_connection_is_replaced(
+    make_engine: EngineFactory, server: DatabaseServer, how: str
+) -> None:
+    """``invalidate(soft=True)``: QueuePool replaces the driver connection at its next
+    checkout; behind TetherPool the same session was reused (seventh outside attack)."""
+    engine = make_engine(how, pool_size=1, max_overflow=0)
+    sql = sa.text(
+        "SELECT pg_backend_pid()" if server.kind == "postgresql" else "SELECT CONNECTION_ID()"
+    )
+    with engine.connect() as conn:
+        first = conn.execute(sql).scalar()
+        conn.connection.invalidate(soft=True)
+    with engine.connect() as conn:
+        second = conn.execute(sql).scalar()
+    with engine.connect() as conn:
+        assert conn.execute(sql).scalar() == second  # not invalidated: kept
+    assert second != first
 
 
 @pytest.mark.parametrize("how", ["pooled", "persistent"])

@@ -77,7 +77,7 @@ from sqlalchemy.pool.base import ConnectionPoolEntry, _ConnectionRecord
 
 from tether.persistent import PersistentDB
 from tether.persistent import TooManyConnectionsError as PersistentTooMany
-from tether.pooled import PooledDB
+from tether.pooled import PooledConnection, PooledDB
 from tether.pooled import TooManyConnectionsError as PooledTooMany
 from tether.simple_pool.errors import PoolTimeout
 
@@ -252,7 +252,14 @@ class TetherPool(Pool):
         con = record.dbapi_connection
         if con is not None:
             cast(_ConnectionRecord, record).dbapi_connection = None
-            self._give_back(con)
+            if _soft_invalidated(record):
+                # ``connection.invalidate(soft=True)``: QueuePool replaces the driver
+                # connection at its next checkout; a record here lives for one
+                # checkout, so the driver connection is closed as it is given back
+                # (seventh outside attack: it was reused).
+                self._close_connection(con)
+            else:
+                self._give_back(con)
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
         # SQLAlchemy closes a connection only when it must not be used again
@@ -260,6 +267,15 @@ class TetherPool(Pool):
         # connection under it, so that tether opens a new one, then give the
         # checkout back.
         self.logger.debug("Closing driver connection under %r", connection)
+        if isinstance(connection, PooledConnection):
+            # Given back closed, never lent again: no rollback is attempted on the
+            # dead session, and no "given back with its transaction open" warning
+            # (seventh outside attack) for what SQLAlchemy itself invalidated.
+            try:
+                connection.discard()
+            except Exception:
+                self.logger.exception("Exception discarding connection %r", connection)
+            return
         try:
             raw = connection.dbapi_connection
             if raw is not None:
@@ -320,6 +336,17 @@ class _TetherRecord(_ConnectionRecord):
             self.dbapi_connection = con
             self.starttime = time.time()
         return con
+
+
+def _soft_invalidated(record: Any) -> bool:
+    """Whether SQLAlchemy soft-invalidated ``record`` during its checkout.
+
+    SQLAlchemy 2.x stamps ``_soft_invalidate_time`` (a class attribute, 0
+    until ``invalidate(soft=True)``) and compares it with ``starttime``; read
+    here, the one place this package depends on that record's internals.
+    """
+    soft = getattr(record, "_soft_invalidate_time", 0) or 0
+    return bool(soft and soft > (getattr(record, "starttime", 0) or 0))
 
 
 def _translate(

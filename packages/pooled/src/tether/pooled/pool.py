@@ -1026,7 +1026,10 @@ class Pool(Uncopyable):
             # Every request on a non-autocommit connection that did not
             # commit ends here. The rollback is a round trip, made with no
             # lock held; after it the connection goes back the lock-free way.
-            self._warn_rollback()
+            # (A session lost inside the transaction lost its work already,
+            # and the borrower got the driver's error: nothing to warn about.)
+            if not con.session_lost:
+                self._warn_rollback()
             reason = self._reset_connection(con)
             if reason is not None:
                 self._checkin_slow(entry, clean=True, reason=reason)
@@ -1086,7 +1089,7 @@ class Pool(Uncopyable):
         if self._observed:
             self._observe_checkin(entry)
         if not clean:
-            if con.transaction_open():
+            if con.transaction_open() and not con.session_lost:
                 self._warn_rollback()
                 reason = self._reset_connection(con)
             elif self._reset.always:

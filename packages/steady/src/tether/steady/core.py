@@ -425,6 +425,16 @@ class SteadyBase(Uncopyable):
         """Whether :meth:`retire` (or ``close()`` of a closeable connection) closed it for good."""
         return self._closed
 
+    @property
+    def session_lost(self) -> bool:
+        """Whether the session was lost inside the transaction now open (no round trip).
+
+        Its work is gone with the server's rollback: a pool that gets it back
+        has nothing to warn about (the borrower got the driver's error).
+        """
+        raw = self._raw
+        return self._state.lost or (raw is not None and self._adapter.is_closed(raw))
+
     def transaction_open(self) -> bool:
         """Whether work done on this session since the last commit/rollback would be lost.
 
