@@ -1253,6 +1253,16 @@ def test_a_borrowers_dumper_survives_a_transparent_reopen_in_its_checkout(
         db.execute("SELECT %s::text", (Marker(),))
 
 
+def _pool_and_table(target: Any, pools: Any) -> tuple[Any, str]:
+    """A pool of one connection and a new table of text values ``x``."""
+    pool = make_pool(target, maxconnections=1, blocking=True)
+    pools.append(pool)
+    table = target.unique_table("tpc")
+    with pool.connection() as db:
+        execute(target, db, f"CREATE TABLE {table} (x TEXT)")
+    return pool, table
+
+
 @pytest.mark.parametrize("end", ["db.close()", "invalidate()", "pool.close()"])
 def test_a_prepared_two_phase_transaction_never_outlives_its_checkout(
     pg_target: Any, pools: Any, end: str
@@ -1260,11 +1270,7 @@ def test_a_prepared_two_phase_transaction_never_outlives_its_checkout(
     """A prepared transaction outlives its session on the server, holding its locks, and
     anyone can commit it by its id: one a borrower left survived ``invalidate()`` and a
     closing pool (fifth outside attack). It is rolled back however the checkout ends."""
-    pool = make_pool(pg_target, maxconnections=1, blocking=True)
-    pools.append(pool)
-    table = pg_target.unique_table("tpc")
-    with pool.connection() as db:
-        execute(pg_target, db, f"CREATE TABLE {table} (x TEXT)")
+    pool, table = _pool_and_table(pg_target, pools)
     db = pool.connection()
     gid = f"tether-prepared-{table}"
     db.tpc_begin(db.xid(1, gid, "branch"))
@@ -1291,11 +1297,7 @@ def test_a_two_phase_transaction_given_back_open_is_rolled_back(pg_target: Any, 
     connection; given back open, every later borrower's commit() raised "commit() cannot
     be used during a two-phase transaction". It is rolled back at checkin, as any open
     transaction is, and the next borrower commits."""
-    pool = make_pool(pg_target, maxconnections=1, blocking=True)
-    pools.append(pool)
-    table = pg_target.unique_table("tpc")
-    with pool.connection() as db:
-        execute(pg_target, db, f"CREATE TABLE {table} (x TEXT)")
+    pool, table = _pool_and_table(pg_target, pools)
     db = pool.connection()
     db.tpc_begin(db.xid(1, "tether-tpc", "branch"))
     execute(pg_target, db, f"INSERT INTO {table} VALUES ('A')")

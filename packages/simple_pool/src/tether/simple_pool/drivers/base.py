@@ -459,12 +459,7 @@ class DriverAdapter:
         adapter asks the adapter of the driver the exception comes from (a
         user's own connect function still raises its driver's errors).
         """
-        from . import _REGISTRY
-
-        adapter_class = _REGISTRY.get(top_module_name(type(exc)))
-        if adapter_class is None or adapter_class.is_auth_failure is DriverAdapter.is_auth_failure:
-            return False
-        return adapter_class.is_auth_failure(self, exc)
+        return self._ask_drivers_adapter("is_auth_failure", exc)
 
     def is_configuration_error(self, exc: BaseException) -> bool:
         """True when ``exc``, raised by :meth:`connect`, says the arguments cannot work.
@@ -474,15 +469,22 @@ class DriverAdapter:
         string or URL. The generic adapter asks the driver's adapter, as
         :meth:`is_auth_failure` does.
         """
+        return self._ask_drivers_adapter("is_configuration_error", exc)
+
+    def _ask_drivers_adapter(self, method: str, exc: BaseException) -> bool:
+        """The answer of the adapter of the driver ``exc`` comes from to ``method(exc)``.
+
+        For the generic adapter (a user's own connect function still raises its
+        driver's errors); False when no adapter of that driver answers it.
+        """
         from . import _REGISTRY
 
         adapter_class = _REGISTRY.get(top_module_name(type(exc)))
-        if (
-            adapter_class is None
-            or adapter_class.is_configuration_error is DriverAdapter.is_configuration_error
+        if adapter_class is None or getattr(adapter_class, method) is getattr(
+            DriverAdapter, method
         ):
             return False
-        return adapter_class.is_configuration_error(self, exc)
+        return bool(getattr(adapter_class, method)(self, exc))
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True when ``exc`` proves the failed statement never reached the server.

@@ -357,8 +357,7 @@ class PsycopgAdapter(DriverAdapter):
             conn.autocommit = True
         try:
             conn.execute(DISCARD_ALL, prepare=False)
-            _forget_prepared(conn)
-            _forget_notifications(conn)
+            _forget_session(conn)
         finally:
             if not autocommit and not self.is_closed(conn):
                 conn.autocommit = False
@@ -378,8 +377,7 @@ class PsycopgAdapter(DriverAdapter):
             return None
         if not _command_within(conn, DISCARD_ALL.encode(), timeout):
             return False
-        _forget_prepared(conn)
-        _forget_notifications(conn)
+        _forget_session(conn)
         return True
 
     def execute(self, conn: Any, sql: str) -> None:
@@ -532,6 +530,12 @@ def automatic_prepare_failed(conn: Any, exc: BaseException) -> bool:
     if 'prepared statement "_pg3_' not in text or expected not in text:
         return False
     return conn is None or getattr(conn, "prepare_threshold", 0) is not None
+
+
+def _forget_session(conn: Any) -> None:
+    """What psycopg keeps of a session the server just discarded (``DISCARD ALL``)."""
+    _forget_prepared(conn)
+    _forget_notifications(conn)
 
 
 def _forget_notifications(conn: Any) -> None:
