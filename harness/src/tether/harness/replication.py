@@ -127,6 +127,10 @@ class LocalStandby(LocalPostgres):
             database=primary.database,
             port=port,
             bin_dir=primary.bin_dir,
+            # Retry streaming from a lost primary every 100 ms, not every 5 s (the
+            # default): a promotion right after the primary was killed took 5.0 s
+            # once in CI, the test's whole bound, against ~0.5 s usually.
+            settings={"wal_retrieve_retry_interval": "100ms"},
         )
         self.primary = primary
 
