@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +66,9 @@ def edit(module: str, owner: str, name: str, lines: dict[str, str], install: boo
     ``install=False`` only checks that it can be done (:func:`check`).
     """
     holder = _owner(module, owner)
-    func = holder.__dict__[name] if owner else getattr(holder, name)
+    found_attr = holder.__dict__[name] if owner else getattr(holder, name)
+    # A property's getter is edited (its source, decorator included, makes the property again).
+    func = found_attr.fget if isinstance(found_attr, property) else found_attr
     source = textwrap.dedent(inspect.getsource(func)).splitlines()
     for old, new in lines.items():
         found = [i for i, line in enumerate(source) if line.strip() == old]
@@ -78,14 +79,15 @@ def edit(module: str, owner: str, name: str, lines: dict[str, str], install: boo
     namespace: dict[str, Any] = {}
     code = compile("\n".join(source) + "\n", f"<ablation of {name}>", "exec")
     exec(code, func.__globals__, namespace)
-    replaced: Callable[..., Any] = namespace[name]
-    replaced.__qualname__ = func.__qualname__
+    replaced: Any = namespace[name]
+    (replaced.fget if isinstance(replaced, property) else replaced).__qualname__ = func.__qualname__
     if install:
         setattr(holder, name, replaced)
 
 
 _POOL = "tether.pooled.pool"
 _DBAPI = "tether.steady.dbapi"
+_NATIVE = "tether.steady.native"
 _PROXIES = "tether.pooled.proxies"
 _PERSISTENT = "tether.persistent.core"
 
@@ -216,11 +218,11 @@ VARIANTS: dict[str, Variant] = {
         "inside, never re-run a statement that may have reached the server)",
         (
             (
-                _DBAPI,
-                "SteadyDBCursor",
+                _NATIVE,
+                "NativeCursor",
                 "execute",
                 {
-                    "if not state.settled or raw is None or self._generation != state.generation:": "if False:",  # noqa: E501
+                    "if not state.settled or self._steady_generation != state.generation:": "if False:",  # noqa: E501
                     "now = monotonic()": "now = 0.0",
                     "if con._execute_checks or (": "if False and (",
                 },
@@ -234,13 +236,12 @@ VARIANTS: dict[str, Variant] = {
         "next statement is not re-run after a loss as if it were outside a transaction",
         (
             (
-                _DBAPI,
-                "SteadyDBCursor",
+                _NATIVE,
+                "NativeCursor",
                 "execute",
                 {
                     "state.usage += 1": "pass",
-                    "left_busy = con._left_busy": "pass",
-                    "if left_busy(raw_con):": "if False:",
+                    "if con._left_busy(raw_con):": "if False:",
                 },
             ),
         ),
@@ -252,8 +253,8 @@ VARIANTS: dict[str, Variant] = {
         "instead of failing",
         (
             (
-                _DBAPI,
-                "SteadyDBCursor",
+                _NATIVE,
+                "NativeCursor",
                 "execute",
                 {
                     "now - state.alive_at >= _core.ALIVE_BYPASS and not con._still_there()": "False",  # noqa: E501
@@ -269,11 +270,11 @@ VARIANTS: dict[str, Variant] = {
         "(they would be another session's)",
         (
             (
-                _DBAPI,
-                "SteadyDBCursor",
+                _NATIVE,
+                "NativeCursor",
                 "fetchone",
                 {
-                    "if raw is None or self._generation != self._state.generation:": "if False:",
+                    "if self._steady_generation != self._steady_state.generation:": "if False:",
                 },
             ),
         ),
@@ -287,14 +288,28 @@ VARIANTS: dict[str, Variant] = {
             (
                 _DBAPI,
                 "SteadyDBConnection",
-                "cursor",
-                {
-                    "cls = self._cursor_class  # (a local: calling an instance attribute as a method is slower)": "pass",  # noqa: E501
-                    "return cls(self, args, kwargs)": "return self._raw.cursor(*args, **kwargs)",
-                },
+                "cursor_for",
+                {"state = self._state": "return self._raw.cursor(*args, **kwargs)"},
             ),
         ),
         ("request", "request-gap"),
+    ),
+    "steady.connection-check": Variant(
+        "tether.steady",
+        "the native cursor's `connection`: the caller's module tested",
+        "`cursor.connection` answers tether's connection (a kept one cannot reach the next "
+        "borrower's session), while psycopg's own code, which reads it on every statement, "
+        "gets the driver's",
+        (
+            (
+                _NATIVE,
+                "NativeCursor",
+                "connection",
+                {
+                    'if sys._getframe(1).f_globals.get("__name__", "").startswith(self._driver_modules):': "if True:",  # noqa: E501
+                },
+            ),
+        ),
     ),
     # -- tether.persistent: connection() and close() of a thread's connection ------------
     "persistent.ping-clock": Variant(

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .classic import PgConnection, SteadyPgConnection
 from .core import SetSessionError, SteadyBase
-from .dbapi import CONNECTION_SHORTCUTS, SteadyDBConnection, SteadyDBCursor, connect
+from .dbapi import CONNECTION_SHORTCUTS, SteadyCursor, SteadyDBConnection, SteadyDBCursor, connect
 from .errors import (
     InvalidConnection,
     InvalidConnectionError,
@@ -22,6 +22,7 @@ from .errors import (
     SteadyPgError,
 )
 from .forwarding import forwarding_class, set_class
+from .native import NativeCursor
 from .state import SessionState
 
 try:
@@ -35,10 +36,12 @@ __all__ = [
     "InvalidConnectionError",
     "InvalidCursor",
     "InvalidCursorError",
+    "NativeCursor",
     "PgConnection",
     "SessionState",
     "SetSessionError",
     "SteadyBase",
+    "SteadyCursor",
     "SteadyDBConnection",
     "SteadyDBCursor",
     "SteadyDBError",

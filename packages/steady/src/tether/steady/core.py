@@ -540,6 +540,7 @@ class SteadyBase(Uncopyable):
             return False
         state.replay.clear()
         state.touched = False
+        state.native = None  # the settings put back below may include the cursor class
         raw, baseline = self._raw, self._baseline
         if state.spoiled and raw is not None:
             self._drop_configured(raw)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 from time import monotonic
 from types import MethodType, ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from tether.simple_pool import Uncopyable
 from tether.simple_pool.drivers import DriverAdapter
@@ -26,8 +26,9 @@ from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
 from .lease import leased_method
+from .native import NativeCursor, native_class
 
-__all__ = ["SteadyDBConnection", "SteadyDBCursor", "connect"]
+__all__ = ["SteadyCursor", "SteadyDBConnection", "SteadyDBCursor", "connect"]
 
 
 def connect(
@@ -125,20 +126,54 @@ class SteadyDBConnection(SteadyBase):
         cls = forwarding_class(type(self), self._raw, vars(self), DBAPI_CONNECTION_ATTRIBUTES)
         set_class(self, cls)
 
-    def cursor(self, *args: Any, **kwargs: Any) -> SteadyDBCursor:
-        """A steady cursor; ``args``/``kwargs`` go to the driver's ``cursor()``."""
-        cls = self._cursor_class  # (a local: calling an instance attribute as a method is slower)
-        return cls(self, args, kwargs)
+    def cursor(self, *args: Any, **kwargs: Any) -> SteadyCursor:
+        """A steady cursor; ``args``/``kwargs`` go to the driver's ``cursor()``.
+
+        A plain ``cursor()`` is, where the driver allows it, a subclass of the
+        driver's cursor class that keeps the rule itself (:mod:`tether.steady.native`);
+        otherwise, and with arguments, a :class:`SteadyDBCursor` around the driver's.
+        """
+        return self.cursor_for(None, args, kwargs)
 
     def cursor_for(
         self, holder: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> SteadyDBCursor:
+    ) -> SteadyCursor:
         """Layer API: :meth:`cursor` for a pool's proxy ``holder`` (see ``SteadyDBCursor.held_by``).
 
         One call instead of two on every request through a pool.
         """
-        cls = self._cursor_class
+        state = self._state
+        native = state.native
+        if native and not args and not kwargs:
+            raw_con = self._raw
+            if raw_con is not None and not state.lost:
+                # The hot path: one object, the driver's own cursor (making it
+                # sends nothing; the statements that follow are checked).
+                # (tether's slots first: the driver's __init__ sets attributes tether guards.)
+                cursor = native.__new__(native)
+                cursor._steady_con = self
+                cursor._steady_state = state
+                cursor._steady_generation = state.generation
+                cursor._steady_lease = state.lease
+                cursor._steady_holder = holder
+                cursor.__init__(raw_con)
+                return cursor  # type: ignore[no-any-return]
+        elif native is None and self._raw is not None:
+            state.native = self._native_class(self._raw)
+            return self.cursor_for(holder, args, kwargs)
+        cls = self._cursor_class  # (a local: calling an instance attribute as a method is slower)
         return cls(self, args, kwargs, holder)
+
+    def _native_class(self, raw_con: Any) -> type | bool:
+        """The native steady cursor class for ``raw_con``'s plain cursors, or False."""
+        if self._cursor_checks:
+            return False  # ``ping`` on cursor(): the wrapper's checked path (PING_ON_CURSOR)
+        adapter = self._adapter
+        base = adapter.native_cursor_class(raw_con)
+        if base is None:
+            return False
+        guarded = adapter.cursor_result_attributes - adapter.native_cursor_unguarded
+        return native_class(base, guarded, tuple(adapter.modules))
 
     def shortcut(self, name: str, holder: Any = None) -> Callable[..., Any]:
         """Layer API: the driver's connection-level ``name`` (one of :data:`CONNECTION_SHORTCUTS`),
@@ -157,7 +192,7 @@ class SteadyDBConnection(SteadyBase):
             raise AttributeError(name)  # this driver has none (PyMySQL)
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            cursor = self._cursor_class(self, (), {}, holder)
+            cursor = self.cursor_for(holder, (), {})
             return getattr(cursor, name)(*args, **kwargs)
 
         run.__name__ = run.__qualname__ = name
@@ -805,6 +840,11 @@ class SteadyDBCursor(Uncopyable):
             # as this cursor.
             return leased_method(self._con, value, self._lease, self)
         return value
+
+
+#: What a steady connection's ``cursor()`` returns: a native cursor (the driver's
+#: class, see native.py) or a wrapper around the driver's.
+SteadyCursor = Union[SteadyDBCursor, NativeCursor]
 
 
 class SteadyDBServerCursor(SteadyDBCursor):

@@ -34,7 +34,7 @@ class SessionState:
 
     __slots__ = (
         "alive_at", "begun", "commit_failed", "configured", "dirty", "generation", "lease", "lost",
-        "opened_at", "replay", "settled", "spoiled", "touched", "usage",
+        "native", "opened_at", "replay", "settled", "spoiled", "touched", "usage",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -80,11 +80,17 @@ class SessionState:
         #: A driver method whose effect cannot be undone was reached during
         #: this checkout (the adapter's ``unrestorable``): the session ends with it.
         self.spoiled = False
+        #: The class of a plain ``cursor()`` on this driver connection: a native
+        #: steady cursor class (native.py), False for the wrapper, None until known.
+        #: Forgotten whenever the driver connection may have changed past tether
+        #: (its ``cursor_factory`` assigned): unknown(), new_session(), a checkin's restore.
+        self.native: Any = None
 
     def unknown(self) -> None:
         """The driver connection is used past tether: read its state again, compare at checkin."""
         self.settled = False
         self.touched = True
+        self.native = None
 
     def transaction_ended(self) -> None:
         """A commit or rollback ended whatever was open."""
@@ -98,6 +104,7 @@ class SessionState:
         self.begun = self.dirty = self.lost = self.settled = False
         self.spoiled = False
         self.configured = None
+        self.native = None
         if now is not None:
             self.usage = 0
             self.generation += 1

@@ -323,6 +323,43 @@ class PsycopgAdapter(DriverAdapter):
                 log.debug("psycopg: could not roll back a prepared transaction: %r", exc)
         super().close(conn)
 
+    #: psycopg's own code sets ``pgresult`` and reads ``closed`` several times a
+    #: statement, and sets ``arraysize`` in every new cursor: guarded, each is a Python
+    #: property call, measured at ~2,700 instructions a request for ``arraysize`` alone.
+    #: They are the cursor's own (a kept cursor's result, its fetch size): nothing is sent.
+    native_cursor_unguarded = frozenset({"pgresult", "closed", "arraysize"})
+
+    def native_cursor_class(self, conn: Any) -> type | None:
+        """The connection's ``cursor_factory`` (psycopg's ``Cursor``, ``ClientCursor``...).
+
+        psycopg's ``Connection.cursor()`` makes ``cursor_factory(conn,
+        row_factory=...)``, the connection's ``row_factory`` when none is
+        given, which is what ``cls(conn)`` does; making it sends nothing. Not
+        a server-side cursor class (its ``close()`` sends a statement).
+        """
+        from psycopg import Cursor, ServerCursor
+
+        factory = getattr(conn, "cursor_factory", None)
+        if (
+            isinstance(factory, type)
+            and issubclass(factory, Cursor)
+            and not issubclass(factory, ServerCursor)
+        ):
+            return factory
+        return None
+
+    def rebind_cursor(self, cursor: Any, conn: Any) -> None:
+        """``cursor`` made again on ``conn``: its row factory, ``arraysize`` and format kept.
+
+        psycopg's cursor ``__init__`` binds it to a connection (its
+        ``pgconn``, a copy of its adapters) and resets its results; run again,
+        it moves the cursor. Adapters registered on the cursor itself are not
+        kept, as they would not be on a new cursor.
+        """
+        row_factory, arraysize, format_ = cursor.row_factory, cursor.arraysize, cursor.format
+        type(cursor).__init__(cursor, conn, row_factory=row_factory)
+        cursor.arraysize, cursor.format = arraysize, format_
+
     def closes_on_server(self, cursor: Any) -> bool:
         """A named cursor's ``close()`` sends ``CLOSE "name"`` (psycopg's ``ServerCursor``)."""
         from psycopg import ServerCursor
