@@ -396,6 +396,26 @@ def test_connect_event_once_per_driver_connection(
         assert tether_con.dbapi_connection is raw
 
 
+def test_an_engine_isolation_level_survives_reset_session(
+    make_engine: EngineFactory, server: DatabaseServer
+) -> None:
+    """The dialect sets an engine-wide isolation level in the connect event; ``DISCARD ALL``
+    (MariaDB's ``COM_RESET_CONNECTION``) undid it, and every borrower after the first ran at
+    the server's default (eighth outside attack: SERIALIZABLE became REPEATABLE READ)."""
+    engine = make_engine(
+        "pooled", isolation_level="SERIALIZABLE", tether={"maxcached": 1, "reset_session": True}
+    )
+    if server.kind == "postgresql":
+        sql = "SELECT current_setting('transaction_isolation')"
+    else:
+        sql = "SELECT @@session.tx_isolation"  # (MariaDB 10.11; MySQL 8: transaction_isolation)
+    seen = []
+    for _ in range(3):
+        with engine.connect() as conn:
+            seen.append(str(conn.execute(sa.text(sql)).scalar()).lower().replace("-", " "))
+    assert seen == ["serializable"] * 3
+
+
 @pytest.mark.restart
 def test_connect_event_fires_for_a_transparently_reopened_connection(
     make_engine: EngineFactory, server: DatabaseServer

@@ -330,6 +330,42 @@ def test_session_state_does_not_leak_with_reset_session(server_target: Any, pool
     assert pool.stats()["discarded"] == 0
 
 
+def test_on_connect_setup_survives_reset_session(server_target: Any, pools: Any) -> None:
+    """The reset undoes what ``on_connect`` set on the server; it is run again, as on a new
+    connection (eighth outside attack: an engine-wide SERIALIZABLE became REPEATABLE READ
+    for every borrower after the first, behind SQLAlchemy's TetherPool)."""
+    target = server_target
+    postgres = target.kind == "postgresql"
+    sql = "SET statement_timeout = '5s'" if postgres else "SET SESSION max_join_size = 12345"
+    check = "SHOW statement_timeout" if postgres else "SELECT @@session.max_join_size"
+    expected = "5s" if postgres else 12345
+    calls: list[Any] = []
+
+    def on_connect(raw: Any) -> None:
+        calls.append(raw)
+        if target.name == "pg":
+            raw.query(sql)
+        else:
+            cursor = raw.cursor()
+            cursor.execute(sql)
+            cursor.close()
+            if not postgres or not getattr(raw, "autocommit", False):
+                raw.commit()
+
+    pool = make_pool(target, maxconnections=1, reset_session=True, on_connect=on_connect)
+    pools.append(pool)
+    seen = []
+    for _ in range(3):
+        db = pool.connection()
+        seen.append(execute(target, db, check)[0][0])
+        if target.name != "pg":
+            _commit(db)
+        db.close()
+    assert seen == [expected] * 3
+    assert len({id(raw) for raw in calls}) == 1, "one driver connection, prepared again"
+    assert pool.stats()["discarded"] == 0
+
+
 def test_session_state_stays_without_reset_session(server_target: Any, pools: Any) -> None:
     """The default reset is a rollback only: say so, by showing what survives it."""
     target = server_target

@@ -30,6 +30,14 @@ def test_a_plain_database_name_is_described_as_given() -> None:
     )
 
 
+def test_a_creator_without_arguments_is_not_described_as_defaults() -> None:
+    """A lambda's (or SQLAlchemy's bound-method creator's) target is inside the function:
+    "user '(default)'" named a user the login did not use (eighth outside attack)."""
+    described = describe_target((), {})
+    assert "(default)" not in described
+    assert described == "the user, host and database its creator function connects with"
+
+
 @pytest.mark.parametrize(
     "text",
     [

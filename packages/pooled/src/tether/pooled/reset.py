@@ -17,10 +17,9 @@ user over to the next one. tether does, in this order:
    temp tables, prepared statements, advisory locks, ``LISTEN``),
    ``COM_RESET_CONNECTION`` on MariaDB/MySQL (user variables, temp tables...).
    One round trip per return: use it when users change session state.
-   The reset also undoes what ``setsession`` set up, so those statements
-   are run again right after it (one more round trip each). What an
-   ``on_connect`` callback did on the server is reset too and not redone:
-   put such statements into ``setsession``.
+   The reset also undoes what ``setsession`` and ``on_connect`` set up, so
+   both are run again right after it (one more round trip per statement):
+   the next borrower gets the session a new connection would have.
 3. **Call your function** when ``reset`` is a callable: ``reset(raw)`` with
    the driver's connection, for anything else (``RESET ROLE``, clearing a
    cache...).
@@ -109,12 +108,7 @@ class ResetPolicy(NamedTuple):
                     f"its session reset did not finish within {timeout:g} s (checkout_timeout);"
                     " the connection is closed"
                 )
-            setsession = con.setsession
-            if setsession:  # undone by the reset: prepare the session again, as steady does
-                for sql in setsession:
-                    adapter.execute(raw, sql)
-                if adapter.in_transaction(raw) is not False:
-                    adapter.commit(raw)  # SET is transactional in PostgreSQL
+            con.prepare_again()  # undone by the reset: setsession and on_connect, as on a new one
         if self.callback is not None:
             self.callback(raw)
 

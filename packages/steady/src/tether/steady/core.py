@@ -200,15 +200,7 @@ class SteadyBase(Uncopyable):
         self._adapter = adapter = refine(self._adapter, raw)
         self._left_busy = adapter.left_busy  # (see __init__) the refined adapter's
         try:
-            for sql in self._setsession:
-                adapter.execute(raw, sql)
-            if self._setsession and adapter.in_transaction(raw) is not False:
-                # On a non-autocommit connection the statements opened a
-                # transaction; left open, the user's first rollback() would
-                # undo them (SET is transactional in PostgreSQL).
-                adapter.commit(raw)
-            if self._on_connect is not None:
-                self._on_connect(raw)
+            self._prepare(raw, adapter)
             if self._baseline is None:
                 self._baseline = adapter.settings(raw)
                 self._driver_class = type(raw)
@@ -233,6 +225,32 @@ class SteadyBase(Uncopyable):
                 " the connection was closed"
             ) from exc
         return raw
+
+    def _prepare(self, raw: Any, adapter: DriverAdapter) -> None:
+        """The pool's session setup on ``raw``: ``setsession``, then ``on_connect``."""
+        for sql in self._setsession:
+            adapter.execute(raw, sql)
+        if self._setsession and adapter.in_transaction(raw) is not False:
+            # On a non-autocommit connection the statements opened a
+            # transaction; left open, the user's first rollback() would
+            # undo them (SET is transactional in PostgreSQL).
+            adapter.commit(raw)
+        if self._on_connect is not None:
+            self._on_connect(raw)
+
+    def prepare_again(self) -> None:
+        """Layer API: run ``setsession`` and ``on_connect`` again on the current driver connection.
+
+        For a pool that reset the session on the server (``DISCARD ALL``,
+        ``COM_RESET_CONNECTION``), which undoes what they set up: the next
+        borrower gets the session a new connection would have (found by an
+        outside attack: behind SQLAlchemy's ``TetherPool`` an engine-wide
+        ``isolation_level``, set by the connect event, was gone after the first
+        reset). Raises what they raise; the caller must then drop the connection.
+        """
+        raw = self._raw
+        if raw is not None:
+            self._prepare(raw, self._adapter)
 
     def _reopen(self, reason: str, raw: Any = None) -> Any:
         """Replace the driver connection; the caller made sure no transaction is open.

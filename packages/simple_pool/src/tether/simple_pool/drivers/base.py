@@ -611,6 +611,11 @@ def describe_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
         if text and not (name in _CONNINFO_KEYS and ("=" in text or "://" in text)):  # read above
             found[role] = text
+    if not found and not args and not kwargs:
+        # A lambda or a bound method that takes no arguments (SQLAlchemy's creator):
+        # whom it logs in as is inside it, and "(default)" would be wrong (eighth
+        # outside attack). The driver's own message, which follows, names the user.
+        return "the user, host and database its creator function connects with"
     parts = [f"user {found.get('user', '(default)')!r}"]
     host = found.get("host", "(default)")
     parts.append(f"at host {host}:{found['port']}" if "port" in found else f"at host {host}")
