@@ -486,6 +486,8 @@ def test_a_wrong_password_is_an_authentication_error_at_once(
             error = error.__cause__ or error.__context__
         assert any(isinstance(e, AuthenticationError) for e in chain), chain
         assert "not-the-password-f7" not in "".join(str(e) for e in chain)
+        # As QueuePool raises it (eighth outside attack: tether's own class, unwrapped).
+        assert isinstance(info.value, sa.exc.OperationalError), type(info.value)
     finally:
         engine.dispose()
 

@@ -79,7 +79,7 @@ from tether.persistent import PersistentDB
 from tether.persistent import TooManyConnectionsError as PersistentTooMany
 from tether.pooled import PooledConnection, PooledDB
 from tether.pooled import TooManyConnectionsError as PooledTooMany
-from tether.simple_pool.errors import PoolTimeout
+from tether.simple_pool.errors import ConfigurationError, PoolTimeout, TetherError
 
 __all__ = ["PERSISTENT", "POOLED", "TetherPool"]
 
@@ -217,6 +217,8 @@ class TetherPool(Pool):
                     con = generator.steady_connection()
         except _FULL as exc:
             raise sa_exc.TimeoutError(f"tether: no connection available: {exc}") from exc
+        except ConfigurationError as exc:
+            raise _as_driver_error(exc) from exc
         if self._seen is not None:
             self._see(con)
         return con
@@ -336,6 +338,23 @@ class _TetherRecord(_ConnectionRecord):
             self.dbapi_connection = con
             self.starttime = time.time()
         return con
+
+
+def _as_driver_error(exc: ConfigurationError) -> BaseException:
+    """tether's refused-login (or unusable arguments) error as the driver's own error class.
+
+    SQLAlchemy wraps a driver's error from the pool as ``sqlalchemy.exc.OperationalError``
+    (QueuePool's behaviour); tether's own error class it passes on unwrapped, which code
+    catching SQLAlchemy's errors missed (eighth outside attack). The message is tether's
+    (the password masked), and tether's error is the cause.
+    """
+    original = exc.__cause__ or exc.__context__
+    if original is None or isinstance(original, TetherError):
+        return exc
+    try:
+        return type(original)(str(exc))
+    except Exception:  # a driver error class that takes other arguments
+        return exc
 
 
 def _soft_invalidated(record: Any) -> bool:
