@@ -296,7 +296,7 @@ VARIANTS: dict[str, Variant] = {
     ),
     "steady.connection-check": Variant(
         "tether.steady",
-        "the native cursor's `connection`: the caller's module tested",
+        "the native cursor's `connection`: the test whether tether is calling the driver",
         "`cursor.connection` answers tether's connection (a kept one cannot reach the next "
         "borrower's session), while psycopg's own code, which reads it on every statement, "
         "gets the driver's",
@@ -306,7 +306,7 @@ VARIANTS: dict[str, Variant] = {
                 "NativeCursor",
                 "connection",
                 {
-                    'if sys._getframe(1).f_globals.get("__name__", "").startswith(self._driver_modules):': "if True:",  # noqa: E501
+                    "if self._steady_inside:": "if True:",
                 },
             ),
         ),

@@ -140,3 +140,33 @@ def test_a_copy_and_a_stream_during_the_checkout_work(driver_target: Any) -> Non
         assert cur.execute("SELECT 1").fetchone() == (1,)
     finally:
         con.close()
+
+
+@psycopg_only
+def test_cursor_connection_is_tethers_around_every_statement(driver_target: Any) -> None:
+    """psycopg's own code reads ``cursor.connection`` on every statement (its type loaders
+    and dumpers keep it): it gets the driver's while tether calls psycopg, anyone else
+    tether's, before, between and after statements and while rows are iterated."""
+    import datetime
+    import json
+
+    from psycopg.types.json import Jsonb
+
+    con = steady(driver_target, autocommit=True)
+    try:
+        cur = con.cursor()
+        assert cur.connection is con
+        row = cur.execute(
+            "SELECT now(), %s::jsonb, 'é'::text, interval '1 day'", [Jsonb({"a": 1})]
+        ).fetchone()
+        assert isinstance(row[0], datetime.datetime) and row[0].tzinfo is not None
+        assert row[1:] == ({"a": 1}, "é", datetime.timedelta(days=1))
+        assert cur.connection is con
+        for _ in cur.execute("SELECT generate_series(1, 2)"):
+            assert cur.connection is con
+        with cur.copy("COPY (SELECT 1) TO STDOUT") as copy:
+            assert [bytes(r) for r in copy] == [b"1\n"]
+        assert cur.connection is con
+        assert json.loads(json.dumps(cur.execute("SELECT 1").fetchall())) == [[1]]
+    finally:
+        con.close()

@@ -156,7 +156,9 @@ class SteadyDBConnection(SteadyBase):
                 cursor._steady_generation = state.generation
                 cursor._steady_lease = state.lease
                 cursor._steady_holder = holder
+                cursor._steady_inside = True  # the driver's own __init__ (see NativeCursor)
                 cursor.__init__(raw_con)
+                cursor._steady_inside = False
                 return cursor  # type: ignore[no-any-return]
         elif native is None and self._raw is not None:
             state.native = self._native_class(self._raw)
