@@ -945,6 +945,21 @@ class SteadyBase(Uncopyable):
             # overran checkout_timeout by seconds under lock contention).
             exc = None  # type: ignore[assignment]
 
+    def _recover_statement(
+        self, call: Callable[[Any], Any], raw: Any, exc: Exception, now: float
+    ) -> Any:
+        """A cursor's hot-path statement (settled: autocommit, no transaction) on ``raw``,
+        started at ``now``, raised ``exc``: :meth:`_run`'s recovery and bookkeeping.
+
+        The caller clears its own reference to ``exc`` (see :meth:`_recover`).
+        """
+        try:
+            result = self._recover(call, raw, exc, False, True, True)
+        finally:
+            exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)
+        self._answered(self._raw, now, True, True)
+        return result
+
     def _answered(self, raw: Any, now: float, autocommit: bool, writes: bool) -> None:
         """Bookkeeping after an operation on ``raw`` that started at ``now`` succeeded."""
         # It answered: known alive until now, so the next statement within

@@ -624,14 +624,12 @@ class SteadyDBCursor(Uncopyable):
         kwargs: dict[str, Any],
     ) -> Any:
         """The hot path's ``execute()`` raised ``exc``: SteadyBase._run's recovery."""
-        con = self._con
         try:
-            result = con._recover(
-                lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, False, True, True
+            result = self._con._recover_statement(
+                lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, now
             )
         finally:
             exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)
-        con._answered(con._raw, now, True, True)
         return self._chain(result)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:

@@ -143,16 +143,13 @@ class NativeCursor(Uncopyable):
         kwargs: dict[str, Any],
     ) -> Any:
         """The hot path's ``execute()`` raised ``exc``: SteadyBase._run's recovery."""
-        con = self._steady_con
         run = self._driver_execute
         try:
-            result = con._recover(
-                lambda new: self._steady_on(new, run, args, kwargs), raw_con, exc, False, True, True
+            return self._steady_con._recover_statement(
+                lambda new: self._steady_on(new, run, args, kwargs), raw_con, exc, now
             )
         finally:
             exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)
-        con._answered(con._raw, now, True, True)
-        return result
 
     def _steady_on(
         self, raw_con: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
