@@ -92,15 +92,18 @@ def test_terminated_session_is_lost_and_next_use_never_sent(server_target: Any) 
         adapter.commit(conn)  # end the transaction backend_id() opened (no-op where none)
         assert adapter.ping(conn)
         assert not adapter.peer_closed(conn)
+        assert not adapter.is_gone(conn)
         assert server_target.kill_backend(backend)
         # The server closed the idle session: seen on the socket, before anything is sent.
         deadline = time.monotonic() + 5
         while not adapter.peer_closed(conn) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert adapter.peer_closed(conn)
+        assert adapter.is_gone(conn)
         first = failure(server_target, conn)
         assert adapter.is_connection_lost(conn, first)
         assert adapter.is_closed(conn)
+        assert adapter.is_gone(conn)
         assert adapter.in_transaction(conn) is None
         second = failure(server_target, conn)
         assert adapter.is_connection_lost(conn, second)

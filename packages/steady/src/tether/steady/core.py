@@ -772,9 +772,7 @@ class SteadyBase(Uncopyable):
         or the server ended the session meanwhile. False sends the caller
         the full way, which finds out again and reopens.
         """
-        raw = self._raw
-        adapter = self._adapter
-        return not adapter.is_closed(raw) and not adapter.peer_closed(raw)
+        return not self._adapter.is_gone(self._raw)
 
     def _is_lost(self, raw: Any, exc: BaseException) -> bool:
         """Whether ``exc`` means the connection is gone (``failures`` and ``isfatal`` decide)."""

@@ -258,6 +258,15 @@ class DriverAdapter:
         """
         return False
 
+    def is_gone(self, conn: Any) -> bool:
+        """:meth:`is_closed` or :meth:`peer_closed`, in one call. No round trip.
+
+        What tether.steady asks before a statement that follows a pause: an
+        adapter whose two answers read the same driver state overrides it to
+        read it once.
+        """
+        return self.is_closed(conn) or self.peer_closed(conn)
+
     def driver_ping(
         self, conn_class: type, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[bool, tuple[Any, ...], dict[str, Any]]:

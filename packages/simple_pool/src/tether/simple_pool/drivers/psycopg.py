@@ -188,6 +188,24 @@ class PsycopgAdapter(DriverAdapter):
             return False
         return peer_closed(int(fd), ssl)
 
+    def is_gone(self, conn: Any) -> bool:
+        """:meth:`is_closed` or :meth:`peer_closed`, with one read of ``conn.pgconn``.
+
+        Before a statement that follows a pause (tether.steady): one frame and
+        one attribute read less than the two calls.
+        """
+        try:
+            pgconn = conn.pgconn
+            if pgconn.status:
+                return True
+            fd = pgconn.socket
+            if not socket_readable(fd):
+                return False
+            ssl = bool(pgconn.ssl_in_use)
+        except Exception:
+            return self.is_closed(conn) or self.peer_closed(conn)
+        return peer_closed(int(fd), ssl)
+
     # -- round trips ------------------------------------------------------------------------
 
     def ping(self, conn: Any, timeout: float | None = None) -> bool:
