@@ -8,6 +8,7 @@ PostgreSQL, the way a user reaches it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -170,3 +171,68 @@ def test_cursor_connection_is_tethers_around_every_statement(driver_target: Any)
         assert json.loads(json.dumps(cur.execute("SELECT 1").fetchall())) == [[1]]
     finally:
         con.close()
+
+
+@psycopg_only
+@pytest.mark.parametrize("keep", ["native", "wrapper"])
+def test_a_pipeline_on_a_session_the_server_ended_runs_nothing_on_a_new_one(
+    driver_target: Any, keep: str
+) -> None:
+    """Inside ``with db.pipeline():`` the queued statements are one unit: a loss there is a
+    loss inside a transaction. Found by an outside attack: they ran on a new session one by
+    one, each committed, while the block raised (a retry would insert everything twice)."""
+    from psycopg.rows import tuple_row
+
+    admin = psycopg.connect(autocommit=True, **driver_target.kwargs)
+    table = f"pipe_{keep}"
+    admin.execute(f"DROP TABLE IF EXISTS {table}")
+    admin.execute(f"CREATE TABLE {table} (x int)")
+    con = steady(driver_target, autocommit=True)
+    try:
+        cur = con.cursor() if keep == "native" else con.cursor(row_factory=tuple_row)
+        # Healthy: psycopg's semantics, a bad statement aborts the whole batch.
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation), con.pipeline():
+            cur.execute(f"INSERT INTO {table} VALUES (1)")
+            cur.execute(f"INSERT INTO {table} VALUES (%s)", ["not a number"])
+        assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        driver_target.kill_backend(backend(con))
+        time.sleep(0.05)
+        with pytest.raises(psycopg.OperationalError), con.pipeline():
+            cur.execute(f"INSERT INTO {table} VALUES (1)")
+            cur.execute(f"INSERT INTO {table} VALUES (2)")
+        assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), "nothing ran"
+        con.rollback()  # as after a loss inside a transaction (the rule)
+        cur.execute(f"INSERT INTO {table} VALUES (3)")
+        assert admin.execute(f"SELECT array_agg(x) FROM {table}").fetchone() == ([3],)
+    finally:
+        con.close()
+        admin.execute(f"DROP TABLE {table}")
+        admin.close()
+
+
+@psycopg_only
+@pytest.mark.parametrize("keep", ["native", "wrapper"])
+def test_copy_and_stream_after_the_server_ended_the_session_get_a_new_one(
+    driver_target: Any, keep: str
+) -> None:
+    """``cur.copy()`` and ``cur.stream()`` send their statement when used: they follow the
+    rule's checks first, so a session the server ended is replaced (outside a transaction).
+    Found by an outside attack: they reached the dead session, then "the connection is
+    lost" forever, until an ``execute()`` reopened it."""
+    from psycopg.rows import tuple_row
+
+    for autocommit in (True, False):
+        con = steady(driver_target, autocommit=autocommit)
+        try:
+            cur = con.cursor() if keep == "native" else con.cursor(row_factory=tuple_row)
+            for use in ("copy", "stream"):
+                driver_target.kill_backend(backend(con))
+                time.sleep(0.05)
+                if use == "copy":
+                    with cur.copy("COPY (SELECT 42) TO STDOUT") as copy:
+                        assert [bytes(row) for row in copy] == [b"42\n"]
+                else:
+                    assert list(cur.stream("SELECT 43")) == [(43,)]
+                con.commit()
+        finally:
+            con.close()

@@ -975,7 +975,9 @@ class SteadyBase(Uncopyable):
                 if self._left_busy(raw):
                     self._went_busy(raw)
                 else:
-                    state.settled = self._unlimited
+                    # (The adapter's word too: psycopg's pipeline mode is idle between
+                    # statements but must never take the fast path; see its in_transaction.)
+                    state.settled = self._unlimited and self._adapter.in_transaction(raw) is False
             else:
                 state.dirty = True
                 state.settled = False

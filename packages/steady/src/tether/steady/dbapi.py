@@ -25,7 +25,7 @@ from . import core as _core
 from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
-from .lease import leased_method
+from .lease import leased_method, lend
 from .native import NativeCursor, native_class
 
 __all__ = ["SteadyCursor", "SteadyDBConnection", "SteadyDBCursor", "connect"]
@@ -175,7 +175,7 @@ class SteadyDBConnection(SteadyBase):
         if base is None:
             return False
         guarded = adapter.cursor_result_attributes - adapter.native_cursor_unguarded
-        return native_class(base, guarded, tuple(adapter.modules))
+        return native_class(base, guarded, adapter.cursor_session_methods)
 
     def shortcut(self, name: str, holder: Any = None) -> Callable[..., Any]:
         """Layer API: the driver's connection-level ``name`` (one of :data:`CONNECTION_SHORTCUTS`),
@@ -654,6 +654,25 @@ class SteadyDBCursor(Uncopyable):
 
         return run
 
+    def _session_method(self, name: str) -> Callable[..., Any]:
+        """The driver cursor's ``name`` that returns an object sending statements later
+        (the adapter's ``cursor_session_methods``): made after the rule's checks, so that
+        a session the server ended is replaced first (outside a transaction); what it
+        returns is lent for the checkout."""
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if self._lease != self._state.lease:
+                self._stale()
+            con = self._con
+            result = con._run(
+                lambda raw_con: getattr(self._on(raw_con), name)(*args, **kwargs), writes=False
+            )
+            self._state.unknown()  # what it sends later is not seen here
+            return lend(result, con, self._lease, self)
+
+        run.__name__ = run.__qualname__ = name
+        return run
+
     def held_by(self, holder: Any) -> None:
         """Layer API: the object that keeps this cursor's connection checked out (a pool's proxy).
 
@@ -815,7 +834,10 @@ class SteadyDBCursor(Uncopyable):
             raise AttributeError(name)
         if name.startswith(("execute", "call")):
             return self._statement(name)
-        results = self._con._adapter.cursor_result_attributes
+        adapter = self._con._adapter
+        if name in adapter.cursor_session_methods:
+            return self._session_method(name)
+        results = adapter.cursor_result_attributes
         if self._raw is None and name in results and self._lease == self._state.lease:
             closed = getattr(self, "_closed", None)  # (a slot, set by close())
             if closed is not None:

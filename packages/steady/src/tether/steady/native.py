@@ -97,7 +97,6 @@ class NativeCursor(Uncopyable):
     _driver_iter: Callable[..., Iterator[Any]]
     _driver_next: Callable[..., Any] | None  # where the driver's cursor is its own iterator
     _driver_connection: Any  # the driver class's ``connection`` (its descriptor, in the class)
-    _driver_modules: tuple[str, ...]  # the driver's own modules, as name prefixes
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         # SteadyDBCursor.execute's hot path (see there): the same tests, in the same order.
@@ -282,13 +281,16 @@ class NativeCursor(Uncopyable):
         def close(self) -> None: ...
 
 
-def _leased(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+def _leased(name: str, method: Callable[..., Any], session: bool) -> Callable[..., Any]:
     """The driver cursor's ``method``, as a :class:`SteadyDBCursor` passes it through.
 
     A statement method (``execute*``, ``call*``) follows the rule; any other
     is refused after the checkout, marks the session unknown (it may send
-    what tether does not see: psycopg's ``copy()``, ``stream()``), and what
-    it returns is lent for the checkout (lease.py).
+    what tether does not see), and what it returns is lent for the checkout
+    (lease.py). ``session``: it returns an object that sends statements later
+    (the adapter's ``cursor_session_methods``: psycopg's ``copy()``,
+    ``stream()``); made after the rule's checks, so that a session the server
+    ended is replaced first, outside a transaction, as before a statement.
     """
     if name.startswith(("execute", "call")):
 
@@ -301,6 +303,20 @@ def _leased(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
             )
 
         call = statement
+    elif session:
+
+        def sending(self: Any, *args: Any, **kwargs: Any) -> Any:
+            state = self._steady_state
+            if self._steady_lease != state.lease:
+                raise _stale(self._steady_con, f"the driver cursor's {name}()")
+            run = method.__get__(self)
+            result = self._steady_con._run(
+                lambda raw_con: self._steady_on(raw_con, run, args, kwargs), writes=False
+            )
+            state.unknown()  # what it sends later is not seen here
+            return lend(result, self._steady_con, self._steady_lease)
+
+        call = sending
     else:
 
         def passed(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -345,19 +361,20 @@ def _result(name: str, descriptor: Any) -> property:
     return property(get, set_ if hasattr(descriptor, "__set__") else None, doc=name)
 
 
-_classes: dict[tuple[type, frozenset[str], tuple[str, ...]], type] = {}
+_classes: dict[tuple[type, frozenset[str], frozenset[str]], type] = {}
 _lock = threading.Lock()
 
 
-def native_class(base: type, results: frozenset[str], modules: tuple[str, ...]) -> type:
+def native_class(base: type, results: frozenset[str], sessions: frozenset[str]) -> type:
     """The native steady cursor class for the driver cursor class ``base`` (made once).
 
     ``results``: the names of its result attributes to guard as a wrapper
     guards them (the adapter's ``cursor_result_attributes`` less its
-    ``native_cursor_unguarded``). ``modules``: the driver's module names (the
-    adapter's ``modules``), whose code gets the driver's ``connection``.
+    ``native_cursor_unguarded``). ``sessions``: the driver's session methods (the
+    adapter's ``cursor_session_methods``): methods that return an object
+    which sends statements later, made after the rule's checks.
     """
-    key = (base, results, modules)
+    key = (base, results, sessions)
     cls = _classes.get(key)
     if cls is not None:
         return cls
@@ -381,7 +398,6 @@ def native_class(base: type, results: frozenset[str], modules: tuple[str, ...]) 
         "_driver_iter": base.__iter__,  # type: ignore[attr-defined]
         "_driver_next": getattr(base, "__next__", None),
         "_driver_connection": inspect.getattr_static(base, "connection"),
-        "_driver_modules": tuple(f"{name}." for name in modules) + modules,
     }
     own = set(vars(NativeCursor)) | _OWN
     for name in dir(base):
@@ -389,7 +405,7 @@ def native_class(base: type, results: frozenset[str], modules: tuple[str, ...]) 
             continue
         value = getattr(base, name)
         if callable(value) and not isinstance(value, type):
-            namespace[name] = _leased(name, value)
+            namespace[name] = _leased(name, value, name in sessions)
     for name in results:
         descriptor = inspect.getattr_static(base, name, None)
         if descriptor is not None and hasattr(type(descriptor), "__get__"):

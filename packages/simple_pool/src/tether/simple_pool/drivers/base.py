@@ -380,6 +380,10 @@ class DriverAdapter:
         """
         return None
 
+    #: Driver cursor methods that return an object which sends statements later
+    #: (psycopg's ``copy()``, ``stream()``): tether.steady makes them after the reopen
+    #: rule's checks, so that a session the server ended is replaced first.
+    cursor_session_methods: ClassVar[frozenset[str]] = frozenset()
     #: Result attributes (of :attr:`cursor_result_attributes`) a native cursor
     #: (:meth:`native_cursor_class`) leaves unguarded after its checkout: those the
     #: driver's own code reads and writes on every statement.

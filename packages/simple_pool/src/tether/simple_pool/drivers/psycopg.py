@@ -141,6 +141,13 @@ class PsycopgAdapter(DriverAdapter):
         checkin. A closed or broken connection's status is UNKNOWN (libpq answers
         UNKNOWN unless CONNECTION_OK), hence None; IDLE implies not broken.
         """
+        if getattr(conn, "_pipeline", None) is not None:
+            # Inside ``with db.pipeline():`` the statements queued are one unit
+            # (psycopg's implicit transaction until the sync): a loss there is
+            # a loss inside a transaction, never a reopen under the pipeline,
+            # whose statements would run on the new session one by one,
+            # committed, while the block raised (found by an outside attack).
+            return True
         try:
             status = conn.pgconn.transaction_status
         except Exception:
@@ -346,6 +353,10 @@ class PsycopgAdapter(DriverAdapter):
     #: property call, measured at ~2,700 instructions a request for ``arraysize`` alone.
     #: They are the cursor's own (a kept cursor's result, its fetch size): nothing is sent.
     native_cursor_unguarded = frozenset({"pgresult", "closed", "arraysize"})
+    #: ``cur.copy()`` and ``cur.stream()`` send their statement when used (see
+    #: DriverAdapter.cursor_session_methods): after a lost session they never got a
+    #: new one (found by an outside attack: a COPY-only worker failed until an execute()).
+    cursor_session_methods = frozenset({"copy", "stream"})
 
     def native_cursor_class(self, conn: Any) -> type | None:
         """The connection's ``cursor_factory`` (psycopg's ``Cursor``, ``ClientCursor``...).
