@@ -25,7 +25,7 @@ from . import core as _core
 from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
-from .lease import leased_method, lend
+from .lease import _stale, leased_method, lend
 from .native import NativeCursor, native_class
 
 __all__ = ["SteadyCursor", "SteadyDBConnection", "SteadyDBCursor", "connect"]
@@ -690,12 +690,7 @@ class SteadyDBCursor(Uncopyable):
         return self if result is not None and result is self._raw else result
 
     def _stale(self) -> None:
-        if self._con.retired:
-            raise InvalidCursorError("the cursor's connection is closed")
-        raise InvalidCursorError(
-            "this cursor belongs to a checkout that has ended (its connection was given back"
-            " to the pool, which may have lent it to another borrower): make a new cursor"
-        )
+        raise _stale(self._con, "this cursor")
 
     def _apply_sizes(self) -> None:
         spec = self._spec

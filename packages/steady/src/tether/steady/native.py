@@ -181,12 +181,7 @@ class NativeCursor(Uncopyable):
         return self._steady_con._run(lambda raw_con: self._steady_on(raw_con, run, args, kwargs))
 
     def _steady_stale(self) -> None:
-        if self._steady_con.retired:
-            raise InvalidCursorError("the cursor's connection is closed")
-        raise InvalidCursorError(
-            "this cursor belongs to a checkout that has ended (its connection was given back"
-            " to the pool, which may have lent it to another borrower): make a new cursor"
-        )
+        raise _stale(self._steady_con, "this cursor")
 
     def _steady_results(self) -> None:
         """Raise: the checkout ended, or the connection was reopened since the last execute."""
