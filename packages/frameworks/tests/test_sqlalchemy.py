@@ -462,6 +462,32 @@ def test_a_soft_invalidated_connection_is_replaced(
     assert second != first
 
 
+def test_an_option_the_tether_class_does_not_take_fails_at_create_engine(
+    server: DatabaseServer,
+) -> None:
+    """It failed at the first checkout with a TypeError about ``_connect_driver`` (found by
+    an outside attack: ``reset_session`` with ``"pool": "persistent"``)."""
+    with pytest.raises(TypeError, match="'reset_session': not an option of PersistentDB"):
+        sa.create_engine(
+            sqlalchemy_url(server),
+            poolclass=TetherPool,
+            tether={"pool": "persistent", "reset_session": True},
+        )
+
+
+def test_a_wrong_password_with_mincached_is_sqlalchemys_error(server: DatabaseServer) -> None:
+    """The tether pool is made at the first checkout, and mincached connects there: its
+    refused login was tether's own error, unwrapped (found by an outside attack)."""
+    url = sa.engine.make_url(sqlalchemy_url(server)).set(password="not-the-password-f8")
+    engine = sa.create_engine(url, poolclass=TetherPool, tether={"mincached": 1})
+    try:
+        with pytest.raises(sa.exc.OperationalError) as info:
+            engine.connect()
+        assert "not-the-password-f8" not in str(info.value)
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("how", ["pooled", "persistent"])
 def test_a_wrong_password_is_an_authentication_error_at_once(
     server: DatabaseServer, how: str

@@ -1314,3 +1314,23 @@ def test_a_two_phase_transaction_given_back_open_is_rolled_back(pg_target: Any, 
         db.close()
     with pool.connection() as db:
         assert execute(pg_target, db, f"SELECT x FROM {table} ORDER BY x") == [("B",), ("C",)]
+
+
+def test_a_pipeline_kept_open_past_checkin_never_reaches_the_next_borrower(
+    pg_target: Any, pools: Any
+) -> None:
+    """A pipeline entered by hand and kept (``p = db.pipeline(); p.__enter__()``) left the
+    connection in pipeline mode for every later borrower: errors deferred, autocommit
+    statements uncommitted (found by an outside attack). The connection is dropped."""
+    pool = make_pool(pg_target, maxconnections=1, blocking=True, autocommit=True)
+    pools.append(pool)
+    db = pool.connection()
+    kept = db.pipeline()
+    kept.__enter__()
+    db.cursor().execute("SELECT 1")
+    db.close()
+    with pool.connection() as db:
+        with pytest.raises(Exception) as info:  # at execute(), as outside a pipeline
+            db.cursor().execute("SELECT 1/0")
+        assert "division by zero" in str(info.value)
+    assert pool.stats()["discarded"] == 1

@@ -366,6 +366,30 @@ def test_on_connect_setup_survives_reset_session(server_target: Any, pools: Any)
     assert pool.stats()["discarded"] == 0
 
 
+@pytest.mark.parametrize("driver_target", ["psycopg", "pgdb"], indirect=True)
+def test_sql_an_on_connect_runs_is_committed_before_a_borrower_gets_the_session(
+    driver_target: Any, pools: Any
+) -> None:
+    """Outside autocommit, an ``on_connect`` that runs SQL opened a transaction that the
+    borrower joined: an old snapshot, and its rollback() undid the setup (found by an
+    outside attack; with reset_session on every checkout)."""
+    target = driver_target
+
+    def on_connect(raw: Any) -> None:
+        cursor = raw.cursor()
+        cursor.execute("SELECT set_config('app.oc', 'yes', false)")
+        cursor.close()
+
+    pool = make_pool(target, maxconnections=1, reset_session=True, on_connect=on_connect)
+    pools.append(pool)
+    for _ in range(2):
+        db = pool.connection()
+        db.rollback()  # would undo on_connect's setting if its transaction were still open
+        assert execute(target, db, "SELECT current_setting('app.oc')") == [("yes",)]
+        db.rollback()
+        db.close()
+
+
 def test_session_state_stays_without_reset_session(server_target: Any, pools: Any) -> None:
     """The default reset is a rollback only: say so, by showing what survives it."""
     target = server_target

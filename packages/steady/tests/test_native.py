@@ -175,7 +175,7 @@ def test_cursor_connection_is_tethers_around_every_statement(driver_target: Any)
 
 @psycopg_only
 @pytest.mark.parametrize("keep", ["native", "wrapper"])
-def test_a_pipeline_on_a_session_the_server_ended_runs_nothing_on_a_new_one(
+def test_a_pipeline_whose_session_the_server_ended_runs_nothing_on_a_new_one(
     driver_target: Any, keep: str
 ) -> None:
     """Inside ``with db.pipeline():`` the queued statements are one unit: a loss there is a
@@ -195,10 +195,12 @@ def test_a_pipeline_on_a_session_the_server_ended_runs_nothing_on_a_new_one(
             cur.execute(f"INSERT INTO {table} VALUES (1)")
             cur.execute(f"INSERT INTO {table} VALUES (%s)", ["not a number"])
         assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
-        driver_target.kill_backend(backend(con))
-        time.sleep(0.05)
+        pid = backend(con)
+        # (Killed before the block, the session is replaced before it: see the next test.)
         with pytest.raises(psycopg.OperationalError), con.pipeline():
             cur.execute(f"INSERT INTO {table} VALUES (1)")
+            driver_target.kill_backend(pid)
+            time.sleep(0.05)
             cur.execute(f"INSERT INTO {table} VALUES (2)")
         assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), "nothing ran"
         con.rollback()  # as after a loss inside a transaction (the rule)
@@ -236,3 +238,26 @@ def test_copy_and_stream_after_the_server_ended_the_session_get_a_new_one(
                 con.commit()
         finally:
             con.close()
+
+
+@psycopg_only
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_pipeline_or_transaction_first_after_an_idle_kill_gets_a_new_session(
+    driver_target: Any, autocommit: bool
+) -> None:
+    """``db.pipeline()`` and ``db.transaction()`` send their statements later: the rule's
+    checks run before them, as before a statement (found by an outside attack: a request that
+    began with one failed after an idle kill, where a plain statement was transparent)."""
+    con = steady(driver_target, autocommit=autocommit)
+    try:
+        for block in ("pipeline", "transaction"):
+            old = backend(con)
+            driver_target.kill_backend(old)
+            time.sleep(0.05)
+            with getattr(con, block)():
+                cur = con.cursor()
+                cur.execute("SELECT pg_backend_pid()")
+                assert cur.fetchone()[0] != old
+            con.commit()
+    finally:
+        con.close()

@@ -65,6 +65,7 @@ connections never share one session.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import weakref
@@ -152,6 +153,7 @@ class TetherPool(Pool):
             user_on_connect = self._options.pop("on_connect", None)
             if user_on_connect is not None and not callable(user_on_connect):
                 raise TypeError("tether: 'on_connect' must be a callable")
+            _check_options(self._mode, self._options)
             self._user_on_connect = user_on_connect
         else:
             raise TypeError(
@@ -203,8 +205,8 @@ class TetherPool(Pool):
 
     def _checkout(self) -> Any:
         """A tether connection for one SQLAlchemy checkout."""
-        generator = self.tether
         try:
+            generator = self.tether  # (made at the first checkout: mincached connects there)
             if isinstance(generator, PooledDB):
                 con = generator.dedicated_connection()
             else:
@@ -338,6 +340,28 @@ class _TetherRecord(_ConnectionRecord):
             self.dbapi_connection = con
             self.starttime = time.time()
         return con
+
+
+def _check_options(mode: str, options: Mapping[str, Any]) -> None:
+    """TypeError for an option the chosen tether class does not take, at ``create_engine``.
+
+    Its creator here takes no arguments, so every other keyword would reach it
+    at the first checkout (found by an outside attack: ``reset_session`` with
+    ``"pool": "persistent"`` failed there with a TypeError about
+    ``_connect_driver``).
+    """
+    cls = PooledDB if mode == POOLED else PersistentDB
+    known = {
+        name
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+    unknown = sorted(set(options) - known - {"creator"})
+    if unknown:
+        raise TypeError(
+            f"tether: {', '.join(repr(name) for name in unknown)}: not an option of"
+            f" {cls.__name__} ('pool': {mode!r})"
+        )
 
 
 def _as_driver_error(exc: ConfigurationError) -> BaseException:

@@ -235,8 +235,15 @@ class SteadyBase(Uncopyable):
             # transaction; left open, the user's first rollback() would
             # undo them (SET is transactional in PostgreSQL).
             adapter.commit(raw)
-        if self._on_connect is not None:
-            self._on_connect(raw)
+        on_connect = self._on_connect
+        if on_connect is not None:
+            on_connect(raw)
+            if adapter.in_transaction(raw):
+                # The same for SQL an on_connect ran: left open, the borrower
+                # joined that transaction (an old snapshot) and its rollback()
+                # undid the setup (found by an outside attack). (Only where the
+                # driver tells: None, unknown, is left alone.)
+                adapter.commit(raw)
 
     def prepare_again(self) -> None:
         """Layer API: run ``setsession`` and ``on_connect`` again on the current driver connection.

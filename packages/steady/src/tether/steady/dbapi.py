@@ -318,6 +318,7 @@ class SteadyDBConnection(SteadyBase):
         # (psycopg's transaction(), copy()...): its state is read anew, and
         # its settings are compared with the configured ones at checkin.
         raw = self.escape_to_driver()
+        adapter = self._adapter
         if raw is None:
             dead = self._dead
             if dead is not None:  # lost: its state is still readable, without reconnecting
@@ -325,8 +326,13 @@ class SteadyDBConnection(SteadyBase):
                 if not callable(value):
                     return value
             raw = self._ready()  # a driver method is about to be used: reconnect first
+        elif name in adapter.connection_session_methods and not self.transaction_open():
+            # psycopg's pipeline() and transaction() send their statements later: the
+            # rule's checks first, as before a statement, so that a session the server
+            # ended is replaced (found by an outside attack: a request that began with
+            # one failed after an idle kill, where a statement was transparent).
+            raw = self._ready()
         value = getattr(raw, name)
-        adapter = self._adapter
         if name in adapter.session_setters:
             return _recording(self, name, value)
         if name in adapter.unrestorable:

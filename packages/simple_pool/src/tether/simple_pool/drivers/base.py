@@ -384,6 +384,8 @@ class DriverAdapter:
     #: (psycopg's ``copy()``, ``stream()``): tether.steady makes them after the reopen
     #: rule's checks, so that a session the server ended is replaced first.
     cursor_session_methods: ClassVar[frozenset[str]] = frozenset()
+    #: The same for the connection's own methods (psycopg's ``pipeline()``, ``transaction()``).
+    connection_session_methods: ClassVar[frozenset[str]] = frozenset()
     #: Result attributes (of :attr:`cursor_result_attributes`) a native cursor
     #: (:meth:`native_cursor_class`) leaves unguarded after its checkout: those the
     #: driver's own code reads and writes on every statement.

@@ -315,8 +315,15 @@ class PsycopgAdapter(DriverAdapter):
         next borrower's map (fifth outside attack). Only when the checkout
         reached the driver past tether, a few dict and list copies.
         """
+        from psycopg import InterfaceError
         from psycopg.adapt import AdaptersMap
 
+        if getattr(raw, "_pipeline", None) is not None:
+            # Entered by hand (``p = db.pipeline(); p.__enter__()``) and kept: the
+            # connection would stay in pipeline mode for every later borrower, their
+            # errors deferred and autocommit statements uncommitted (found by an
+            # outside attack). It cannot be left here: the connection is dropped.
+            raise InterfaceError("a pipeline is still open on the connection")
         adapters, notice, notify = saved
         changed = not _same_adapters(raw.adapters, adapters)
         raw._adapters = AdaptersMap(adapters)
@@ -357,6 +364,7 @@ class PsycopgAdapter(DriverAdapter):
     #: DriverAdapter.cursor_session_methods): after a lost session they never got a
     #: new one (found by an outside attack: a COPY-only worker failed until an execute()).
     cursor_session_methods = frozenset({"copy", "stream"})
+    connection_session_methods = frozenset({"pipeline", "transaction"})
 
     def native_cursor_class(self, conn: Any) -> type | None:
         """The connection's ``cursor_factory`` (psycopg's ``Cursor``, ``ClientCursor``...).
