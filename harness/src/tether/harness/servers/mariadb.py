@@ -146,10 +146,16 @@ class LocalMariaDB(_LocalServer):
 
     def _command(self) -> list[str]:
         assert self._base is not None
+        # Its own temporary directory: the default, /tmp, is shared, and an on-disk
+        # temporary table of a DESCRIBE failed once in CI ("Error on delete of
+        # '/tmp/#sql-temptable-...MAD' (Errcode: 2)") when something else cleaned /tmp.
+        tmpdir = self._base / "tmp"
+        tmpdir.mkdir(exist_ok=True)
         cmd = [
             str(self.server_binary),
             "--no-defaults",  # must come first
             f"--datadir={self._base / 'data'}",
+            f"--tmpdir={tmpdir}",
             f"--port={self.port}",
             f"--bind-address={LOOPBACK}",
             f"--socket={self._base / 'mariadbd.sock'}",
