@@ -40,6 +40,7 @@ from .errors import (
 )
 from .events import EventKind, PoolEvent
 from .managed import ManagedModule, clear_managers, manage
+from .options import PoolOptions
 from .pg import PooledPg
 from .pool import Pool
 from .proxies import (
@@ -66,6 +67,7 @@ __all__ = [
     "PoolError",
     "PoolEvent",
     "PoolExhausted",
+    "PoolOptions",
     "PoolStats",
     "PoolTimeout",
     "PooledConnection",

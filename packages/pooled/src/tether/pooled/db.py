@@ -26,22 +26,16 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from tether.simple_pool.checks import (
-    check_bool,
-    check_callable,
-    check_count,
-    check_failures,
-    check_setsession,
-)
 from tether.simple_pool.dbapi import DBAPIConnection
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
-from tether.steady import SteadyDBConnection
+from tether.steady import SteadyDBConnection, SteadyOptions
 from tether.steady.core import Failures, SetSession
 from tether.steady.ping import parse_ping
 
 from ._version import __version__
 from .errors import NotSupportedError
 from .events import EventHook
+from .options import PoolOptions
 from .pool import Pool
 from .proxies import PooledDedicatedDBConnection, PooledSharedDBConnection
 from .reset import reset_policy
@@ -193,36 +187,16 @@ class PooledDB(Pool, Generic[CT]):
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until set up, so that __del__ works whatever fails
-        adapter = adapter_for(creator, driver)
-        threadsafety = _threadsafety(creator, adapter)
-        if not threadsafety:
-            raise NotSupportedError("Database module is not thread-safe.")
-        # The arguments only this front takes, checked with the checks every
-        # layer uses (tether.simple_pool.checks); _setup checks the rest, all
-        # before anything is opened.
-        maxshared = check_count("maxshared", maxshared)
-        if not threadsafety > 1:
-            maxshared = 0  # as DBUtils: sharing needs threadsafety > 1
-        self._creator = creator
-        self._args = args
-        self._maxusage = check_count("maxusage", maxusage)
-        self._setsession = check_setsession(setsession)
-        self._failures = check_failures(failures)
-        self._ping = ping
-        self._isfatal = check_callable("isfatal", isfatal)
-        self._on_connect = check_callable("on_connect", on_connect)
-        self._steady_logger = logger
-        ping_flags, _ = parse_ping(ping, adapter)
-        self._setup(
-            adapter,
-            kwargs,
+        # Every argument is checked here, by the options object (options.py,
+        # with the checks every layer uses), before anything is opened.
+        options = PoolOptions(
             mincached=mincached,
             maxcached=maxcached,
             maxshared=maxshared,
             maxconnections=maxconnections,
             blocking=blocking,
-            reset=reset_policy(reset, check_bool("reset_session", reset_session)),
-            ping_flags=ping_flags,
+            reset=reset,
+            reset_session=reset_session,
             checkout_timeout=checkout_timeout,
             max_lifetime=max_lifetime,
             max_idle=max_idle,
@@ -233,9 +207,109 @@ class PooledDB(Pool, Generic[CT]):
             ping_after=ping_after,
             reconnect_backoff=reconnect_backoff,
             on_event=on_event,
-            logger=logger,
             name=name,
+            steady=SteadyOptions(
+                maxusage=maxusage,
+                setsession=setsession,
+                failures=failures,
+                ping=ping,
+                closeable=False,
+                isfatal=isfatal,
+                on_connect=on_connect,
+                logger=logger,
+            ),
         )
+        adapter = adapter_for(creator, driver)
+        threadsafety = _threadsafety(creator, adapter)
+        if not threadsafety:
+            raise NotSupportedError("Database module is not thread-safe.")
+        self._creator = creator
+        self._args = args
+        ping_flags, _ = parse_ping(options.steady.ping, adapter)
+        self._setup(
+            adapter,
+            kwargs,
+            options,
+            reset=reset_policy(options.reset, options.reset_session),
+            # as DBUtils: sharing needs threadsafety > 1
+            maxshared=options.maxshared if threadsafety > 1 else 0,
+            ping_flags=ping_flags,
+        )
+
+    @overload
+    @classmethod
+    def from_options(
+        cls,
+        creator: Callable[..., CT],
+        options: PoolOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PooledDB[CT]: ...
+
+    @overload
+    @classmethod
+    def from_options(
+        cls,
+        creator: ModuleType,
+        options: PoolOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PooledDB[DBAPIConnection]: ...
+
+    @classmethod
+    def from_options(
+        cls,
+        creator: ModuleType | Callable[..., Any],
+        options: PoolOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PooledDB[Any]:
+        """A pool with the settings of ``options``; ``args``/``kwargs`` go to the creator.
+
+        ``PooledDB.from_options(creator, pool.options)`` makes a pool like ``pool``.
+        """
+        if not isinstance(options, PoolOptions):
+            raise TypeError(f"options: expected PoolOptions, got {type(options).__name__}")
+        o, s = options, options.steady
+        make: Any = cls  # the overloads above type the result; __init__'s own pick the creator
+        pool: PooledDB[Any] = make(
+            creator,
+            o.mincached,
+            o.maxcached,
+            o.maxshared,
+            o.maxconnections,
+            o.blocking,
+            s.maxusage,
+            s.setsession,
+            o.reset,  # an int: refused by reset_policy, as in __init__
+            s.failures,
+            s.ping,
+            s.isfatal,
+            *args,
+            checkout_timeout=o.checkout_timeout,
+            max_lifetime=o.max_lifetime,
+            max_idle=o.max_idle,
+            max_waiting=o.max_waiting,
+            max_connecting=o.max_connecting,
+            reset_session=o.reset_session,
+            leak_threshold=o.leak_threshold,
+            validate_interval=o.validate_interval,
+            ping_after=o.ping_after,
+            reconnect_backoff=o.reconnect_backoff,
+            on_connect=s.on_connect,
+            on_event=o.on_event,
+            driver=driver,
+            logger=s.logger,
+            name=o.name,
+            **kwargs,
+        )
+        return pool
 
     if TYPE_CHECKING:  # the types only: at run time these are Pool's, the hot path unchanged
         # Typed as the creator's connection, though they return a proxy: the
@@ -248,27 +322,16 @@ class PooledDB(Pool, Generic[CT]):
         def dedicated_connection(self) -> CT: ...
 
     def _new_connection(self, kwargs: dict[str, Any]) -> SteadyDBConnection:
-        return self._steady(False, kwargs)
-
-    def _steady(self, closeable: bool, kwargs: dict[str, Any]) -> SteadyDBConnection:
-        return SteadyDBConnection(
-            self._creator,
-            self._maxusage,
-            self._setsession,
-            self._failures,
-            self._ping,
-            closeable,
-            self._isfatal,
-            *self._args,
-            driver=self._adapter,
-            on_connect=self._on_connect,
-            logger=self._steady_logger,
-            **kwargs,
+        return SteadyDBConnection.from_options(
+            self._creator, self._options.steady, *self._args, driver=self._adapter, **kwargs
         )
 
     def steady_connection(self) -> SteadyDBConnection:
         """A steady connection of this pool's kind, outside the pool (closed by ``close()``)."""
-        return self._steady(True, self._kwargs)
+        options = self._options.steady.replace(closeable=True)
+        return SteadyDBConnection.from_options(
+            self._creator, options, *self._args, driver=self._adapter, **self._kwargs
+        )
 
 
 def _threadsafety(creator: Any, adapter: DriverAdapter) -> int:

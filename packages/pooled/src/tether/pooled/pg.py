@@ -23,9 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tether.simple_pool.checks import check_bool, check_callable, check_count, check_setsession
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
-from tether.steady import PgConnection, SteadyPgConnection
+from tether.steady import PgConnection, SteadyOptions, SteadyPgConnection
 from tether.steady.core import SetSession
 from tether.steady.ping import parse_ping
 
@@ -38,6 +37,7 @@ from .errors import (
     TooManyConnectionsError,
 )
 from .events import EventHook
+from .options import PoolOptions
 from .pool import Pool
 from .proxies import PooledPgConnection
 from .reset import RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY, reset_policy
@@ -99,34 +99,15 @@ class PooledPg(Pool):
         **kwargs: Any,
     ) -> None:
         self._closed = True  # until set up, so that __del__ works whatever fails
-        import pg  # PyGreSQL; imported only by those who use the classic API
-
-        if driver is None:
-            try:
-                adapter = adapter_for(pg.DB, "pg")
-            except ValueError:  # no adapter registered under that name
-                adapter = adapter_for(pg.DB)
-        else:
-            adapter = adapter_for(pg.DB, driver)
-        # The arguments only this front takes, checked with the checks every
-        # layer uses (tether.simple_pool.checks); _setup checks the rest.
-        self._args = args
-        self._maxusage = check_count("maxusage", maxusage)
-        self._setsession = check_setsession(setsession)
-        self._ping = ping
-        self._on_connect = check_callable("on_connect", on_connect)
-        self._steady_logger = logger
-        ping_flags, _ = parse_ping(ping, adapter)
-        self._setup(
-            adapter,
-            kwargs,
+        # Every argument is checked here, by the options object (options.py).
+        options = PoolOptions(
             mincached=mincached,
             maxcached=maxcached,
             maxshared=0,
             maxconnections=maxconnections,
             blocking=blocking,
-            reset=reset_policy(reset, check_bool("reset_session", reset_session), classic=True),
-            ping_flags=ping_flags,
+            reset=reset,
+            reset_session=reset_session,
             checkout_timeout=checkout_timeout,
             max_lifetime=max_lifetime,
             max_idle=max_idle,
@@ -137,29 +118,94 @@ class PooledPg(Pool):
             ping_after=ping_after,
             reconnect_backoff=reconnect_backoff,
             on_event=on_event,
-            logger=logger,
             name=name,
+            steady=SteadyOptions(
+                maxusage=maxusage,
+                setsession=setsession,
+                ping=ping,
+                closeable=False,
+                on_connect=on_connect,
+                logger=logger,
+            ),
+        )
+        import pg  # PyGreSQL; imported only by those who use the classic API
+
+        if driver is None:
+            try:
+                adapter = adapter_for(pg.DB, "pg")
+            except ValueError:  # no adapter registered under that name
+                adapter = adapter_for(pg.DB)
+        else:
+            adapter = adapter_for(pg.DB, driver)
+        self._args = args
+        ping_flags, _ = parse_ping(options.steady.ping, adapter)
+        self._setup(
+            adapter,
+            kwargs,
+            options,
+            reset=reset_policy(options.reset, options.reset_session, classic=True),
+            maxshared=0,
+            ping_flags=ping_flags,
+        )
+
+    @classmethod
+    def from_options(
+        cls,
+        options: PoolOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PooledPg:
+        """A pool with the settings of ``options``; ``args``/``kwargs`` go to ``pg.DB()``.
+
+        ``maxshared``, ``steady.failures`` and ``steady.isfatal`` must be unset:
+        classic connections are never shared, and PyGreSQL's errors are classic.py's.
+        """
+        if not isinstance(options, PoolOptions):
+            raise TypeError(f"options: expected PoolOptions, got {type(options).__name__}")
+        o, s = options, options.steady
+        if o.maxshared or s.failures is not None or s.isfatal is not None:
+            raise ValueError("options: PooledPg takes no maxshared, failures or isfatal")
+        return cls(
+            o.mincached,
+            o.maxcached,
+            o.maxconnections,
+            o.blocking,
+            s.maxusage,
+            s.setsession,
+            o.reset,
+            *args,
+            ping=s.ping,
+            checkout_timeout=o.checkout_timeout,
+            max_lifetime=o.max_lifetime,
+            max_idle=o.max_idle,
+            max_waiting=o.max_waiting,
+            max_connecting=o.max_connecting,
+            reset_session=o.reset_session,
+            leak_threshold=o.leak_threshold,
+            validate_interval=o.validate_interval,
+            ping_after=o.ping_after,
+            reconnect_backoff=o.reconnect_backoff,
+            on_connect=s.on_connect,
+            on_event=o.on_event,
+            driver=driver,
+            logger=s.logger,
+            name=o.name,
+            **kwargs,
         )
 
     def _new_connection(self, kwargs: dict[str, Any]) -> SteadyPgConnection:
-        return self._steady(False, kwargs)
-
-    def _steady(self, closeable: bool, kwargs: dict[str, Any]) -> SteadyPgConnection:
-        return SteadyPgConnection(
-            self._maxusage,
-            self._setsession,
-            closeable,
-            *self._args,
-            driver=self._adapter,
-            on_connect=self._on_connect,
-            logger=self._steady_logger,
-            ping=self._ping,
-            **kwargs,
+        return SteadyPgConnection.from_options(
+            self._options.steady, *self._args, driver=self._adapter, **kwargs
         )
 
     def steady_connection(self) -> SteadyPgConnection:
         """A steady connection of this pool's kind, outside the pool (closed by ``close()``)."""
-        return self._steady(True, self._kwargs)
+        options = self._options.steady.replace(closeable=True)
+        return SteadyPgConnection.from_options(
+            options, *self._args, driver=self._adapter, **self._kwargs
+        )
 
     def pooled_connection(self) -> SteadyPgConnection:
         """The steady connection itself, without a proxy; give it back with :meth:`cache`."""

@@ -93,16 +93,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from tether.simple_pool import Uncopyable
-from tether.simple_pool.checks import (
-    check_bool,
-    check_callable,
-    check_count,
-    check_int,
-    check_logger,
-    check_seconds,
-    check_seconds_pair,
-    check_str,
-)
+from tether.simple_pool.checks import check_count, check_seconds
 from tether.simple_pool.deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
 from tether.simple_pool.errors import ConfigurationError, TetherError
@@ -116,8 +107,9 @@ from .errors import (
     TooManyConnectionsError,
     UnreachableTimeout,
 )
-from .events import EventHook, EventKind, emit
+from .events import EventKind, emit
 from .leaks import Stack, capture_stack, format_stack
+from .options import PoolOptions
 from .proxies import PooledConnection
 from .reset import ResetPolicy, RollbackTimeout
 from .stats import PoolStats
@@ -230,44 +222,32 @@ class Pool(Uncopyable):
         self,
         adapter: DriverAdapter,
         kwargs: dict[str, Any],
+        options: PoolOptions,
         *,
-        mincached: Any,
-        maxcached: Any,
-        maxshared: Any,
-        maxconnections: Any,
-        blocking: Any,
         reset: ResetPolicy,
+        maxshared: int,
         ping_flags: int,
-        checkout_timeout: Any,
-        max_lifetime: Any,
-        max_idle: Any,
-        max_waiting: Any,
-        max_connecting: Any,
-        leak_threshold: Any,
-        validate_interval: Any,
-        ping_after: Any,
-        reconnect_backoff: Any,
-        on_event: EventHook | None,
-        logger: logging.Logger | None,
-        name: str | None,
     ) -> None:
-        """Check the arguments, set up the state, open ``mincached`` connections."""
+        """Set up the state from the checked ``options``, open ``mincached`` connections.
+
+        The front checked every argument by making ``options`` (options.py),
+        before anything is opened; ``reset``, ``maxshared`` and ``ping_flags``
+        are what the front made of its options for its driver. The hot path
+        reads the pool's own attributes, copied from the options here.
+        """
         self._closed = True  # until set up: __del__ and close() must work whatever fails
         self._maintenance: Maintenance | None = None
-        # Every argument is checked before anything is opened, with the checks
-        # every layer uses (tether.simple_pool.checks).
-        name = check_str("name", name)
+        self._options = options
+        name = options.name
         self.name = name if name is not None else f"{type(self).__name__}-{next(_names)}"
-        logger = check_logger(logger)
+        logger = options.steady.logger
         self._log = logger if logger is not None else log
-        self._on_event = check_callable("on_event", on_event)
+        self._on_event = on_event = options.on_event
         self._adapter = adapter
         self._kwargs = kwargs
 
-        mincached = check_count("mincached", mincached)
-        maxcached = check_count("maxcached", maxcached)
-        maxshared = check_count("maxshared", maxshared)
-        maxconnections = check_count("maxconnections", maxconnections)
+        mincached, maxcached = options.mincached, options.maxcached
+        maxconnections = options.maxconnections
         self._maxcached_asked = maxcached  # resize() applies the rule below again
         if maxcached:  # as DBUtils: the limits never contradict each other
             maxcached = max(maxcached, mincached)
@@ -275,26 +255,25 @@ class Pool(Uncopyable):
             maxconnections = max(maxconnections, maxcached, maxshared)
         self._mincached, self._maxcached = mincached, maxcached
         self._maxshared, self._maxconnections = maxshared, maxconnections
-        self._blocking = check_bool("blocking", blocking)
+        self._blocking = options.blocking
         self._reset = reset
 
-        self._timeout = check_seconds("checkout_timeout", checkout_timeout, allow_none=False)
-        self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
-        self._max_idle = check_seconds("max_idle", max_idle)
-        self._max_waiting = check_count("max_waiting", max_waiting)
+        self._timeout = options.checkout_timeout
+        self._max_lifetime = options.max_lifetime
+        self._max_idle = options.max_idle
+        self._max_waiting = options.max_waiting
         # At most this many connects run at once for blocking checkouts; the
         # other threads wait for a returned connection or their turn. A burst
         # of requests is then served by connections coming back (milliseconds)
         # instead of opening one per thread (HikariCP's spike test: a pool
         # that opens 45 connections for 50 short requests).
-        self._max_connecting: int = check_int("max_connecting", max_connecting, minimum=1) or 1
-        self._leak_threshold = check_seconds("leak_threshold", leak_threshold)
-        self._validate_interval = check_seconds("validate_interval", validate_interval)
-        ping_after = check_seconds("ping_after", ping_after, allow_none=False, allow_zero=True)
+        self._max_connecting = options.max_connecting
+        self._leak_threshold = options.leak_threshold
+        self._validate_interval = options.validate_interval
         # Without the "on checkout" bit of `ping`, a checkout never pings.
-        self._ping_after = ping_after if ping_flags & 1 else _INF
+        self._ping_after = options.ping_after if ping_flags & 1 else _INF
         self._fresh_on_checkin = self._ping_after > 0  # ping_after=0: ping every checkout
-        self._backoff = check_seconds_pair("reconnect_backoff", reconnect_backoff)
+        self._backoff = options.reconnect_backoff
         # Anything to do on checkout or checkin besides the list operations?
         self._observed = on_event is not None or self._leak_threshold is not None
         self._checkin_work = self._observed or reset.always
@@ -1604,6 +1583,7 @@ class Pool(Uncopyable):
             if self._closed:
                 raise PoolClosed(f"pool {self.name} is closed")
             self._maxconnections, self._mincached = new_max, new_min
+            self._options = self._options.replace(maxconnections=new_max, mincached=new_min)
             asked = self._maxcached_asked
             self._maxcached = max(asked, new_min) if asked else 0
             self._idle_cap = self._maxcached or sys.maxsize
@@ -1663,6 +1643,16 @@ class Pool(Uncopyable):
             pass
 
     # -- introspection ----------------------------------------------------------------------
+
+    @property
+    def options(self) -> PoolOptions:
+        """The pool's settings, checked, as one read-only :class:`PoolOptions`.
+
+        As given (``maxconnections``... as asked, before DBUtils' rule raises
+        one limit to another); :meth:`resize` changes them here too.
+        ``PooledDB.from_options(creator, pool.options, ...)`` makes a pool like it.
+        """
+        return self._options
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool's state and counters, as a plain dict (typed: PoolStats).

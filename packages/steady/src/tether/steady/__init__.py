@@ -23,6 +23,7 @@ from .errors import (
 )
 from .forwarding import forwarding_class, set_class
 from .native import NativeCursor
+from .options import Options, SteadyOptions
 from .state import SessionState
 
 try:
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidCursor",
     "InvalidCursorError",
     "NativeCursor",
+    "Options",
     "PgConnection",
     "SessionState",
     "SetSessionError",
@@ -45,6 +47,7 @@ __all__ = [
     "SteadyDBConnection",
     "SteadyDBCursor",
     "SteadyDBError",
+    "SteadyOptions",
     "SteadyPgConnection",
     "SteadyPgError",
     "__version__",

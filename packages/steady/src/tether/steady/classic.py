@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from types import MethodType
-from typing import TYPE_CHECKING, Any, AnyStr, Protocol
+from typing import TYPE_CHECKING, Any, AnyStr, Protocol, TypeVar
 
 if TYPE_CHECKING:  # PyGreSQL's own types (it ships py.typed); not imported at run time
     import pg
@@ -26,8 +26,11 @@ from tether.simple_pool.drivers import DriverAdapter
 
 from .core import PING_ON_EXECUTE, SetSession, SteadyBase
 from .errors import InvalidConnectionError
+from .options import SteadyOptions
 
 __all__ = ["PgConnection", "SteadyPgConnection"]
+
+_P = TypeVar("_P", bound="SteadyPgConnection")
 
 # Methods of pg.DB that talk to the server and are made steady.
 _STEADY_METHODS = frozenset(
@@ -200,20 +203,48 @@ class SteadyPgConnection(SteadyBase):
     ) -> None:
         import pg  # PyGreSQL; imported only by those who use the classic API
 
-        super().__init__(
-            pg.DB,
-            maxusage,
-            setsession,
-            None,
-            ping,
-            closeable,
-            None,
-            args,
-            kwargs,
-            driver=driver if driver is not None else "pg",
+        options = SteadyOptions(
+            maxusage=maxusage,
+            setsession=setsession,
+            ping=ping,
+            closeable=closeable,
             max_lifetime=max_lifetime,
             on_connect=on_connect,
             logger=logger,
+        )
+        super().__init__(
+            pg.DB, options, args, kwargs, driver=driver if driver is not None else "pg"
+        )
+
+    @classmethod
+    def from_options(
+        cls: type[_P],
+        options: SteadyOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> _P:
+        """A steady classic connection with the settings of ``options``; ``args``/``kwargs``
+        go to ``pg.DB()``. ``failures`` and ``isfatal`` must be unset (PyGreSQL's
+        classic API has its own errors: see classic.py).
+        """
+        if not isinstance(options, SteadyOptions):
+            raise TypeError(f"options: expected SteadyOptions, got {type(options).__name__}")
+        o = options
+        if o.failures is not None or o.isfatal is not None:
+            raise ValueError("options: SteadyPgConnection takes no failures or isfatal")
+        return cls(
+            o.maxusage,
+            o.setsession,
+            o.closeable,
+            *args,
+            driver=driver,
+            max_lifetime=o.max_lifetime,
+            on_connect=o.on_connect,
+            logger=o.logger,
+            ping=o.ping,
+            **kwargs,
         )
 
     def reopen(self) -> None:

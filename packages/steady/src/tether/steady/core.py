@@ -39,19 +39,11 @@ from types import ModuleType
 from typing import Any, NoReturn, Union
 
 from tether.simple_pool import Uncopyable
-from tether.simple_pool.checks import (
-    check_bool,
-    check_callable,
-    check_count,
-    check_failures,
-    check_logger,
-    check_seconds,
-    check_setsession,
-)
 from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
 from tether.simple_pool.errors import ConfigurationError
 
 from .errors import SteadyDBError
+from .options import SteadyOptions
 from .ping import parse_ping
 from .state import SessionState
 
@@ -99,8 +91,8 @@ class SteadyBase(Uncopyable):
         "_closeable", "_closed",
         "_cursor_checks", "_cursor_class", "_dead", "_driver_class", "_execute_checks",
         "_failures", "_isfatal", "_kwargs", "_left_busy", "_log", "_max_lifetime", "_maxusage",
-        "_on_connect", "_ping_flags", "_pinger", "_pinger_bounded", "_raw", "_setsession",
-        "_state", "_unlimited", "pings_on_request",
+        "_on_connect", "_options", "_ping_flags", "_pinger", "_pinger_bounded", "_raw",
+        "_setsession", "_state", "_unlimited", "pings_on_request",
     )  # fmt: skip
 
     _raw: Any  # the driver's connection, or None once closed
@@ -110,19 +102,11 @@ class SteadyBase(Uncopyable):
     def __init__(
         self,
         creator: ModuleType | Callable[..., Any],
-        maxusage: int | None,
-        setsession: SetSession | None,
-        failures: Failures | None,
-        ping: Any,
-        closeable: bool,
-        isfatal: Callable[[BaseException], bool] | None,
+        options: SteadyOptions,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
         driver: str | DriverAdapter | type[DriverAdapter] | None,
-        max_lifetime: float | None,
-        on_connect: Callable[[Any], object] | None,
-        logger: logging.Logger | None,
     ) -> None:
         self._raw = None  # first, so that __del__ works whatever fails below
         # The driver connection lost last, closed but kept so that its state
@@ -139,14 +123,18 @@ class SteadyBase(Uncopyable):
         self._baseline: dict[str, Any] | None = None
         # The class of the driver's connections (what isinstance checks see; see dbapi.py).
         self._driver_class: type | None = None
-        # Every argument is checked before the first connection is opened, with
-        # the checks every layer uses (tether.simple_pool.checks).
+        # Every argument was checked by the options object (steady's
+        # options.py), before the first connection is opened; the hot path
+        # reads its own slots, copied from it here.
+        if not isinstance(options, SteadyOptions):
+            raise TypeError(f"options: expected SteadyOptions, got {type(options).__name__}")
+        self._options = options
         self._adapter = adapter_for(creator, driver)
-        self._maxusage = check_count("maxusage", maxusage)
-        self._setsession = check_setsession(setsession)
-        self._failures = check_failures(failures)
-        self._isfatal = check_callable("isfatal", isfatal)
-        self._ping_flags, self._pinger = parse_ping(ping, self._adapter)
+        self._maxusage = options.maxusage
+        self._setsession = options.setsession
+        self._failures = options.failures
+        self._isfatal = options.isfatal
+        self._ping_flags, self._pinger = parse_ping(options.ping, self._adapter)
         # Read on every cursor and statement: plain flags, not bit tests (an
         # unspecialised ``&`` and a global load, measured on CPython 3.11).
         self._cursor_checks = bool(self._ping_flags & PING_ON_CURSOR)
@@ -159,11 +147,11 @@ class SteadyBase(Uncopyable):
         self._left_busy = self._adapter.left_busy
         # The adapter's own check can be bounded in time (ping(raw, timeout)); a user's cannot.
         self._pinger_bounded = self._pinger == self._adapter.ping
-        self._closeable = check_bool("closeable", closeable)
+        self._closeable = options.closeable
         self._close_timeout: float | None = None  # see close_timeout
-        self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
-        self._on_connect = check_callable("on_connect", on_connect)
-        logger = check_logger(logger)
+        self._max_lifetime = options.max_lifetime
+        self._on_connect = options.on_connect
+        logger = options.logger
         self._log = logger if logger is not None else log
         self._args, self._kwargs = args, kwargs
         self._closed = False
@@ -412,6 +400,15 @@ class SteadyBase(Uncopyable):
             self.rollback()
         else:
             self.roll_back_within(timeout)
+
+    @property
+    def steady_options(self) -> SteadyOptions:
+        """The checked settings this connection was made with (read-only; see options.py).
+
+        Not ``options``: PyGreSQL's connections have an attribute of that name,
+        which a steady connection passes through.
+        """
+        return self._options
 
     @property
     def close_timeout(self) -> float | None:

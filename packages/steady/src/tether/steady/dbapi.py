@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 from time import monotonic
 from types import MethodType, ModuleType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from tether.simple_pool import Uncopyable
 from tether.simple_pool.drivers import DriverAdapter
@@ -27,8 +27,11 @@ from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
 from .lease import _stale, leased_method, lend
 from .native import NativeCursor, native_class
+from .options import SteadyOptions
 
 __all__ = ["SteadyCursor", "SteadyDBConnection", "SteadyDBCursor", "connect"]
+
+_C = TypeVar("_C", bound="SteadyDBConnection")
 
 
 def connect(
@@ -103,21 +106,18 @@ class SteadyDBConnection(SteadyBase):
         logger: logging.Logger | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            creator,
-            maxusage,
-            setsession,
-            failures,
-            ping,
-            closeable,
-            isfatal,
-            args,
-            kwargs,
-            driver=driver,
+        options = SteadyOptions(
+            maxusage=maxusage,
+            setsession=setsession,
+            failures=failures,
+            ping=ping,
+            closeable=closeable,
+            isfatal=isfatal,
             max_lifetime=max_lifetime,
             on_connect=on_connect,
             logger=logger,
         )
+        super().__init__(creator, options, args, kwargs, driver=driver)
         # The class of this connection's cursors: SteadyDBCursor's forwarding
         # subclass for the driver's cursor class, once the first cursor is made.
         self._cursor_class = SteadyDBCursor
@@ -125,6 +125,39 @@ class SteadyDBConnection(SteadyBase):
         # subclass's properties (see forwarding.py: no __getattr__, measured).
         cls = forwarding_class(type(self), self._raw, vars(self), DBAPI_CONNECTION_ATTRIBUTES)
         set_class(self, cls)
+
+    @classmethod
+    def from_options(
+        cls: type[_C],
+        creator: ModuleType | Callable[..., Any],
+        options: SteadyOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> _C:
+        """A steady connection with the settings of ``options``; ``args``/``kwargs`` to connect.
+
+        Layer API: how a pool makes its connections from its one options object.
+        """
+        if not isinstance(options, SteadyOptions):
+            raise TypeError(f"options: expected SteadyOptions, got {type(options).__name__}")
+        o = options
+        return cls(
+            creator,
+            o.maxusage,
+            o.setsession,
+            o.failures,
+            o.ping,
+            o.closeable,
+            o.isfatal,
+            *args,
+            driver=driver,
+            max_lifetime=o.max_lifetime,
+            on_connect=o.on_connect,
+            logger=o.logger,
+            **kwargs,
+        )
 
     def cursor(self, *args: Any, **kwargs: Any) -> SteadyCursor:
         """A steady cursor; ``args``/``kwargs`` go to the driver's ``cursor()``.

@@ -27,8 +27,28 @@ _PING_ERROR = (
 )
 
 
+def check_ping(ping: Any) -> Any:
+    """``ping`` unchanged, once it is a valid setting; ``TypeError``/``ValueError`` naming it.
+
+    The check of :func:`parse_ping` without the driver: what an options
+    object runs before any driver is known.
+    """
+    _split(ping)
+    return ping
+
+
 def parse_ping(ping: Any, adapter: DriverAdapter) -> tuple[int, Pinger]:
     """Split ``ping`` into the bitmask of moments and the check function."""
+    flags, how = _split(ping)
+    if how is None:
+        return flags, adapter.ping
+    if isinstance(how, str):
+        return flags, _sql_check(how, adapter)
+    return flags, _callable_check(how)
+
+
+def _split(ping: Any) -> tuple[int, Any]:
+    """``(bitmask, how)`` of a valid ``ping``: how is None, an SQL string or a callable."""
     how: Any = None
     if isinstance(ping, tuple):
         if len(ping) != 2:
@@ -42,14 +62,12 @@ def parse_ping(ping: Any, adapter: DriverAdapter) -> tuple[int, Pinger]:
         raise TypeError(_PING_ERROR)
     if not 0 <= ping <= 7:
         raise ValueError(f"ping: the bitmask must be between 0 and 7, got {ping}")
-    if how is None:
-        return ping, adapter.ping
+    if how is None or callable(how):
+        return ping, how
     if isinstance(how, str):
         if not how.strip():
             raise ValueError("ping: the SQL statement is empty")
-        return ping, _sql_check(how, adapter)
-    if callable(how):
-        return ping, _callable_check(how)
+        return ping, how
     raise TypeError(_PING_ERROR)
 
 
