@@ -113,6 +113,7 @@ def test_user_program_runs() -> None:
         "[('checkin', 1), ('checkout', 1), ('connect', 1)] 1 24",
         "['tether_pool_checkouts_total{pool=\"typed\"} 1.0']",
         "True (1,)",
+        "2",
     ]
 
 

@@ -10,7 +10,7 @@ import sqlite3
 
 from typing_extensions import assert_type
 
-from tether.persistent import PersistentDB
+from tether.persistent import PersistentDB, PersistentOptions
 from tether.simple_pool.dbapi import DBAPIConnection
 
 
@@ -22,6 +22,10 @@ def main() -> None:
     with persist.connection() as db:
         assert_type(db, sqlite3.Connection)
         print(isinstance(db, sqlite3.Connection), db.execute("SELECT 1").fetchone())
+    assert_type(persist.options, PersistentOptions)
+    like = PersistentDB.from_options(sqlite3.connect, persist.options, database=":memory:")
+    assert_type(like, PersistentDB[sqlite3.Connection])
+    like.close()
     persist.close()
     # A DB-API 2 module: the Protocol every driver's connection fits.
     plain = PersistentDB(sqlite3, database=":memory:")

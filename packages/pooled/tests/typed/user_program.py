@@ -12,11 +12,12 @@ import sqlite3
 from prometheus_client import CollectorRegistry, generate_latest
 from typing_extensions import assert_type
 
-from tether.pooled import EventKind, PooledDB, PoolEvent, PoolStats
+from tether.pooled import EventKind, PooledDB, PoolEvent, PoolOptions, PoolStats
 from tether.pooled.events import EventHook
 from tether.pooled.metrics.otel import PoolInstruments
 from tether.pooled.metrics.prometheus import PoolCollector
 from tether.simple_pool.dbapi import DBAPIConnection
+from tether.steady import SteadyOptions
 
 seen: dict[EventKind, int] = {}
 
@@ -64,6 +65,15 @@ def main() -> None:
             assert_type(con, sqlite3.Connection)
             row = con.execute("SELECT 1").fetchone()
             print(isinstance(con, sqlite3.Connection), row)
+        # One options object: a second pool like the first, typed as the first.
+        assert_type(typed.options, PoolOptions)
+        assert_type(typed.options.steady, SteadyOptions)
+        assert_type(typed.options.maxconnections, int)
+        options = typed.options.replace(maxconnections=2)
+        with PooledDB.from_options(sqlite3.connect, options, database=":memory:") as like:
+            assert_type(like, PooledDB[sqlite3.Connection])
+            print(like.options.maxconnections)
+        assert_type(PooledDB.from_options(sqlite3, options).options, PoolOptions)
 
 
 if __name__ == "__main__":

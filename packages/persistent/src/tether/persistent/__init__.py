@@ -17,11 +17,13 @@ from .core import (
     TooManyConnectionsError,
     __version__,
 )
+from .options import PersistentOptions
 
 __all__ = [
     "NotSupportedError",
     "PersistentDB",
     "PersistentDBError",
+    "PersistentOptions",
     "PersistentPg",
     "TooManyConnectionsError",
     "__version__",

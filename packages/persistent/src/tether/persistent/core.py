@@ -82,15 +82,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overload
 
 from tether.simple_pool import Uncopyable
-from tether.simple_pool.checks import (
-    check_bool,
-    check_callable,
-    check_count,
-    check_failures,
-    check_logger,
-    check_seconds,
-    check_setsession,
-)
 from tether.simple_pool.dbapi import DBAPIConnection
 from tether.simple_pool.deadline import LATE, call_within, remaining
 from tether.simple_pool.drivers import DriverAdapter, adapter_for
@@ -101,13 +92,15 @@ from tether.simple_pool.errors import (
     PoolError,
     PoolTimeout,
 )
-from tether.steady import PgConnection, SteadyDBConnection, SteadyPgConnection
+from tether.steady import PgConnection, SteadyDBConnection, SteadyOptions, SteadyPgConnection
 from tether.steady.core import (
     Failures,
     SetSession,
     SteadyBase,
 )
 from tether.steady.ping import parse_ping
+
+from .options import PersistentOptions
 
 __all__ = [
     "NotSupportedError",
@@ -401,54 +394,33 @@ class _Persistent(Uncopyable, Generic[C]):
 
     _adapter: DriverAdapter
 
-    def __init__(
-        self,
-        adapter: DriverAdapter,
-        maxusage: int | None,
-        setsession: SetSession | None,
-        closeable: bool,
-        threadlocal: Callable[[], Any] | None,
-        *,
-        maxconnections: int | None,
-        blocking: bool,
-        checkout_timeout: float,
-        ping_after: float,
-        max_lifetime: float | None,
-        on_connect: Callable[[Any], object] | None,
-        logger: logging.Logger | None,
-    ) -> None:
+    def __init__(self, adapter: DriverAdapter, options: PersistentOptions) -> None:
+        # Every argument was checked by the front making ``options``
+        # (options.py, with the checks every layer uses), before the first
+        # connection; the steady layer would check some only when a thread
+        # first connects. connection() reads the attributes copied here.
         self._adapter = adapter
-        # Every argument is checked here, before the first connection, with
-        # the checks every layer uses (tether.simple_pool.checks); the steady
-        # layer would check some of them only when a thread first connects.
-        self._ping_after = check_seconds(
-            "ping_after", ping_after, allow_none=False, allow_zero=True
-        )
-        self._maxusage = check_count("maxusage", maxusage)
-        self._setsession = check_setsession(setsession)
-        self._closeable = check_bool("closeable", closeable)
-        self._max_lifetime = check_seconds("max_lifetime", max_lifetime)
-        self._on_connect = check_callable("on_connect", on_connect)
-        self._logger = check_logger(logger)
+        self._options = options
+        parse_ping(options.steady.ping, adapter)  # a ping the driver cannot do, now
+        self._ping_after = options.ping_after
+        logger = options.steady.logger
         self._log = logger if logger is not None else log
-        limit = check_count("maxconnections", maxconnections)
-        self._blocking = check_bool("blocking", blocking)
-        self._checkout_timeout = check_seconds(
-            "checkout_timeout", checkout_timeout, allow_none=False
-        )
+        self._blocking = options.blocking
+        self._checkout_timeout = options.checkout_timeout
+        threadlocal = options.threadlocal
         if threadlocal is None:
             threadlocal = threading.local
-        elif not callable(threadlocal):
-            raise TypeError(
-                "threadlocal: expected a class like threading.local, or None,"
-                f" got {type(threadlocal).__name__}"
-            )
         self._local = threadlocal()
         # Rollbacks of transactions a request left open, and when that was last logged.
         self._leftovers = 0
         self._leftover_logged_at = -float("inf")
-        self._shared = _Shared(limit)
+        self._shared = _Shared(options.maxconnections)
         _generators.add(self)
+
+    @property
+    def options(self) -> PersistentOptions:
+        """The generator's settings, checked, as one read-only :class:`PersistentOptions`."""
+        return self._options
 
     def _create(self, kwargs: dict[str, Any]) -> C:
         """A new steady connection of the right kind (an :class:`_Owned` one), with ``kwargs``."""
@@ -903,34 +875,98 @@ class PersistentDB(_Persistent[SteadyDBConnection], Generic[CT]):
         logger: logging.Logger | None = None,
         **kwargs: Any,
     ) -> None:
+        # Every argument is checked here, by the options object (options.py).
+        options = PersistentOptions(
+            maxconnections=maxconnections,
+            blocking=blocking,
+            checkout_timeout=checkout_timeout,
+            ping_after=ping_after,
+            threadlocal=threadlocal,
+            steady=SteadyOptions(
+                maxusage=maxusage,
+                setsession=setsession,
+                failures=failures,
+                ping=ping,
+                closeable=closeable,
+                isfatal=isfatal,
+                max_lifetime=max_lifetime,
+                on_connect=on_connect,
+                logger=logger,
+            ),
+        )
         adapter = adapter_for(creator, driver)
         if adapter.threadsafety == 0:
             raise NotSupportedError(
                 f"creator: {adapter.name} has DB-API threadsafety 0:"
                 " threads may not share the module, not even with a connection each"
             )
-        failures = check_failures(failures)
-        isfatal = check_callable("isfatal", isfatal)
-        parse_ping(ping, adapter)  # raises TypeError/ValueError naming `ping`
-        super().__init__(
-            adapter,
-            maxusage,
-            setsession,
-            closeable,
-            threadlocal,
-            maxconnections=maxconnections,
-            blocking=blocking,
-            checkout_timeout=checkout_timeout,
-            ping_after=ping_after,
-            max_lifetime=max_lifetime,
-            on_connect=on_connect,
-            logger=logger,
-        )
+        super().__init__(adapter, options)
         self._creator = creator
-        self._failures = failures
-        self._ping = ping
-        self._isfatal = isfatal
         self._args, self._kwargs = args, kwargs
+
+    @overload
+    @classmethod
+    def from_options(
+        cls,
+        creator: Callable[..., CT],
+        options: PersistentOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PersistentDB[CT]: ...
+
+    @overload
+    @classmethod
+    def from_options(
+        cls,
+        creator: ModuleType,
+        options: PersistentOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PersistentDB[DBAPIConnection]: ...
+
+    @classmethod
+    def from_options(
+        cls,
+        creator: ModuleType | Callable[..., Any],
+        options: PersistentOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PersistentDB[Any]:
+        """A generator with the settings of ``options``; ``args``/``kwargs`` go to the creator.
+
+        ``PersistentDB.from_options(creator, gen.options)`` makes a generator like ``gen``.
+        """
+        if not isinstance(options, PersistentOptions):
+            raise TypeError(f"options: expected PersistentOptions, got {type(options).__name__}")
+        o, s = options, options.steady
+        make: Any = cls  # the overloads above type the result
+        generator: PersistentDB[Any] = make(
+            creator,
+            s.maxusage,
+            s.setsession,
+            s.failures,
+            s.ping,
+            s.closeable,
+            o.threadlocal,
+            s.isfatal,
+            *args,
+            maxconnections=o.maxconnections,
+            blocking=o.blocking,
+            checkout_timeout=o.checkout_timeout,
+            ping_after=o.ping_after,
+            driver=driver,
+            max_lifetime=s.max_lifetime,
+            on_connect=s.on_connect,
+            logger=s.logger,
+            **kwargs,
+        )
+        return generator
 
     if TYPE_CHECKING:  # the types only: at run time these are _Persistent's
         # Typed as the creator's connection, though they return a steady one:
@@ -945,19 +981,11 @@ class PersistentDB(_Persistent[SteadyDBConnection], Generic[CT]):
     def _steady(
         self, cls: type[SteadyDBConnection], kwargs: dict[str, Any] | None = None
     ) -> SteadyDBConnection:
-        return cls(
+        return cls.from_options(
             self._creator,
-            self._maxusage,
-            self._setsession,
-            self._failures,
-            self._ping,
-            self._closeable,
-            self._isfatal,
+            self._options.steady,
             *self._args,
             driver=self._adapter,
-            max_lifetime=self._max_lifetime,
-            on_connect=self._on_connect,
-            logger=self._logger,
             **(self._kwargs if kwargs is None else kwargs),
         )
 
@@ -1003,30 +1031,69 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
     ) -> None:
         import pg  # PyGreSQL, imported only by those who use the classic API
 
-        adapter = adapter_for(pg.DB, driver if driver is not None else "pg")
-        # SteadyPgConnection's own keyword (DBUtils' PersistentPg passes it on
-        # in **kwargs): kept apart from the connect arguments, which later
-        # reopens are given again.
-        # ping=1 unless given, as PersistentDB's and PooledPg's default (DBUtils'
-        # PersistentPg has none): with SteadyPg's 0, ping_after never pinged, and a
-        # stopped server hung the next query (fifth outside attack).
-        self._steady_options = {"ping": kwargs.pop("ping", 1)}
-        parse_ping(self._steady_options["ping"], adapter)
-        super().__init__(
-            adapter,
-            maxusage,
-            setsession,
-            closeable,
-            threadlocal,
+        # ping: SteadyPgConnection's own keyword (DBUtils' PersistentPg passes it
+        # on in **kwargs), kept apart from the connect arguments, which later
+        # reopens are given again. 1 unless given, as PersistentDB's and
+        # PooledPg's default (DBUtils' PersistentPg has none): with SteadyPg's
+        # 0, ping_after never pinged, and a stopped server hung the next query
+        # (fifth outside attack).
+        options = PersistentOptions(
             maxconnections=maxconnections,
             blocking=blocking,
             checkout_timeout=checkout_timeout,
             ping_after=ping_after,
-            max_lifetime=max_lifetime,
-            on_connect=on_connect,
-            logger=logger,
+            threadlocal=threadlocal,
+            steady=SteadyOptions(
+                maxusage=maxusage,
+                setsession=setsession,
+                ping=kwargs.pop("ping", 1),
+                closeable=closeable,
+                max_lifetime=max_lifetime,
+                on_connect=on_connect,
+                logger=logger,
+            ),
         )
+
+        adapter = adapter_for(pg.DB, driver if driver is not None else "pg")
+        super().__init__(adapter, options)
         self._args, self._kwargs = args, kwargs
+
+    @classmethod
+    def from_options(
+        cls,
+        options: PersistentOptions,
+        /,
+        *args: Any,
+        driver: str | DriverAdapter | type[DriverAdapter] | None = None,
+        **kwargs: Any,
+    ) -> PersistentPg:
+        """A generator with the settings of ``options``; ``args``/``kwargs`` go to ``pg.DB()``.
+
+        ``steady.failures`` and ``steady.isfatal`` must be unset (PyGreSQL's
+        classic errors are tether.steady's classic.py's).
+        """
+        if not isinstance(options, PersistentOptions):
+            raise TypeError(f"options: expected PersistentOptions, got {type(options).__name__}")
+        o, s = options, options.steady
+        if s.failures is not None or s.isfatal is not None:
+            raise ValueError("options: PersistentPg takes no failures or isfatal")
+        return cls(
+            s.maxusage,
+            s.setsession,
+            s.closeable,
+            o.threadlocal,
+            *args,
+            maxconnections=o.maxconnections,
+            blocking=o.blocking,
+            checkout_timeout=o.checkout_timeout,
+            ping_after=o.ping_after,
+            driver=driver,
+            max_lifetime=s.max_lifetime,
+            on_connect=s.on_connect,
+            logger=s.logger,
+            ping=s.ping,
+            **kwargs,
+        )
 
     if TYPE_CHECKING:  # the types only: at run time these are _Persistent's
         # Typed as pg.DB's API (PgConnection, PyGreSQL's own signatures), not
@@ -1040,16 +1107,10 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
     def _steady(
         self, cls: type[SteadyPgConnection], kwargs: dict[str, Any] | None = None
     ) -> SteadyPgConnection:
-        return cls(
-            self._maxusage,
-            self._setsession,
-            self._closeable,
+        return cls.from_options(
+            self._options.steady,
             *self._args,
             driver=self._adapter,
-            max_lifetime=self._max_lifetime,
-            on_connect=self._on_connect,
-            logger=self._logger,
-            **self._steady_options,
             **(self._kwargs if kwargs is None else kwargs),
         )
 
