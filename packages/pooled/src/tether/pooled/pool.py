@@ -314,6 +314,9 @@ class Pool(Uncopyable):
         self._reset_counters()
         #: Where connections came back with an open transaction (warned once each).
         self._warned_sites: set[str] = set()
+        #: (id(code), instruction offset) of call sites already seen -> their code object
+        #: (kept, so the id cannot be reused): a repeated site is known without a line lookup.
+        self._warned_calls: dict[tuple[int, int], Any] = {}
         #: Leaks logged, by checkout site: when last logged, how many not logged since.
         self._leak_log: dict[str, tuple[float, int]] = {}
         self._closed = False
@@ -1189,7 +1192,17 @@ class Pool(Uncopyable):
         psycopg_pool warns too. Once per place in the program that gave it back,
         so a loop does not flood the log.
         """
-        site = _caller_site()
+        frame = _caller_frame(3)  # past this method and the checkin that called it
+        if frame is not None:
+            code = frame.f_code
+            key = (id(code), frame.f_lasti)
+            if self._warned_calls.get(key) is code:
+                return  # this very call site warned (or was found to) before
+            if len(self._warned_calls) < 1000:
+                self._warned_calls[key] = code
+            site = f"{code.co_filename}:{frame.f_lineno}"
+        else:
+            site = "an unknown place"
         if site in self._warned_sites:
             return
         if len(self._warned_sites) < 1000:
@@ -1771,14 +1784,29 @@ def _lost_callback(pool: Pool, entry: _Entry) -> Callable[[weakref.ref[PooledCon
     return lost
 
 
-def _caller_site() -> str:
-    """``file:line`` of the innermost frame outside tether: where a connection was given back."""
-    frame: Any = sys._getframe(1)
+def _caller_frame(depth: int = 1) -> Any:
+    """The innermost frame outside tether (where a connection was given back), or None.
+
+    ``depth``: how many frames up to start looking (1: the caller's), past frames
+    known to be tether's; the frames from there are still checked one by one.
+    """
+    try:
+        frame: Any = sys._getframe(depth)
+    except ValueError:  # a shallower stack than expected: start at the caller
+        frame = sys._getframe(1)
     while frame is not None:
         if not str(frame.f_globals.get("__name__", "")).startswith("tether."):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            return frame
         frame = frame.f_back
-    return "an unknown place"
+    return None
+
+
+def _caller_site() -> str:
+    """``file:line`` of the innermost frame outside tether: where a connection was given back."""
+    frame = _caller_frame()
+    if frame is None:
+        return "an unknown place"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 def _count(counter: itertools.count[int]) -> int:

@@ -94,6 +94,13 @@ class ResetPolicy(NamedTuple):
                 f"its rollback did not finish within {timeout:g} s (checkout_timeout);"
                 " the connection was closed (the server rolls back with it)"
             )
+        if not (self.session or self.callback is not None):
+            # Nothing else to run: the rollback above was tether's own, so nothing
+            # reached the driver connection past tether and end_checkout() need not
+            # compare its settings (nor the cursor class be looked up again).
+            if not con.connected:
+                raise ResetError("the connection was lost")
+            return
         raw = con.escape_to_driver()  # the reset talks to the driver connection directly
         if raw is None:
             raise ResetError("the connection was lost")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from operator import attrgetter
 from typing import Any
 
@@ -668,12 +669,19 @@ def _ping_within(conn: Any, timeout: float) -> bool:
     return _command_within(conn, b"", timeout)
 
 
+#: (EMPTY_QUERY, COMMAND_OK) as plain ints, found at the first call (psycopg is imported
+#: by then): the answers :func:`_command_within` accepts.
+_ACCEPTED: tuple[int, ...] = ()
+
+
 def _command_within(conn: Any, command: bytes, timeout: float) -> bool:
     """``command`` on psycopg's libpq connection, answered within ``timeout`` seconds."""
-    import time
+    global _ACCEPTED
+    if not _ACCEPTED:
+        from psycopg import pq
 
-    from psycopg import pq
-
+        _ACCEPTED = (int(pq.ExecStatus.EMPTY_QUERY), int(pq.ExecStatus.COMMAND_OK))
+    accepted = _ACCEPTED
     deadline = time.monotonic() + timeout
     try:
         pgconn = conn.pgconn
@@ -685,7 +693,7 @@ def _command_within(conn: Any, command: bytes, timeout: float) -> bool:
                 result = pgconn.get_result()
                 if result is None:  # the whole answer is in: idle again
                     return not (pgconn.status or conn.broken)
-                if result.status not in (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK):
+                if result.status not in accepted:
                     return False
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not wait_readable(fd, remaining):
