@@ -7,6 +7,7 @@ PostgreSQL through psycopg.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import pickle
@@ -56,12 +57,12 @@ def test_pooleddb_signature_defaults_are_the_options_defaults() -> None:
     assert STEADY_FIELDS - seen == {"closeable"}
 
 
-def test_pooledpg_signature_defaults_are_the_options_defaults_but_reset() -> None:
+def test_pooledpg_signature_defaults_are_the_options_defaults() -> None:
     pool_defaults = PoolOptions()
-    for name, default in _defaults(PooledPg.__init__, {"driver"}).items():
-        if name == "reset":
-            assert default is None  # DBUtils' PooledPg default; classic connections roll back
-        elif name in POOL_FIELDS:
+    found = _defaults(PooledPg.__init__, {"driver"})
+    assert found["reset"] is None  # DBUtils' PooledPg default: the same as True (roll back)
+    for name, default in found.items():
+        if name in POOL_FIELDS:
             assert _checked(PoolOptions, name, default) == getattr(pool_defaults, name), name
         else:
             assert _checked(SteadyOptions, name, default) == getattr(SteadyOptions(), name), name
@@ -119,6 +120,23 @@ def test_pool_options_are_what_was_given_checked() -> None:
         pool.resize(maxconnections=9, mincached=1)
         assert (pool.options.maxconnections, pool.options.mincached) == (9, 1)
         assert pool.options.replace(maxconnections=6, mincached=0) == o
+        pool.resize(mincached=0)  # only what resize() is given changes
+        assert (pool.options.maxconnections, pool.options.mincached) == (9, 0)
+
+
+def test_resize_keeps_the_limits_as_asked() -> None:
+    # maxcached 5 raises maxconnections 2 to 5 (DBUtils' rule); options keep 2,
+    # and a resize of mincached alone must not write the raised 5 there.
+    with PooledDB(sqlite3.connect, 0, 5, 0, 2, database=":memory:") as pool:
+        assert pool.stats()["maxconnections"] == 5
+        pool.resize(mincached=1)
+        assert pool.options.maxconnections == 2
+        assert pool.options == PoolOptions(mincached=1, maxcached=5, maxconnections=2)
+
+
+def test_equal_settings_are_equal_options() -> None:
+    # None, False and True all mean "roll back an open transaction" (reset.py)
+    assert PoolOptions(reset=None) == PoolOptions(reset=False) == PoolOptions()
 
 
 def test_from_options_makes_a_pool_like_the_first() -> None:
@@ -163,6 +181,8 @@ def test_a_connect_argument_named_options_still_reaches_the_driver(pg_server: An
         ("mincached", -1, ValueError, "mincached: must be >= 0"),
         ("blocking", 1, TypeError, "blocking: expected True or False"),
         ("reset", "yes", TypeError, "reset: expected a bool"),
+        ("reset", 5, ValueError, "reset: expected 0, RESET_ALWAYS_ROLLBACK"),
+        ("reset", -1, ValueError, "reset: expected 0, RESET_ALWAYS_ROLLBACK"),
         ("reset_session", None, TypeError, "reset_session: expected True or False"),
         ("checkout_timeout", None, TypeError, "checkout_timeout: expected seconds"),
         ("max_idle", float("nan"), ValueError, "max_idle: must be a number of seconds"),
@@ -172,6 +192,12 @@ def test_a_connect_argument_named_options_still_reaches_the_driver(pg_server: An
         ("on_event", "print", TypeError, "on_event: expected a callable"),
         ("name", 3, TypeError, "name: expected a str"),
         ("steady", {"maxusage": 3}, TypeError, "steady: expected SteadyOptions"),
+        (
+            "steady",
+            SteadyOptions(max_lifetime=60),
+            ValueError,
+            r"steady: max_lifetime is the pool's own \(PoolOptions.max_lifetime\)",
+        ),
     ],
 )
 def test_bad_pool_option_is_refused_naming_it(
@@ -221,6 +247,15 @@ def test_options_are_values_and_print_no_sql() -> None:
     assert "steady=SteadyOptions(" in shown and "on_connect=<print>" in shown
     # a pool's steady connections are never closeable: close() gives them back
     assert PoolOptions(steady=SteadyOptions(closeable=True)).steady.closeable is False
+    # a check's arguments are never shown: callables by name, also inside ping's tuple
+    check = functools.partial(lambda raw, password: True, password="hunter2")
+    for options in (SteadyOptions(ping=(1, check)), SteadyOptions(on_connect=check)):
+        assert "hunter2" not in repr(options)
+    assert "ping=(1, <partial>)" in repr(SteadyOptions(ping=(1, check)))
+    # read-only also against __init__ run again on a made object
+    with pytest.raises(AttributeError, match="read-only"):
+        o.steady.__init__(maxusage=5)  # type: ignore[misc]
+    assert o.steady.maxusage == 0
 
 
 def test_steady_connection_keeps_its_options() -> None:

@@ -33,6 +33,7 @@ from tether.simple_pool.checks import (
 from tether.steady import Options, SteadyOptions
 
 from .events import EventHook
+from .reset import RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY
 
 __all__ = ["PoolOptions"]
 
@@ -46,9 +47,11 @@ class PoolOptions(Options):
     """The settings of a :class:`~tether.pooled.PooledDB` or :class:`~tether.pooled.PooledPg`.
 
     Keyword-only, with the defaults of ``PooledDB``'s signature. ``reset`` is
-    kept as given (True, False, None, a callable, or for ``PooledPg`` one of
-    its ints) and combined with ``reset_session`` by the pool;
-    ``steady.closeable`` is always False (a pool's connections go back to it).
+    True (None and False mean the same: an open transaction is always rolled
+    back), a callable, or for ``PooledPg`` one of its ints; the pool combines
+    it with ``reset_session``. ``steady.closeable`` is always False (a pool's
+    connections go back to it), and ``steady.max_lifetime`` must be None: the
+    pool's own ``max_lifetime`` retires connections between checkouts.
     """
 
     _fields = (
@@ -104,13 +107,30 @@ class PoolOptions(Options):
     ) -> None:
         if not isinstance(steady, SteadyOptions):
             raise TypeError(f"steady: expected SteadyOptions, got {type(steady).__name__}")
+        if steady.max_lifetime is not None:
+            # A pool retires old connections itself, between checkouts: one setting.
+            raise ValueError(
+                "steady: max_lifetime is the pool's own (PoolOptions.max_lifetime),"
+                " not its steady connections'"
+            )
         self._set("mincached", check_count("mincached", mincached))
         self._set("maxcached", check_count("maxcached", maxcached))
         self._set("maxshared", check_count("maxshared", maxshared))
         self._set("maxconnections", check_count("maxconnections", maxconnections))
         self._set("blocking", check_bool("blocking", blocking))
-        if not (reset is None or isinstance(reset, int) or callable(reset)):
-            # ints only for PooledPg, which checks their values (reset.reset_policy)
+        if reset is None or reset is False:
+            # The same as True (tether always rolls back an open transaction,
+            # see reset.py): one value, so that equal settings compare equal.
+            reset = True
+        elif isinstance(reset, bool) or callable(reset):
+            pass
+        elif isinstance(reset, int):  # PooledPg's constants; PooledDB refuses ints
+            if reset not in (0, RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY):
+                raise ValueError(
+                    "reset: expected 0, RESET_ALWAYS_ROLLBACK (1), RESET_COMPLETELY (2),"
+                    f" a bool or a callable, got {reset}"
+                )
+        else:
             raise TypeError(
                 "reset: expected a bool, None or a callable reset(raw_connection),"
                 f" got {type(reset).__name__}"

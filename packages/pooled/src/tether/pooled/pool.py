@@ -1596,7 +1596,12 @@ class Pool(Uncopyable):
             if self._closed:
                 raise PoolClosed(f"pool {self.name} is closed")
             self._maxconnections, self._mincached = new_max, new_min
-            self._options = self._options.replace(maxconnections=new_max, mincached=new_min)
+            asked_now: dict[str, int] = {}
+            if maxconnections is not _UNSET:
+                asked_now["maxconnections"] = new_max
+            if mincached is not _UNSET:
+                asked_now["mincached"] = new_min
+            self._options = self._options.replace(**asked_now)
             asked = self._maxcached_asked
             self._maxcached = max(asked, new_min) if asked else 0
             self._idle_cap = self._maxcached or sys.maxsize
@@ -1662,8 +1667,10 @@ class Pool(Uncopyable):
         """The pool's settings, checked, as one read-only :class:`PoolOptions`.
 
         As given (``maxconnections``... as asked, before DBUtils' rule raises
-        one limit to another); :meth:`resize` changes them here too.
-        ``PooledDB.from_options(creator, pool.options, ...)`` makes a pool like it.
+        one limit to another); :meth:`resize` changes the limits it is given
+        here too. ``PooledDB.from_options(creator, pool.options, ...)`` makes a
+        pool like it, the constructor's rule applied again (a ``maxconnections``
+        resized below ``maxcached`` is raised to it there, as in the constructor).
         """
         return self._options
 

@@ -34,7 +34,7 @@ steady connection passes through).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from tether.simple_pool.checks import (
@@ -48,7 +48,7 @@ from tether.simple_pool.checks import (
     check_setsession,
 )
 
-from .ping import check_ping
+from .ping import PingSpec, check_ping
 
 __all__ = ["Options", "SteadyOptions"]
 
@@ -67,7 +67,12 @@ class Options:
     _fields: ClassVar[tuple[str, ...]] = ()
 
     def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
+        try:
+            getattr(self, name)
+        except AttributeError:  # not set yet: the one time a field is written
+            object.__setattr__(self, name, value)
+        else:  # __init__ called again on a made object: it is read-only too
+            raise AttributeError(f"{type(self).__name__} is read-only")
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(
@@ -115,7 +120,10 @@ def _shown(name: str, value: Any) -> str:
     if isinstance(value, logging.Logger):
         return f"<logger {value.name!r}>"
     if callable(value) and not isinstance(value, type):
+        # By name only: a partial's or a closure's arguments may be secrets.
         return f"<{getattr(value, '__qualname__', type(value).__name__)}>"
+    if isinstance(value, tuple) and any(callable(v) for v in value):  # ping's (when, how)
+        return f"({', '.join(_shown('', v) for v in value)})"
     return repr(value)
 
 
@@ -142,7 +150,7 @@ class SteadyOptions(Options):
     maxusage: int
     setsession: tuple[str, ...]
     failures: FailuresSpec | None
-    ping: Any
+    ping: PingSpec
     closeable: bool
     isfatal: Callable[[BaseException], bool] | None
     max_lifetime: float | None
@@ -153,9 +161,9 @@ class SteadyOptions(Options):
         self,
         *,
         maxusage: int | None = None,
-        setsession: Any = None,
+        setsession: Sequence[str] | None = None,
         failures: FailuresSpec | None = None,
-        ping: Any = 1,
+        ping: PingSpec = 1,
         closeable: bool = True,
         isfatal: Callable[[BaseException], bool] | None = None,
         max_lifetime: float | None = None,

@@ -15,11 +15,15 @@ statement fails (and then reopened, when that is safe).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 from tether.simple_pool.drivers import DriverAdapter
 
 Pinger = Callable[[Any], bool]
+
+#: What ``ping`` accepts: a bitmask (None: 0), an SQL statement, a check
+#: callable, or ``(bitmask, statement or check)``.
+PingSpec = Union[int, str, Callable[[Any], Any], tuple[int, Union[str, Callable[[Any], Any]]], None]
 
 _PING_ERROR = (
     "ping: expected an int bitmask (0-7), an SQL statement, a callable,"
