@@ -14,6 +14,11 @@ environment so no password is on a command line), warms it up, then runs
   cursor ``close()``, checkin; statements back to back.
 - ``request-gap``: the same with statements more than tether.steady's
   ``ALIVE_BYPASS`` apart (the first statement of most web requests).
+- ``request-txn``: ``request`` with autocommit off, back to back: the
+  statement opens a transaction that the pool must roll back at checkin
+  (the driver and steady held: ``rollback()`` after each request, the
+  application's job there). What a web request that only reads and never
+  commits costs.
 - ``cycle``: checkout and checkin alone, no statement.
 
 It prints nothing of its own: the instructions phase reads callgrind's
@@ -73,7 +78,9 @@ GAP = 0.002
 #: Requests run before the measured ones: psycopg prepares a statement the 5th time.
 WARMUP = 50
 
-WORKLOADS = ("request", "request-gap", "cycle")
+#: In this order in every process: a workload's count depends a little on what ran
+#: before it in the same process (see the benchmarks README), so the newest is last.
+WORKLOADS = ("request", "request-gap", "cycle", "request-txn")
 
 #: configuration -> (what it is, whether it has a checkout: the cycle workload)
 CONFIGURATIONS: dict[str, tuple[str, bool]] = {
@@ -106,8 +113,21 @@ class _FloorProxy:
             self._pool.append(con)
 
 
-def _floor_checkout(pool: Any) -> _FloorProxy:
-    proxy = _FloorProxy.__new__(_FloorProxy)
+class _FloorTxnProxy(_FloorProxy):
+    """The floor with autocommit off: close() rolls back, nothing else is checked."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        con = self._con
+        if con is not None:
+            self._con = None
+            con.rollback()
+            self._pool.append(con)
+
+
+def _floor_checkout(pool: Any, cls: type[_FloorProxy] = _FloorProxy) -> _FloorProxy:
+    proxy = cls.__new__(cls)
     proxy._pool = pool
     proxy._con = pool.pop()
     return proxy
@@ -120,8 +140,19 @@ def _statement(con: Any) -> None:
     cursor.close()
 
 
-def _open(name: str, statement: bool) -> tuple[Callable[[], None], Callable[[], None]]:
-    """The unit of work for configuration ``name`` (with or without the statement), a closer."""
+def _statement_rollback(con: Any) -> None:
+    _statement(con)
+    con.rollback()
+
+
+def _open(
+    name: str, statement: bool, autocommit: bool = True
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The unit of work for configuration ``name`` (with or without the statement), a closer.
+
+    ``autocommit=False``: the connections are opened with autocommit off; where
+    no pool ends the transaction (the driver, steady held), the unit rolls back.
+    """
     import psycopg
     from pools import (
         DBUtilsPersistent,
@@ -135,7 +166,13 @@ def _open(name: str, statement: bool) -> tuple[Callable[[], None], Callable[[], 
     from targets import Target
 
     params = json.loads(os.environ["TETHER_BENCH_PG"])
-    target = Target("postgresql", psycopg, {**params, "application_name": "tether-bench-instr"})
+    target = Target(
+        "postgresql",
+        psycopg,
+        {**params, "application_name": "tether-bench-instr"},
+        autocommit=autocommit,
+    )
+    request = _statement if autocommit else _statement_rollback
     if name in ("driver", "tether.steady"):
         if name == "tether.steady":
             from tether.steady import connect
@@ -147,7 +184,7 @@ def _open(name: str, statement: bool) -> tuple[Callable[[], None], Callable[[], 
 
                 if ablation.VARIANTS[variant].on_driver:
                     raw = held.dbapi_connection  # the ledger: no tether code per request
-                    return (lambda: _statement(raw)), held.close
+                    return (lambda: request(raw)), held.close
         else:
             held = target.connect()
             variant = os.environ.get("TETHER_BENCH_ABLATE")
@@ -158,12 +195,13 @@ def _open(name: str, statement: bool) -> tuple[Callable[[], None], Callable[[], 
                     from tether.simple_pool import instance_dict
 
                     instance_dict(held)  # as tether.steady's forwarding class does, once
-        return (lambda: _statement(held)), held.close
+        return (lambda: request(held)), held.close
     if name == "floor":
         pool: deque[Any] = deque([target.connect()])
+        proxy_class = _FloorProxy if autocommit else _FloorTxnProxy
 
         def floor() -> None:
-            proxy = _floor_checkout(pool)
+            proxy = _floor_checkout(pool, proxy_class)
             _statement(proxy)
             proxy.close()
 
@@ -236,7 +274,7 @@ def main(argv: list[str]) -> int:
         if workload == "cycle" and not CONFIGURATIONS[name][1]:
             continue
         try:
-            unit, close = _open(name, workload != "cycle")
+            unit, close = _open(name, workload != "cycle", workload != "request-txn")
         except ImportError as exc:
             print(f"{NOT_IMPORTABLE}: {exc}", file=sys.stderr)
             return 3

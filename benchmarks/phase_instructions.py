@@ -12,8 +12,9 @@ and reads callgrind's ``totals:`` (or ``summary:``) line of each part it
 dumped. A request is checkout, ``cursor()``, ``execute("SELECT 1")``,
 ``fetchone()``, cursor ``close()``, checkin with autocommit on, against the
 run's PostgreSQL; ``request-gap`` is the same with statements more than
-tether.steady's ``ALIVE_BYPASS`` apart; ``cycle`` is checkout and checkin
-alone. Instructions per request are the **slope** between the part of
+tether.steady's ``ALIVE_BYPASS`` apart; ``request-txn`` the same with
+autocommit off (a transaction the pool rolls back at checkin); ``cycle`` is
+checkout and checkin alone. Instructions per request are the **slope** between the part of
 ``N1`` and the part of ``N2`` requests, ``(I(N2) - I(N1)) / (N2 - N1)``:
 whatever a part costs apart from its requests cancels. Every thread of the
 process is counted (a pool's background threads are its cost too); the
@@ -272,18 +273,21 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['valgrind']}; instructions per request = slope between {n1:,} and {n2:,}"
         " requests in one process (start-up cancels); a request = checkout, cursor(),"
-        " execute('SELECT 1'), fetchone(), cursor close(), checkin, autocommit on."
+        " execute('SELECT 1'), fetchone(), cursor close(), checkin, autocommit on;"
+        " *autocommit off*: the same back to back with autocommit off, the transaction"
+        " rolled back at checkin (driver and steady held: rollback() per request)."
         " *added* = more than the driver connection alone; *x ref* = added / psycopg_pool's"
         " added; *lin.* = how far the two parts' per-request figures differ (% of the slope).",
         "",
         "| configuration | back to back | added | x ref | gaps > ALIVE_BYPASS | added"
-        " | x ref | checkout+checkin | x ref | lin. % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | x ref | checkout+checkin | x ref | autocommit off | added | x ref | lin. % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if "workloads" not in row:
             out.append(
-                f"| {row['label']} | {row.get('error') or row.get('skipped')} | | | | | | | | |"
+                f"| {row['label']} | {row.get('error') or row.get('skipped')}"
+                " | | | | | | | | | | | |"
             )
             continue
         cells = [row["label"]]

@@ -1808,14 +1808,6 @@ def _caller_frame(depth: int = 1) -> Any:
     return None
 
 
-def _caller_site() -> str:
-    """``file:line`` of the innermost frame outside tether: where a connection was given back."""
-    frame = _caller_frame()
-    if frame is None:
-        return "an unknown place"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-
-
 def _count(counter: itertools.count[int]) -> int:
     """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``)."""
     return int(repr(counter)[6:-1])

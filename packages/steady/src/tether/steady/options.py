@@ -94,7 +94,7 @@ class Options:
         return type(self)(**{**self.as_dict(), **changes})
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if not isinstance(other, Options) or type(other) is not type(self):
             return NotImplemented
         return self.as_dict() == other.as_dict()
 
