@@ -42,6 +42,17 @@ def test_signature_defaults_are_the_options_defaults(front: Any) -> None:
     assert set(found) == expected
 
 
+def test_extras_are_the_fronts_keyword_only_arguments() -> None:
+    extras = set(PersistentOptions().extras())
+    for front in (PersistentDB, PersistentPg):
+        keyword_only = {
+            name
+            for name, p in inspect.signature(front.__init__).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        assert keyword_only == extras | {"driver"}
+
+
 def test_generator_options_are_what_was_given_and_reach_each_thread() -> None:
     persist = PersistentDB(
         sqlite3.connect,

@@ -68,6 +68,21 @@ def test_pooledpg_signature_defaults_are_the_options_defaults() -> None:
             assert _checked(SteadyOptions, name, default) == getattr(SteadyOptions(), name), name
 
 
+def _keyword_only(func: Any) -> set[str]:
+    return {
+        name
+        for name, p in inspect.signature(func).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def test_extras_are_the_fronts_keyword_only_arguments() -> None:
+    # from_options passes extras() by keyword: every one of them, nothing else
+    extras = set(PoolOptions().extras())
+    assert _keyword_only(PooledDB.__init__) == extras | {"driver"}
+    assert _keyword_only(PooledPg.__init__) == extras | {"driver", "ping"}
+
+
 def test_steady_signatures_defaults_are_the_options_defaults() -> None:
     defaults = SteadyOptions()
     for func in (SteadyDBConnection.__init__, connect):

@@ -956,14 +956,8 @@ class PersistentDB(_Persistent[SteadyDBConnection], Generic[CT]):
             o.threadlocal,
             s.isfatal,
             *args,
-            maxconnections=o.maxconnections,
-            blocking=o.blocking,
-            checkout_timeout=o.checkout_timeout,
-            ping_after=o.ping_after,
             driver=driver,
-            max_lifetime=s.max_lifetime,
-            on_connect=s.on_connect,
-            logger=s.logger,
+            **o.extras(),
             **kwargs,
         )
         return generator
@@ -1083,15 +1077,9 @@ class PersistentPg(_Persistent[SteadyPgConnection]):
             s.closeable,
             o.threadlocal,
             *args,
-            maxconnections=o.maxconnections,
-            blocking=o.blocking,
-            checkout_timeout=o.checkout_timeout,
-            ping_after=o.ping_after,
             driver=driver,
-            max_lifetime=s.max_lifetime,
-            on_connect=s.on_connect,
-            logger=s.logger,
             ping=s.ping,
+            **o.extras(),
             **kwargs,
         )
 

@@ -77,3 +77,19 @@ class PersistentOptions(Options):
             )
         self._set("threadlocal", threadlocal)
         self._set("steady", steady)
+
+    def extras(self) -> dict[str, Any]:
+        """The keyword-only arguments of ``PersistentDB``/``PersistentPg`` these options give.
+
+        What ``from_options`` passes besides DBUtils' positional arguments.
+        """
+        steady = self.steady
+        return {
+            "maxconnections": self.maxconnections,
+            "blocking": self.blocking,
+            "checkout_timeout": self.checkout_timeout,
+            "ping_after": self.ping_after,
+            "max_lifetime": steady.max_lifetime,
+            "on_connect": steady.on_connect,
+            "logger": steady.logger,
+        }

@@ -155,3 +155,27 @@ class PoolOptions(Options):
         self._set("on_event", check_callable("on_event", on_event))
         self._set("name", check_str("name", name))
         self._set("steady", steady.replace(closeable=False) if steady.closeable else steady)
+
+    def extras(self) -> dict[str, Any]:
+        """The keyword-only arguments of ``PooledDB``/``PooledPg`` these options give.
+
+        What ``from_options`` passes besides DBUtils' positional arguments:
+        tether's pool extras, and the steady settings both fronts take by keyword.
+        """
+        steady = self.steady
+        return {
+            "checkout_timeout": self.checkout_timeout,
+            "max_lifetime": self.max_lifetime,
+            "max_idle": self.max_idle,
+            "max_waiting": self.max_waiting,
+            "max_connecting": self.max_connecting,
+            "reset_session": self.reset_session,
+            "leak_threshold": self.leak_threshold,
+            "validate_interval": self.validate_interval,
+            "ping_after": self.ping_after,
+            "reconnect_backoff": self.reconnect_backoff,
+            "on_connect": steady.on_connect,
+            "on_event": self.on_event,
+            "logger": steady.logger,
+            "name": self.name,
+        }
