@@ -394,6 +394,33 @@ def test_a_missing_pymysql_ssl_file_is_a_configuration_error_not_an_outage(
     assert not pool.stats()["unreachable"]
 
 
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize(
+    ("bad", "cause", "text"),
+    [
+        ({"charset": "nope"}, LookupError, "charset 'nope': no character set PyMySQL knows"),
+        ({"port": "x"}, ValueError, "port should be of type int"),
+    ],
+)
+def test_a_pymysql_argument_it_refuses_is_a_configuration_error(
+    server_target: Any, pools: list[Any], bad: dict[str, Any], cause: type, text: str
+) -> None:
+    """PyMySQL refuses these in Connection() before any socket: an unknown charset came
+    through as "AttributeError: 'NoneType' object has no attribute 'encoding'", which a
+    pool took for an outage and retried in the background."""
+    kwargs = dict(server_target.kwargs, **bad)
+    pool = PooledDB(server_target.creator, blocking=True, checkout_timeout=3, **kwargs)
+    pools.append(pool)
+    start = time.monotonic()
+    with pytest.raises(ConfigurationError, match="retrying cannot help") as info:
+        pool.connection()
+    assert time.monotonic() - start < 1.5
+    assert isinstance(info.value.__cause__, cause) and text in str(info.value)
+    assert not pool.stats()["unreachable"]
+    password = kwargs.get("password")
+    assert not password or password not in str(info.value)
+
+
 @pytest.mark.parametrize("server_target", ["pgdb", "pg"], indirect=True)
 def test_a_pygresql_database_uri_connects_with_the_checkout_deadline(
     server_target: Any, pools: list[Any]

@@ -169,6 +169,14 @@ class PyMySQLAdapter(DriverAdapter):
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         """A new connection (see :meth:`_connect_bounded`) whose ``select_db()`` is recorded."""
+        charset = kwargs.get("charset")
+        if isinstance(charset, str) and charset and self.creator_is_driver:
+            from pymysql.charset import charset_by_name
+
+            if charset_by_name(charset) is None:
+                # PyMySQL itself fails with "'NoneType' object has no attribute
+                # 'encoding'" (measured, 2.2.8): say what is wrong instead.
+                raise LookupError(f"charset {charset!r}: no character set PyMySQL knows")
         conn = self._connect_bounded(*args, **kwargs)
         _track_database(conn)
         return conn
@@ -488,10 +496,21 @@ class PyMySQLAdapter(DriverAdapter):
         as it is (network errors come wrapped, ``OperationalError`` 2003): an
         ``OSError`` a pool would otherwise take for an outage and retry
         (sixth outside attack).
+
+        And a value PyMySQL's ``Connection()`` refuses before it opens a socket
+        (measured, 2.2.8): ``port="x"`` (ValueError), ``connect_timeout="x"``
+        (TypeError), an unknown ``charset`` (LookupError, from :meth:`connect`;
+        PyMySQL's own is an AttributeError). Only the connect's own errors are
+        asked here, so a ValueError of a statement is never one; PyMySQL's errors
+        are none of these classes.
         """
         return isinstance(
-            exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-        )
+            exc,
+            (
+                FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                ValueError, TypeError, LookupError, AttributeError,
+            ),
+        )  # fmt: skip
 
     def never_sent(self, conn: Any, exc: BaseException) -> bool:
         """True for ``InterfaceError(0, '')`` / ``Error('Already closed')``: PyMySQL had no
