@@ -88,11 +88,11 @@ class SteadyBase(Uncopyable):
     # stay compatible; ``__dict__`` stays for names a user assigns.
     __slots__ = (
         "__dict__", "__weakref__", "_adapter", "_args", "_baseline", "_close_timeout",
-        "_closeable", "_closed",
+        "_closed",
         "_cursor_checks", "_cursor_class", "_dead", "_driver_class", "_execute_checks",
-        "_failures", "_isfatal", "_kwargs", "_left_busy", "_log", "_max_lifetime", "_maxusage",
-        "_on_connect", "_options", "_ping_flags", "_pinger", "_pinger_bounded", "_raw",
-        "_setsession", "_state", "_unlimited", "pings_on_request",
+        "_kwargs", "_left_busy", "_log", "_max_lifetime", "_maxusage",
+        "_options", "_ping_flags", "_pinger", "_pinger_bounded", "_raw",
+        "_state", "_unlimited", "pings_on_request",
     )  # fmt: skip
 
     _raw: Any  # the driver's connection, or None once closed
@@ -124,16 +124,14 @@ class SteadyBase(Uncopyable):
         # The class of the driver's connections (what isinstance checks see; see dbapi.py).
         self._driver_class: type | None = None
         # Every argument was checked by the options object (steady's
-        # options.py), before the first connection is opened; the hot path
-        # reads its own slots, copied from it here.
+        # options.py), before the first connection is opened. The settings are
+        # read from it (one source), except what every statement reads: those
+        # few are copied into slots of their own here (one load, not two).
         if not isinstance(options, SteadyOptions):
             raise TypeError(f"options: expected SteadyOptions, got {type(options).__name__}")
         self._options = options
         self._adapter = adapter_for(creator, driver)
         self._maxusage = options.maxusage
-        self._setsession = options.setsession
-        self._failures = options.failures
-        self._isfatal = options.isfatal
         self._ping_flags, self._pinger = parse_ping(options.ping, self._adapter)
         # Read on every cursor and statement: plain flags, not bit tests (an
         # unspecialised ``&`` and a global load, measured on CPython 3.11).
@@ -147,10 +145,8 @@ class SteadyBase(Uncopyable):
         self._left_busy = self._adapter.left_busy
         # The adapter's own check can be bounded in time (ping(raw, timeout)); a user's cannot.
         self._pinger_bounded = self._pinger == self._adapter.ping
-        self._closeable = options.closeable
         self._close_timeout: float | None = None  # see close_timeout
         self._max_lifetime = options.max_lifetime
-        self._on_connect = options.on_connect
         logger = options.logger
         self._log = logger if logger is not None else log
         self._args, self._kwargs = args, kwargs
@@ -216,14 +212,15 @@ class SteadyBase(Uncopyable):
 
     def _prepare(self, raw: Any, adapter: DriverAdapter) -> None:
         """The pool's session setup on ``raw``: ``setsession``, then ``on_connect``."""
-        for sql in self._setsession:
+        setsession = self._options.setsession
+        for sql in setsession:
             adapter.execute(raw, sql)
-        if self._setsession and adapter.in_transaction(raw) is not False:
+        if setsession and adapter.in_transaction(raw) is not False:
             # On a non-autocommit connection the statements opened a
             # transaction; left open, the user's first rollback() would
             # undo them (SET is transactional in PostgreSQL).
             adapter.commit(raw)
-        on_connect = self._on_connect
+        on_connect = self._options.on_connect
         if on_connect is not None:
             on_connect(raw)
             if adapter.in_transaction(raw):
@@ -377,7 +374,7 @@ class SteadyBase(Uncopyable):
         A non-closeable connection (the kind pools hand out) stays open for
         the next user, so it must not carry this user's transaction over.
         """
-        if self._closeable:
+        if self._options.closeable:
             self.retire()
         elif self._raw is not None and self.transaction_open():
             timeout = self._close_timeout
@@ -704,7 +701,7 @@ class SteadyBase(Uncopyable):
     @property
     def setsession(self) -> tuple[str, ...]:
         """The ``setsession`` statements run on every new driver connection."""
-        return tuple(self._setsession)
+        return self._options.setsession
 
     def new_driver_connection(self, kwargs: dict[str, Any]) -> Any:
         """A new, fully prepared driver connection made with ``kwargs``; nothing else is changed.
@@ -780,14 +777,15 @@ class SteadyBase(Uncopyable):
 
     def _is_lost(self, raw: Any, exc: BaseException) -> bool:
         """Whether ``exc`` means the connection is gone (``failures`` and ``isfatal`` decide)."""
-        failures = self._failures
+        options = self._options
+        failures, isfatal = options.failures, options.isfatal
         if failures is not None:
             if not isinstance(exc, failures):
                 return False
-            return self._isfatal(exc) if self._isfatal is not None else True
+            return isfatal(exc) if isfatal is not None else True
         if not self._adapter.is_connection_lost(raw, exc):
             return False
-        return self._isfatal(exc) if self._isfatal is not None else True
+        return isfatal(exc) if isfatal is not None else True
 
     def _ping_check(
         self, flag: int = PING_ON_REQUEST, reconnect: bool = True, timeout: float | None = None
