@@ -258,3 +258,36 @@ def test_a_sqlite3_trace_callback_ends_with_its_request(tmp_path: Any) -> None:
         assert seen == []
     finally:
         generator.close()
+
+
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+def test_a_read_past_tether_is_rolled_back_before_the_threads_next_request(
+    server_target: Any, persist: PersistentDB
+) -> None:
+    """PyMySQL, autocommit off: a SELECT ... FOR UPDATE on ``dbapi_connection`` opens an
+    InnoDB transaction the server does not flag; the next request ran inside it, in its
+    old snapshot (found by an outside attack)."""
+    target = server_target
+    table = target.unique_table()
+    admin = target.connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, n INT) ENGINE=InnoDB")
+            cur.execute(f"INSERT INTO {table} VALUES (1, 0)")
+        admin.commit()
+        db = persist.connection()
+        with db.dbapi_connection.cursor() as raw_cursor:  # type: ignore[attr-defined]
+            raw_cursor.execute(f"SELECT * FROM {table} WHERE id = 1 FOR UPDATE")
+            raw_cursor.fetchall()
+        db.close()
+        db = persist.connection()  # the next request: its transaction is its own
+        with admin.cursor() as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 2")
+            cur.execute(f"UPDATE {table} SET n = 1 WHERE id = 1")  # no lock left to wait for
+        admin.commit()
+        cursor = db.cursor()
+        cursor.execute(f"SELECT n FROM {table} WHERE id = 1")
+        assert cursor.fetchone() == (1,)
+        db.close()
+    finally:
+        admin.close()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tether.harness.targets import DriverTarget
-from tether.pooled import InvalidConnectionError
+from tether.pooled import InvalidConnectionError, PooledDB
 from tether.steady import InvalidCursorError
 
 from .conftest import backend_id, execute, make_pool
@@ -1334,3 +1334,68 @@ def test_a_pipeline_kept_open_past_checkin_never_reaches_the_next_borrower(
             db.cursor().execute("SELECT 1/0")
         assert "division by zero" in str(info.value)
     assert pool.stats()["discarded"] == 1
+
+
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize("how", ["query", "dbapi_connection"])
+def test_a_read_past_tether_does_not_leave_its_transaction_to_the_next_borrower(
+    server_target: Any, pools: list[Any], how: str
+) -> None:
+    """PyMySQL, autocommit off: a SELECT ... FOR UPDATE run past tether holds row locks in
+    an InnoDB transaction the server does not flag (PyMySQL's adapter answers "maybe").
+    It was not rolled back at checkin: the locks stayed, idle in the pool, and the next
+    borrower ran inside that transaction (found by an outside attack)."""
+    target = server_target
+    table = target.unique_table()
+    admin = target.connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, n INT) ENGINE=InnoDB")
+            cur.execute(f"INSERT INTO {table} VALUES (1, 0)")
+        admin.commit()
+        pool = PooledDB(target.creator, maxconnections=1, maxcached=1, blocking=True,
+                        **target.kwargs)  # fmt: skip
+        pools.append(pool)
+        db = pool.connection()
+        sql = f"SELECT * FROM {table} WHERE id = 1 FOR UPDATE"
+        if how == "query":
+            db.query(sql)  # PyMySQL's own Connection.query(), through the proxy
+        else:
+            with db.dbapi_connection.cursor() as raw_cursor:
+                raw_cursor.execute(sql)
+                raw_cursor.fetchall()
+        db.close()
+        # The row lock is gone: another session can update the row at once.
+        with admin.cursor() as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 2")
+            cur.execute(f"UPDATE {table} SET n = 1 WHERE id = 1")
+        admin.commit()
+        # And the next borrower starts a transaction of its own: it sees that commit.
+        with pool.connection() as db2:
+            cursor = db2.cursor()
+            cursor.execute(f"SELECT n FROM {table} WHERE id = 1")
+            assert cursor.fetchone() == (1,)  # inside the old snapshot it was 0
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+def test_a_database_chosen_in_sql_is_undone_by_reset_session(
+    server_target: Any, pools: list[Any]
+) -> None:
+    """COM_RESET_CONNECTION keeps the current database, also one chosen with SQL USE,
+    which no PyMySQL attribute shows: the next borrower's unqualified queries went to the
+    other schema (found by an outside attack)."""
+    target = server_target
+    pool = PooledDB(target.creator, maxconnections=1, maxcached=1, blocking=True,
+                    reset_session=True, **target.kwargs)  # fmt: skip
+    pools.append(pool)
+    with pool.connection() as db:
+        cursor = db.cursor()
+        cursor.execute("SELECT DATABASE()")
+        (configured,) = cursor.fetchone()
+        cursor.execute("USE information_schema")
+    with pool.connection() as db:
+        cursor = db.cursor()
+        cursor.execute("SELECT DATABASE()")
+        assert cursor.fetchone() == (configured,)

@@ -487,7 +487,7 @@ class _Persistent(Uncopyable, Generic[C]):
         set back to those the connection was opened with, as a pool does at
         checkin (see :meth:`tether.steady.SteadyBase.end_checkout`).
         """
-        if con.transaction_open():
+        if con.needs_rollback():
             self._roll_back_leftover(con)
         try:
             con.end_checkout()

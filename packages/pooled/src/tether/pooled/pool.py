@@ -1009,10 +1009,13 @@ class Pool(Uncopyable):
             # commit ends here. The rollback is a round trip, made with no
             # lock held; after it the connection goes back the lock-free way.
             # (A session lost inside the transaction lost its work already,
-            # and the borrower got the driver's error: nothing to warn about.)
-            if not con.session_lost:
+            # and the borrower got the driver's error: nothing to warn about.
+            # Nor about a rollback made only because the driver cannot tell
+            # and the borrower went past tether: needs_rollback(), a maybe.)
+            known = con.transaction_open()  # read once: the warning and the reset's
+            if known and not con.session_lost:
                 self._warn_rollback()
-            reason = self._reset_connection(con)
+            reason = self._reset_connection(con, known)
             if reason is not None:
                 self._checkin_slow(entry, clean=True, reason=reason)
                 return
@@ -1071,9 +1074,11 @@ class Pool(Uncopyable):
         if self._observed:
             self._observe_checkin(entry)
         if not clean:
-            if con.transaction_open() and not con.session_lost:
-                self._warn_rollback()
-                reason = self._reset_connection(con)
+            known = con.transaction_open()
+            if (known or con.needs_rollback()) and not con.session_lost:
+                if known:  # (not for a maybe, see _checkin)
+                    self._warn_rollback()
+                reason = self._reset_connection(con, known)
             elif self._reset.always:
                 reason = self._reset_connection(con)
             elif not con.connected:
@@ -1162,11 +1167,14 @@ class Pool(Uncopyable):
         if refill:
             self._wake()
 
-    def _reset_connection(self, con: SteadyBase) -> str | None:
-        """Reset ``con`` per the policy; None if it may be reused, else why not."""
+    def _reset_connection(self, con: SteadyBase, known: bool | None = None) -> str | None:
+        """Reset ``con`` per the policy; None if it may be reused, else why not.
+
+        ``known``: ``con.transaction_open()``, when the caller read it already.
+        """
         try:
             # The adapter its driver turned out to need; the rollback bounded as a checkout is.
-            self._reset.run(con, con.adapter, self._timeout)
+            self._reset.run(con, con.adapter, self._timeout, known)
         except RollbackTimeout as exc:
             self._log.warning(
                 "tether: pool %s: a returned %s connection: %s", self.name, self._adapter.name, exc

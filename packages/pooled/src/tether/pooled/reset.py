@@ -71,7 +71,9 @@ class ResetPolicy(NamedTuple):
         """Whether something must run on every return, not only after a transaction."""
         return self.session or self.callback is not None
 
-    def run(self, con: SteadyBase, adapter: DriverAdapter, timeout: float) -> None:
+    def run(
+        self, con: SteadyBase, adapter: DriverAdapter, timeout: float, known: bool | None = None
+    ) -> None:
         """Reset ``con``, its rollback bounded by ``timeout`` seconds; raises when it must not be
         reused.
 
@@ -81,11 +83,15 @@ class ResetPolicy(NamedTuple):
         waited forever (the stream holds psycopg's connection lock, which
         ``rollback()`` takes), as one does behind a server that stopped
         answering. A rollback that did not finish in time drops the driver
-        connection (the server rolls back a session that ends).
+        connection (the server rolls back a session that ends). ``known``:
+        ``con.transaction_open()`` when the caller read it already (one driver
+        read less); a rollback is also made for what only ``needs_rollback()``
+        finds.
         """
         # A lost connection counts as rolled back and is dropped.
         started = monotonic()
-        if con.transaction_open() and not con.roll_back_within(timeout):
+        rollback = known or con.needs_rollback()  # known False: only the maybe is asked again
+        if rollback and not con.roll_back_within(timeout):
             if monotonic() - started < timeout:
                 # It failed at once: the session was gone (a kill, a restart),
                 # which a pool drops without a warning, as any lost connection.

@@ -488,7 +488,30 @@ class SteadyBase(Uncopyable):
         if raw is None or state.begun or state.lost:
             return False
         in_transaction = self._adapter.in_transaction(raw)
-        return not (state.dirty if in_transaction is None else in_transaction)
+        if in_transaction is None:  # the driver cannot tell: see needs_rollback()
+            return not (state.dirty or state.touched)
+        return not in_transaction
+
+    def needs_rollback(self) -> bool:
+        """Whether a checkin must roll back: :meth:`transaction_open`, or a transaction
+        only the server may know of (no round trip).
+
+        Layer API, for a pool's checkin and a persistent generator's next
+        request. Where the driver cannot tell whether a transaction is open
+        (PyMySQL outside autocommit: a plain SELECT opens an InnoDB snapshot
+        without the server's in-transaction flag), anything that reached the
+        driver connection past tether during this checkout may have been a
+        statement: found by an outside attack, a ``SELECT ... FOR UPDATE`` run
+        through ``db.query()`` kept its row locks while the connection sat idle
+        in the pool, and the next borrower ran inside that transaction. Not
+        the reopen rule's test: a statement after such an escape is still
+        replaced transparently when the session was lost (the rule asks
+        :meth:`transaction_open`), as before.
+        """
+        if self.transaction_open():
+            return True
+        raw = self._raw
+        return self._state.touched and raw is not None and self._adapter.in_transaction(raw) is None
 
     def needs_reset(self) -> bool:
         """Whether the next borrower would not start clean without more than :meth:`end_checkout`.
