@@ -33,7 +33,7 @@ from tether.simple_pool.checks import (
 from tether.steady import Options, SteadyOptions
 
 from .events import EventHook
-from .reset import RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY
+from .reset import check_reset
 
 __all__ = ["PoolOptions"]
 
@@ -118,24 +118,7 @@ class PoolOptions(Options):
         self._set("maxshared", check_count("maxshared", maxshared))
         self._set("maxconnections", check_count("maxconnections", maxconnections))
         self._set("blocking", check_bool("blocking", blocking))
-        if reset is None or reset is False:
-            # The same as True (tether always rolls back an open transaction,
-            # see reset.py): one value, so that equal settings compare equal.
-            reset = True
-        elif isinstance(reset, bool) or callable(reset):
-            pass
-        elif isinstance(reset, int):  # PooledPg's constants; PooledDB refuses ints
-            if reset not in (0, RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY):
-                raise ValueError(
-                    "reset: expected 0, RESET_ALWAYS_ROLLBACK (1), RESET_COMPLETELY (2),"
-                    f" a bool or a callable, got {reset}"
-                )
-        else:
-            raise TypeError(
-                "reset: expected a bool, None or a callable reset(raw_connection),"
-                f" got {type(reset).__name__}"
-            )
-        self._set("reset", reset)
+        self._set("reset", check_reset(reset))  # None and False: True (reset.py)
         self._set("reset_session", check_bool("reset_session", reset_session))
         self._set(
             "checkout_timeout",

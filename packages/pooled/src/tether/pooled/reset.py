@@ -40,10 +40,13 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any, NamedTuple
 
+from tether.simple_pool.checks import check_bool
 from tether.simple_pool.drivers import DriverAdapter
 from tether.steady import SteadyBase
 
-__all__ = ["RESET_ALWAYS_ROLLBACK", "RESET_COMPLETELY", "ResetPolicy", "reset_policy"]
+__all__ = [
+    "RESET_ALWAYS_ROLLBACK", "RESET_COMPLETELY", "ResetPolicy", "check_reset", "reset_policy",
+]  # fmt: skip
 
 #: DBUtils' ``pooled_pg`` constants for ``reset``.
 RESET_ALWAYS_ROLLBACK = 1
@@ -126,26 +129,43 @@ class ResetPolicy(NamedTuple):
             self.callback(raw)
 
 
-def reset_policy(reset: Any, reset_session: Any, *, classic: bool = False) -> ResetPolicy:
-    """Check and combine ``reset`` (DBUtils' parameter, or a callable) and ``reset_session``."""
-    if not isinstance(reset_session, bool):
-        raise TypeError(f"reset_session: expected a bool, got {type(reset_session).__name__}")
-    session = reset_session
-    callback: ResetCallback | None = None
-    if callable(reset):
-        callback = reset
-    elif reset is None or isinstance(reset, bool):
-        pass
-    elif classic and isinstance(reset, int):
+def check_reset(reset: Any) -> Any:
+    """``reset`` checked, in one value per meaning: None and False are True (see above).
+
+    True, a callable ``reset(raw)``, or one of PooledPg's ints (0,
+    RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY; :func:`reset_policy` refuses
+    ints for PooledDB). The one check of ``reset``, for the options object
+    and the policy alike.
+    """
+    if reset is None or reset is False:
+        return True  # an open transaction is always rolled back: the same as True
+    if isinstance(reset, bool) or callable(reset):
+        return reset
+    if isinstance(reset, int):
         if reset not in (0, RESET_ALWAYS_ROLLBACK, RESET_COMPLETELY):
             raise ValueError(
                 "reset: expected 0, RESET_ALWAYS_ROLLBACK (1), RESET_COMPLETELY (2),"
                 f" a bool or a callable, got {reset}"
             )
-        session = session or reset == RESET_COMPLETELY
-    else:
-        raise TypeError(
-            "reset: expected a bool, None or a callable reset(raw_connection),"
-            f" got {type(reset).__name__}"
-        )
-    return ResetPolicy(session, callback)
+        return reset
+    raise _not_a_reset(reset)
+
+
+def _not_a_reset(reset: Any) -> TypeError:
+    return TypeError(
+        "reset: expected a bool, None or a callable reset(raw_connection),"
+        f" got {type(reset).__name__}"
+    )
+
+
+def reset_policy(reset: Any, reset_session: Any, *, classic: bool = False) -> ResetPolicy:
+    """Check and combine ``reset`` (DBUtils' parameter, or a callable) and ``reset_session``."""
+    session = check_bool("reset_session", reset_session)
+    reset = check_reset(reset)
+    if isinstance(reset, bool):
+        return ResetPolicy(session, None)
+    if callable(reset):
+        return ResetPolicy(session, reset)
+    if not classic:  # an int: PooledPg's constants only
+        raise _not_a_reset(reset)
+    return ResetPolicy(session or reset == RESET_COMPLETELY, None)
