@@ -289,6 +289,8 @@ class PooledModel(RuleBasedStateMachine):
     reset_session = False
     restarts = False
     chain = False
+    #: statements on the driver connection itself (dbapi_connection), past tether
+    escapes = False
     #: begin() on an autocommit connection (Core only: its failure would hide the other groups')
     begin_in_autocommit = False
 
@@ -560,6 +562,31 @@ class PooledModel(RuleBasedStateMachine):
         else:
             self.committed.add(new)
 
+    @precondition(lambda self: self.escapes and self.borrowers)
+    @rule(i=st.integers(0, 7))
+    def insert_past_tether(self, i: int) -> None:
+        """An INSERT on the driver connection itself: tether does not see it, so it reads
+        the session's state again before its next statement (steady README, rule 4), also
+        after a commit or rollback had left the session known idle."""
+        b = self.pick(i)
+        if b.read_only or b.broken or b.commit_failed:
+            return
+        new = self.new_id()
+        raw = b.db.dbapi_connection
+        try:
+            cur = raw.cursor()
+            cur.execute(f"INSERT INTO ledger (id) VALUES ({self.side.placeholder})", (new,))
+            cur.close()
+        except Exception:
+            # Its session was lost (killed while idle): past tether nothing is transparent.
+            self.rolled_back.add(new)
+            return
+        if b.in_tx or not b.autocommit:
+            b.pending.append(new)
+            b.implicit = b.implicit or not b.autocommit
+        else:
+            self.committed.add(new)
+
     @precondition(lambda self: self.borrowers)
     @rule(i=st.integers(0, 7))
     def select(self, i: int) -> None:
@@ -783,6 +810,7 @@ class PooledModel(RuleBasedStateMachine):
 
     def lose_sessions(self, victims: list[Borrower]) -> None:
         for b in victims:
+            b.pid = None  # (tether opens a new session at its next statement)
             if b.in_tx:
                 # The server threw the transaction away; statements must fail until rollback.
                 self.rolled_back.update(b.pending)
@@ -797,6 +825,20 @@ class PooledModel(RuleBasedStateMachine):
         if pid is None:
             return
         self.side.kill(pid)
+        self.lose_sessions([b])
+
+    @precondition(lambda self: self.kills and self.borrowers)
+    @rule(i=st.integers(0, 7))
+    def kill_known_session(self, i: int) -> None:
+        """Kill the borrower's session by the pid last seen, with no statement first.
+
+        What ran since (a commit or rollback that left the session known idle,
+        a statement past tether) is all tether has to go on at its next statement.
+        """
+        b = self.pick(i)
+        if b.pid is None or b.broken:
+            return
+        self.side.kill(b.pid)
         self.lose_sessions([b])
 
     @precondition(lambda self: self.kills)
@@ -882,6 +924,7 @@ class CoreModel(PooledModel):
     """Checkouts, checkins, statements, transactions, kills (psycopg)."""
 
     begin_in_autocommit = True
+    escapes = True
 
 
 class KeptHandlesModel(PooledModel):
@@ -909,6 +952,7 @@ class RestartModel(PooledModel):
 class PyMySQLModel(PooledModel):
     server_kind = "mariadb"
     handles = True
+    escapes = True
 
 
 class PyMySQLResetSessionModel(PooledModel):

@@ -581,3 +581,68 @@ def test_a_reopen_keeps_autocommit_set_on_the_driver_connection(driver_target: A
     assert backend(target, con) != before
     con.close()  # no commit: in autocommit mode there is nothing left to commit
     assert committed_keys(target, table) == [1]
+
+
+@server_dbapi
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_a_session_killed_after_a_commit_outside_autocommit_is_replaced_before_sending(
+    driver_target: Any, end: str
+) -> None:
+    # A commit or rollback of tether's own leaves the session known idle outside
+    # autocommit mode: the next statement skips the driver reads that would tell,
+    # but not the socket look after a pause, so a kill in between is seen and the
+    # statement goes to a new session (it starts a transaction: nothing is split).
+    con = open_steady(driver_target)
+    table = make_table(driver_target)
+    cur = con.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1)")
+    before = backend(driver_target, con)
+    getattr(con, end)()
+    driver_target.kill_backend(before)
+    time.sleep(0.2)
+    cur.execute(f"INSERT INTO {table} VALUES (2)")
+    assert backend(driver_target, con) != before, "replaced before sending"
+    con.commit()
+    assert committed_keys(driver_target, table) == ([1, 2] if end == "commit" else [2])
+    con.close()
+
+
+@server_dbapi
+def test_a_statement_past_tether_after_a_commit_is_seen_before_the_next_one(
+    driver_target: Any, monkeypatch: Any
+) -> None:
+    # Known idle after a commit, then an INSERT on the driver connection itself:
+    # the next statement must know a transaction is open, even with no socket
+    # look at all (an hour's ALIVE_BYPASS), so that a kill splits nothing.
+    from tether.steady import core
+
+    monkeypatch.setattr(core, "ALIVE_BYPASS", 3600.0)
+    con = open_steady(driver_target)
+    table = make_table(driver_target)
+    cur = con.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1)")
+    con.commit()
+    raw_cur = con.dbapi_connection.cursor()
+    raw_cur.execute(f"INSERT INTO {table} VALUES (2)")
+    raw_cur.close()
+    driver_target.kill_backend(backend_of_raw(driver_target, con.dbapi_connection))
+    time.sleep(0.2)
+    error = driver_target.module.Error
+    with pytest.raises(error):  # lost inside the transaction: never on a new session
+        cur.execute(f"INSERT INTO {table} VALUES (3)")
+    with pytest.raises(error):
+        cur.execute(f"INSERT INTO {table} VALUES (4)")  # until rollback()
+    con.rollback()
+    cur.execute(f"INSERT INTO {table} VALUES (5)")
+    con.commit()
+    assert committed_keys(driver_target, table) == [1, 5]
+    con.close()
+
+
+def backend_of_raw(target: Any, raw: Any) -> int:
+    """The backend of a driver connection, asked without a statement through tether."""
+    if target.name == "psycopg":
+        return int(raw.info.backend_pid)
+    if target.name == "pymysql":
+        return int(raw.thread_id())
+    return int(raw._cnx.backend_pid)  # pgdb: its libpq connection

@@ -45,7 +45,7 @@ from tether.simple_pool.errors import ConfigurationError
 from .errors import SteadyDBError
 from .options import SteadyOptions
 from .ping import parse_ping
-from .state import SessionState
+from .state import MANUAL, SessionState
 
 log = logging.getLogger("tether.steady")
 
@@ -428,6 +428,7 @@ class SteadyBase(Uncopyable):
         state = self._state
         state.replay[name] = replay
         state.touched = True
+        state.settled = False  # the setting may be the autocommit mode itself
 
     # -- the layer API: what a pool calls ------------------------------------------------------
     #
@@ -543,6 +544,8 @@ class SteadyBase(Uncopyable):
         check is only reported. ``timeout`` as for :meth:`check`.
         """
         raw = self._raw
+        if self._state.settled is MANUAL:
+            self._state.settled = False  # (see _ping_check)
         try:
             if raw is None or self._adapter.is_closed(raw):
                 return False
@@ -588,7 +591,9 @@ class SteadyBase(Uncopyable):
             self._drop_configured(raw)
         if raw is None or baseline is None:
             return False  # a new connection is opened with the configured settings anyway
-        state.settled = False
+        # Nothing is open now (the caller ended it): what dirty recorded was
+        # under the borrower's settings, which the restore below may change.
+        state.settled = state.dirty = False
         adapter = self._adapter
         changed = adapter.restore_settings(raw, baseline)
         configured = state.configured
@@ -654,13 +659,14 @@ class SteadyBase(Uncopyable):
         if not self.idle():
             return False
         self.end_checkout()
-        if self._unlimited and self._adapter.autocommit(self._raw):
-            # The driver just said idle, in autocommit mode, with the configured
-            # settings: settled, as after an autocommit statement, so the next
-            # checkins and the transaction test ask the driver nothing until
-            # something happens (a checkout that runs no statement paid two
-            # driver reads per cycle: measured in the bench's cycle workload).
-            state.settled = True
+        if self._unlimited:
+            # The driver just said idle, with the configured settings: settled
+            # (in autocommit mode, as after an autocommit statement; else
+            # MANUAL), so the next checkins and the transaction test ask the
+            # driver nothing until something happens (a checkout that runs no
+            # statement paid two driver reads per cycle: measured in the
+            # bench's cycle workload).
+            state.settled = True if self._adapter.autocommit(self._raw) else MANUAL
         return True
 
     def roll_back_within(self, timeout: float) -> bool:
@@ -679,16 +685,22 @@ class SteadyBase(Uncopyable):
         would connect with no deadline at all.
         """
         raw = self._raw
-        self._state.commit_failed = False  # a rollback, as rollback() (rule 3)
-        if raw is None or self._state.lost:
+        state = self._state
+        state.commit_failed = False  # a rollback, as rollback() (rule 3)
+        if raw is None or state.lost:
             self._end_transaction()
             return True
         done = self._adapter.rollback_within(raw, timeout)
         if done is None:
             self.rollback()  # a lost connection counts as rolled back and is dropped
             return True
-        self._state.transaction_ended()
+        quiet = self._quiet_after()
+        state.transaction_ended()
         if done:
+            # (The adapter's bounded rollback: never inside psycopg's pipeline or
+            # transaction() blocks, for which it answers None.)
+            if quiet:
+                state.settled = MANUAL
             return True
         self._raw, self._dead = None, raw
         self._adapter.close(raw)
@@ -824,6 +836,9 @@ class SteadyBase(Uncopyable):
         """
         if not flag & self._ping_flags:
             return None
+        if self._state.settled is MANUAL:
+            # A ping statement of the user's may open a transaction outside autocommit.
+            self._state.settled = False
         raw = self._raw
         if raw is None:
             alive = False
@@ -880,13 +895,21 @@ class SteadyBase(Uncopyable):
         adapter = self._adapter
         state = self._state
         now = time.monotonic()
-        if state.settled and now - state.alive_at < ALIVE_BYPASS and not flag & self._ping_flags:
-            # The hot path: the previous statement answered a moment ago and
-            # left the session idle in autocommit mode; nothing has touched
-            # the driver connection since. Every check below would find what
-            # it found then, so none is made (each costs a few attribute
-            # reads in the driver, several microseconds per statement in all).
-            in_transaction, autocommit = False, True
+        settled = state.settled
+        if (
+            settled
+            and not flag & self._ping_flags
+            and (now - state.alive_at < ALIVE_BYPASS or self._still_there())
+        ):
+            # The hot path: the session is known idle, in autocommit mode (the
+            # previous statement left it so) or outside it (MANUAL: tether's
+            # own commit or rollback ended what its statements had begun), and
+            # nothing has touched the driver connection since. Every check
+            # below would find what it found then, so none is made (each costs
+            # a few attribute reads in the driver: ~5,000 instructions a
+            # statement outside autocommit, measured), but the socket look
+            # after a pause.
+            in_transaction, autocommit = False, settled is True
         else:
             # transaction_open(), inlined.
             if state.begun or state.lost:
@@ -1056,6 +1079,7 @@ class SteadyBase(Uncopyable):
         # server ended meanwhile, though no work of the caller's was lost.)
         idle = not (args or kwargs or state.touched) and raw is not None
         idle = idle and not self.transaction_open()
+        quiet = not (args or kwargs) and self._quiet_after()
         state.transaction_ended()
         if raw is None:
             # No session now: nothing ran since the last one ended (rolled back,
@@ -1080,12 +1104,15 @@ class SteadyBase(Uncopyable):
                 "commit failed: the connection was lost inside the transaction,"
                 " so its work was rolled back by the server"
             )
+        if quiet and self._adapter.in_transaction(raw) is not True:
+            state.settled = MANUAL
         return result
 
     def rollback(self, *args: Any, **kwargs: Any) -> Any:
         """Roll back. On a lost connection that is what the server did already: no error."""
         state = self._state
         raw, lost = self._raw, state.lost
+        quiet = not (args or kwargs) and self._quiet_after()
         state.transaction_ended()
         state.commit_failed = False
         if raw is None:
@@ -1103,7 +1130,30 @@ class SteadyBase(Uncopyable):
             raise
         if lost:  # a session that must be retired (read-only now) rolls back fine: retire it
             self._forget(raw)
+        elif quiet and self._adapter.in_transaction(raw) is not True:
+            # (True inside psycopg's pipeline or transaction() blocks, which a
+            # rollback() does not end.)
+            state.settled = MANUAL
         return result
+
+    def _quiet_after(self) -> bool:
+        """Whether the commit or rollback about to end the transaction leaves the session
+        known idle outside autocommit mode (:data:`~tether.steady.state.MANUAL`).
+
+        Only where tether saw it all: its own statements ran outside
+        autocommit mode (``dirty``, which a statement in autocommit mode never
+        sets), nothing reached the driver past tether since (``touched``: an
+        escape may switch the mode, or open what a rollback leaves open),
+        no ``begin()`` (its adapter may change the mode for the block), the
+        session not lost, and no usage limits (which the skipped checks test).
+        """
+        state = self._state
+        return (
+            state.dirty
+            and not (state.touched or state.begun or state.lost)
+            and self._unlimited
+            and self._raw is not None
+        )
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""

@@ -613,7 +613,7 @@ class SteadyDBCursor(Uncopyable):
         # 3.11 specialising the comparison before it (measured).
         raw = self._raw
         state = self._state
-        if not state.settled or raw is None or self._generation != state.generation:
+        if state.settled is not True or raw is None or self._generation != state.generation:
             return self._execute(args, kwargs)
         con = self._con
         now = monotonic()

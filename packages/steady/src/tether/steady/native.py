@@ -101,7 +101,7 @@ class NativeCursor(Uncopyable):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         # SteadyDBCursor.execute's hot path (see there): the same tests, in the same order.
         state = self._steady_state
-        if not state.settled or self._steady_generation != state.generation:
+        if state.settled is not True or self._steady_generation != state.generation:
             return self._steady_execute(args, kwargs)
         con = self._steady_con
         now = monotonic()

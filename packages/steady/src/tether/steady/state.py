@@ -26,7 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SessionState"]
+__all__ = ["MANUAL", "SessionState"]
+
+#: :attr:`SessionState.settled` for a session idle *outside* autocommit mode:
+#: tether's own commit or rollback just ended what its statements had begun.
+#: Truthy, so every ``if state.settled`` that means "idle, nothing open" holds
+#: for it too; the cursors' hot paths, which also assume autocommit mode, test
+#: ``settled is not True`` and so never take it. Every place that clears
+#: ``settled`` (an escape, a statement, a reopen, a failure) clears it as well:
+#: one slot, not a second flag to keep in step.
+MANUAL = 2
 
 
 class SessionState:
@@ -56,7 +65,10 @@ class SessionState:
         #: The last statement left the session idle in autocommit mode and
         #: nothing but tether's own statements has reached the driver since:
         #: within ``ALIVE_BYPASS`` the next statement skips every check.
-        self.settled = False
+        #: :data:`MANUAL` instead of True: idle outside autocommit mode, known
+        #: from tether's own commit or rollback (the next statement skips the
+        #: driver reads, not the bookkeeping of a transaction it begins).
+        self.settled: bool | int = False
         #: When the session was last seen alive (opened, or a statement answered).
         self.alive_at = 0.0
         #: When the driver connection was opened (for ``max_lifetime``).
