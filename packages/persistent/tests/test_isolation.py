@@ -291,3 +291,39 @@ def test_a_read_past_tether_is_rolled_back_before_the_threads_next_request(
         db.close()
     finally:
         admin.close()
+
+
+@pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
+@pytest.mark.parametrize("past", ["nothing", "escape", "dbapi_connection"])
+def test_a_request_that_committed_after_going_past_tether_leaves_nothing_to_roll_back(
+    server_target: Any, persist: PersistentDB, caplog: Any, past: str
+) -> None:
+    """PyMySQL, autocommit off: a request that read a driver attribute (``db.escape()``,
+    ``dbapi_connection``) and then committed left nothing open, yet its thread's next request
+    rolled back and logged the open-transaction warning (found by an outside attack; it
+    showed under SQLAlchemy too). tether's own commit ends whatever the escape began."""
+    target = server_target
+
+    def request() -> Any:
+        db = persist.connection()
+        if past == "escape":
+            db.escape("o'hara")  # type: ignore[attr-defined]
+        elif past == "dbapi_connection":
+            db.dbapi_connection.server_status  # type: ignore[attr-defined]  # noqa: B018
+        cursor = db.cursor()
+        cursor.execute(target.backend_id_sql)
+        session = cursor.fetchone()[0]
+        db.commit()
+        return session
+
+    with caplog.at_level("DEBUG", logger="tether"):
+        first = request()
+        second = request()
+    assert first == second
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [], warnings
+    db = persist.connection()
+    cursor = db.cursor()
+    cursor.execute("SHOW SESSION STATUS LIKE 'Com_rollback'")
+    assert cursor.fetchone()[1] == "0", "a ROLLBACK was sent for nothing"
+    db.commit()

@@ -487,8 +487,9 @@ class _Persistent(Uncopyable, Generic[C]):
         set back to those the connection was opened with, as a pool does at
         checkin (see :meth:`tether.steady.SteadyBase.end_checkout`).
         """
-        if con.needs_rollback():
-            self._roll_back_leftover(con)
+        known = con.transaction_open()  # (the warning's: not for a maybe, see needs_rollback)
+        if known or con.needs_rollback():
+            self._roll_back_leftover(con, warn=known and not con.session_lost)
         try:
             con.end_checkout()
         except Exception as exc:  # cannot be set back: a new connection for the next request
@@ -563,7 +564,7 @@ class _Persistent(Uncopyable, Generic[C]):
             )
         con.replace_driver_connection(reason, result)
 
-    def _roll_back_leftover(self, con: C) -> None:
+    def _roll_back_leftover(self, con: C, warn: bool = True) -> None:
         """Roll back what the previous request left open, within ``checkout_timeout``.
 
         A rollback that cannot finish in time (a server that does not
@@ -575,8 +576,9 @@ class _Persistent(Uncopyable, Generic[C]):
         now = time.monotonic()
         # Once a minute per generator, with a count: every request of a handler
         # that forgets to commit ends here, and a line per request floods the log.
-        self._leftovers += 1
-        if now - self._leftover_logged_at >= 60.0:
+        if warn:
+            self._leftovers += 1
+        if warn and now - self._leftover_logged_at >= 60.0:
             self._log.warning(
                 "tether: rolling back a transaction the previous request on this thread left"
                 " open on its %s connection (commit before the request ends, or use"
@@ -599,14 +601,21 @@ class _Persistent(Uncopyable, Generic[C]):
             self._reopen_within(con, deadline, "its rollback failed")
             return
         if not done:
+            # Failed (a session the server ended) or out of time: either way closed.
+            late = time.monotonic() >= deadline
             self._log.warning(
-                "tether: the rollback on this thread's %s connection did not finish within"
-                " %g s (checkout_timeout); the connection was closed (the server rolls back"
-                " with it)",
+                "tether: the rollback on this thread's %s connection %s; the connection"
+                " was closed (the server rolls back with it)",
                 self._adapter.name,
-                self._checkout_timeout,
+                f"did not finish within {self._checkout_timeout:g} s (checkout_timeout)"
+                if late
+                else "failed",
             )
-            self._reopen_within(con, deadline, "its rollback did not finish in time")
+            self._reopen_within(
+                con,
+                deadline,
+                "its rollback did not finish in time" if late else "its rollback failed",
+            )
 
     def _new_connection(self, slot: _Slot[C] | None) -> C:
         """The cold path: a thread's first connection, or one after its last was closed."""

@@ -490,7 +490,7 @@ class SteadyBase(Uncopyable):
             return False
         in_transaction = self._adapter.in_transaction(raw)
         if in_transaction is None:  # the driver cannot tell: see needs_rollback()
-            return not (state.dirty or state.touched)
+            return not (state.dirty or state.escaped)
         return not in_transaction
 
     def needs_rollback(self) -> bool:
@@ -501,10 +501,12 @@ class SteadyBase(Uncopyable):
         request. Where the driver cannot tell whether a transaction is open
         (PyMySQL outside autocommit: a plain SELECT opens an InnoDB snapshot
         without the server's in-transaction flag), anything that reached the
-        driver connection past tether during this checkout may have been a
-        statement: found by an outside attack, a ``SELECT ... FOR UPDATE`` run
-        through ``db.query()`` kept its row locks while the connection sat idle
-        in the pool, and the next borrower ran inside that transaction. Not
+        driver connection past tether since tether's last commit or rollback
+        may have been a statement: found by an outside attack, a ``SELECT ...
+        FOR UPDATE`` run through ``db.query()`` kept its row locks while the
+        connection sat idle in the pool, and the next borrower ran inside that
+        transaction. (A commit through tether after it ended it: no rollback,
+        and no warning, found by the next attack.) Not
         the reopen rule's test: a statement after such an escape is still
         replaced transparently when the session was lost (the rule asks
         :meth:`transaction_open`), as before.
@@ -512,7 +514,7 @@ class SteadyBase(Uncopyable):
         if self.transaction_open():
             return True
         raw = self._raw
-        return self._state.touched and raw is not None and self._adapter.in_transaction(raw) is None
+        return self._state.escaped and raw is not None and self._adapter.in_transaction(raw) is None
 
     def needs_reset(self) -> bool:
         """Whether the next borrower would not start clean without more than :meth:`end_checkout`.
@@ -786,11 +788,20 @@ class SteadyBase(Uncopyable):
         if now is None:
             now = time.monotonic()
         state = self._state
-        if self._maxusage and state.usage >= self._maxusage:
-            return self._reopen(f"maxusage ({self._maxusage}) reached")
-        if self._max_lifetime is not None and now - state.opened_at >= self._max_lifetime:
-            return self._reopen(f"max_lifetime ({self._max_lifetime:g} s) reached")
         adapter = self._adapter
+        if (
+            (self._maxusage and state.usage >= self._maxusage)
+            or (self._max_lifetime is not None and now - state.opened_at >= self._max_lifetime)
+        ) and not (state.escaped and adapter.in_transaction(raw) is None):
+            # A reopen tether chooses, never one that could end a transaction:
+            # where the driver cannot tell whether one is open and something
+            # reached it past tether (a statement through a driver method), it
+            # waits for the next checkout (found by an outside attack: on a
+            # generic driver an INSERT run through ``db.query()`` was lost with
+            # the replaced session and the rest of its transaction committed).
+            if self._maxusage and state.usage >= self._maxusage:
+                return self._reopen(f"maxusage ({self._maxusage}) reached")
+            return self._reopen(f"max_lifetime ({self._max_lifetime:g} s) reached")
         if adapter.is_closed(raw):
             return self._reopen("the driver reports it closed")
         if now - state.alive_at >= ALIVE_BYPASS and adapter.peer_closed(raw):
