@@ -50,7 +50,7 @@ PG_MADE_STEADY = {
     "delete", "delete_prepared", "describe_prepared", "get", "get_as_dict", "get_as_list",
     "get_attnames", "get_cast_hook", "get_databases", "get_generated", "get_notice_receiver",
     "get_parameter", "get_relations", "get_tables", "has_table_privilege", "insert",
-    "inserttable", "notification_handler", "pkey", "pkeys", "prepare", "query",
+    "inserttable", "pkey", "pkeys", "prepare", "query",
     "query_formatted", "query_prepared", "set_parameter", "truncate", "update", "upsert",
 }  # fmt: skip
 

@@ -1399,3 +1399,46 @@ def test_a_database_chosen_in_sql_is_undone_by_reset_session(
         cursor = db.cursor()
         cursor.execute("SELECT DATABASE()")
         assert cursor.fetchone() == (configured,)
+
+
+@pytest.mark.parametrize("server_target", ["pg"], indirect=True)
+def test_pygresql_objects_that_hold_the_session_end_with_the_checkout(server_target: Any) -> None:
+    """PooledPg: ``db.source()``, ``db.locreate()`` and ``db.notification_handler()`` return
+    objects that go on using the session. Kept past ``close()``, a Source read the next
+    borrower's uncommitted row and wrote into its transaction, which then committed it
+    (found by an outside attack). They work during the checkout, and raise after it."""
+    import pg
+
+    pool = make_pool(server_target, maxconnections=1)
+    try:
+        table = server_target.unique_table("kept")
+        db = pool.connection()
+        db.query(f"CREATE TABLE {table} (who TEXT)")
+        source = db.source()
+        source.execute("SELECT 1")
+        assert source.fetch(1) == [("1",)]  # usable while the checkout lasts (as text)
+        db.begin()
+        large = db.locreate(pg.INV_READ | pg.INV_WRITE)
+        large.open(pg.INV_WRITE)
+        large.write(b"a")
+        large.close()
+        db.commit()
+        handler = db.notification_handler("tether_kept", lambda *event: None)
+        db.close()
+        other = pool.connection()  # the same driver connection, the next borrower
+        other.begin()
+        other.query(f"INSERT INTO {table} VALUES ('B, not yet committed')")
+        with pytest.raises(InvalidCursorError):
+            source.execute(f"INSERT INTO {table} VALUES ('A, after checkin')")
+        with pytest.raises(InvalidCursorError):
+            large.open(pg.INV_WRITE)
+        with pytest.raises(InvalidCursorError):
+            handler.listen()
+        other.commit()
+        assert execute(server_target, other, f"SELECT who FROM {table}") == [
+            ("B, not yet committed",)
+        ]
+        other.query(f"DROP TABLE {table}")
+        other.close()
+    finally:
+        pool.close()

@@ -377,6 +377,21 @@ class PooledPgConnection(PooledConnection):
         else:
             self._forward_set(name, value)
 
+    def __enter__(self) -> Any:
+        # pg.DB commits each statement by itself unless a transaction was begun,
+        # so a block is one only if it begins one: pg.DB's own ``with db:`` and
+        # SteadyPgConnection's send BEGIN on entry; __exit__ then commits or rolls
+        # back as on every layer (found by an outside attack: a block that raised
+        # kept its INSERT). A BEGIN that fails gives the connection back.
+        con = self._held()
+        try:
+            if not con.transaction_open():
+                con.begin()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
     def query(self, *args: Any, **kwargs: Any) -> Any:
         """Run a query (``pg.DB.query``, steady: see :class:`tether.steady.SteadyPgConnection`)."""
         return self._held().query(*args, **kwargs)

@@ -14,13 +14,17 @@ use.
 
 Which results are lent is one rule, :func:`holds_session`, judged by the
 result's class: an iterator (it has ``__next__``: each step may read from
-the session) or a context manager (``__enter__``: entering and leaving it
-runs statements). Measured over the public methods of psycopg 3.3's,
-sqlite3's, PyMySQL's and pgdb's connections and cursors, that is every
-result that holds the session (the objects above, pgdb's ``copy_to()``
-generator, a driver connection or cursor itself) and none that does not:
-the others are None, numbers, strings, tuples and lists of rows, psycopg's
-``Xid``. So no driver adapter declares a quirk of its own.
+the session), a context manager (``__enter__``: entering and leaving it
+runs statements) or an object with a ``close()`` of its own (it holds a
+resource, and a driver's is the session: PyGreSQL's ``db.source()``,
+``db.locreate()``, ``db.notification_handler()``, which have neither of the
+others; found by an outside attack, a kept ``Source`` read and wrote in the
+next borrower's transaction). Measured over the public methods of psycopg
+3.3's, sqlite3's, PyMySQL's, pgdb's and pg's connections and cursors, that
+is every result that holds the session (the objects above, pgdb's
+``copy_to()`` generator, a driver connection or cursor itself) and none that
+does not: the others are None, numbers, strings, tuples and lists of rows,
+psycopg's ``Xid``. So no driver adapter declares a quirk of its own.
 
 Layer API: :class:`Lent` says how a lent object behaves (as the object
 itself: attributes, ``with``, iteration, ``len()``, indexing,
@@ -58,7 +62,7 @@ def holds_session(cls: type) -> bool:
     """
     verdict = _verdicts.get(cls)
     if verdict is None:
-        verdict = hasattr(cls, "__next__") or hasattr(cls, "__enter__")
+        verdict = hasattr(cls, "__next__") or hasattr(cls, "__enter__") or hasattr(cls, "close")
         with _lock:
             if len(_verdicts) < _MAX_VERDICTS:
                 _verdicts[cls] = verdict

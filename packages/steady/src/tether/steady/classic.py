@@ -23,9 +23,11 @@ if TYPE_CHECKING:  # PyGreSQL's own types (it ships py.typed); not imported at r
     from pg.attrs import AttrDict
 
 from tether.simple_pool.drivers import DriverAdapter
+from tether.simple_pool.lending import METHODS
 
 from .core import PING_ON_EXECUTE, SetSession, SteadyBase
 from .errors import InvalidConnectionError
+from .lease import leased_bound
 from .options import SteadyOptions
 
 __all__ = ["PgConnection", "SteadyPgConnection"]
@@ -36,7 +38,7 @@ _P = TypeVar("_P", bound="SteadyPgConnection")
 _STEADY_METHODS = frozenset(
     {"query", "query_formatted", "query_prepared", "prepare", "get", "insert", "update",
      "upsert", "delete", "truncate", "get_as_list", "get_as_dict", "delete_prepared",
-     "describe_prepared", "notification_handler", "inserttable", "get_tables",
+     "describe_prepared", "inserttable", "get_tables",
      "get_databases", "get_relations", "get_attnames", "get_parameter", "set_parameter",
      "has_table_privilege", "pkey", "pkeys"}
 )  # fmt: skip
@@ -290,4 +292,11 @@ class SteadyPgConnection(SteadyBase):
         if self._raw is None:
             self._ready()
         # pg.DB's other methods can change the session unseen.
-        return getattr(self.escape_to_driver(), name)
+        value = getattr(self.escape_to_driver(), name)
+        if isinstance(value, METHODS):
+            # What it returns may hold the session (db.source(), db.locreate(),
+            # db.notification_handler()): lent for this checkout only (lease.py;
+            # found by an outside attack: a kept Source read and wrote in the
+            # next borrower's transaction).
+            return leased_bound(self, value)
+        return value

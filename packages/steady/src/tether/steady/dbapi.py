@@ -25,7 +25,7 @@ from . import core as _core
 from .core import PING_ON_CURSOR, Failures, SetSession, SteadyBase
 from .errors import InvalidCursorError, SteadyDBError
 from .forwarding import forwarding_class, set_class
-from .lease import _stale, leased_method, lend
+from .lease import _stale, leased_bound, leased_method, lend
 from .native import NativeCursor, native_class
 from .options import SteadyOptions
 
@@ -377,7 +377,7 @@ class SteadyDBConnection(SteadyBase):
             # sqlite3's iterdump()...): lent for this checkout only (see
             # lease.py). Bound to this connection, as the driver's was to its
             # own, so that a pool's proxy guards the method too.
-            return MethodType(_unbound(leased_method(self, value, self._state.lease)), self)
+            return leased_bound(self, value)
         return value
 
     def _forward_set(self, name: str, value: Any) -> None:
@@ -411,18 +411,6 @@ DBAPI_CONNECTION_ATTRIBUTES = frozenset({"autocommit", "errorhandler", "messages
 #: ``execute()``; pgdb and sqlite3 ``executemany()``; sqlite3 ``executescript()``):
 #: each makes a cursor and runs one statement on it. Layer API.
 CONNECTION_SHORTCUTS = frozenset({"execute", "executemany", "executescript"})
-
-
-def _unbound(call: Callable[..., Any]) -> Callable[..., Any]:
-    """``call`` as a function of the object it is bound to with MethodType (which it ignores)."""
-
-    def method(_self: object, *args: Any, **kwargs: Any) -> Any:
-        return call(*args, **kwargs)
-
-    method.__name__ = method.__qualname__ = call.__name__
-    method.__doc__ = call.__doc__
-    method.__wrapped__ = call  # type: ignore[attr-defined]
-    return method
 
 
 def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ wrapper for the few results that hold the session. tether's own
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from tether.simple_pool.lending import METHODS, Lent, holds_session
@@ -29,7 +30,7 @@ from .errors import InvalidCursorError
 if TYPE_CHECKING:
     from .core import SteadyBase
 
-__all__ = ["SessionBound", "holds_session", "leased_method"]
+__all__ = ["SessionBound", "holds_session", "leased_bound", "leased_method"]
 
 
 def _stale(con: SteadyBase, what: str) -> InvalidCursorError:
@@ -58,6 +59,8 @@ def lend(value: Any, con: SteadyBase, lease: int, cursor: Any = None) -> Any:
     if cursor is not None and value is cursor._raw:
         return cursor
     if holds_session(type(value)):
+        if callable(value):  # PyGreSQL's NotificationHandler: called to listen
+            return CallableSessionBound(value, con, lease, cursor)
         return SessionBound(value, con, lease, cursor)
     return value
 
@@ -85,6 +88,27 @@ def leased_method(
     call.__doc__ = getattr(method, "__doc__", None)
     call.__wrapped__ = method  # type: ignore[attr-defined]  # as functools.wraps: inspectable
     return call
+
+
+def leased_bound(con: SteadyBase, method: Callable[..., Any]) -> Any:
+    """``method`` (a driver connection's) as a method of ``con``, leased for this checkout.
+
+    Bound to the steady connection, as the driver's was to its own, so that
+    whoever wraps methods (a pool's proxy) sees one.
+    """
+    return MethodType(_unbound(leased_method(con, method, con._state.lease)), con)
+
+
+def _unbound(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call`` as a function of the object it is bound to with MethodType (which it ignores)."""
+
+    def method(_self: object, *args: Any, **kwargs: Any) -> Any:
+        return call(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = call.__name__
+    method.__doc__ = call.__doc__
+    method.__wrapped__ = call  # type: ignore[attr-defined]
+    return method
 
 
 class SessionBound(Lent):
@@ -127,3 +151,12 @@ class SessionBound(Lent):
         if value is self._lent_object:
             return self  # a fluent method or __enter__ returning the object itself
         return lend(value, self._lent_con, self._lent_lease, self._lent_cursor)
+
+
+class CallableSessionBound(SessionBound):
+    """A :class:`SessionBound` for an object that is called (each call uses the session)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._lent_value(self._lent_use()(*args, **kwargs))
