@@ -1200,6 +1200,19 @@ class Pool(Uncopyable):
         psycopg_pool warns too. Once per place in the program that gave it back,
         so a loop does not flood the log.
         """
+        try:
+            # Where close() was called from, in the usual case (this method, the
+            # checkin, the proxy's close): a call site seen before is known by its
+            # code object and offset alone, before any module name is looked at
+            # (measured: that look cost ~5,000 instructions a checkin of the bench's
+            # autocommit-off request).
+            frame: Any = sys._getframe(3)
+        except ValueError:
+            frame = None
+        if frame is not None:
+            code = frame.f_code
+            if self._warned_calls.get((id(code), frame.f_lasti)) is code:
+                return
         frame = _caller_frame(3)  # past this method and the checkin that called it
         if frame is not None:
             code = frame.f_code
