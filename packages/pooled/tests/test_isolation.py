@@ -1442,3 +1442,25 @@ def test_pygresql_objects_that_hold_the_session_end_with_the_checkout(server_tar
         other.close()
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("server_target", ["pg"], indirect=True)
+def test_a_pygresql_notice_receiver_ends_with_the_checkout(server_target: Any, capfd: Any) -> None:
+    """A notice receiver one borrower set neither hears the next borrower's notices nor
+    silences them: PyGreSQL cannot give libpq's own notice printing back once a receiver
+    was set, so the session ends with the checkout (found by an outside attack: the next
+    borrower's NOTICE printed nothing)."""
+    pool = make_pool(server_target, maxconnections=1)
+    try:
+        heard: list[str] = []
+        db = pool.connection()
+        db.set_notice_receiver(lambda notice: heard.append(notice.message))
+        db.query("DO $$ BEGIN RAISE NOTICE 'for A'; END $$")
+        db.close()
+        db = pool.connection()
+        db.query("DO $$ BEGIN RAISE NOTICE 'for B'; END $$")
+        db.close()
+        assert heard == ["NOTICE:  for A\n"]
+        assert "for B" in capfd.readouterr().err, "the next borrower's notice vanished"
+    finally:
+        pool.close()

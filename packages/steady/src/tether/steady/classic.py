@@ -293,6 +293,8 @@ class SteadyPgConnection(SteadyBase):
             self._ready()
         # pg.DB's other methods can change the session unseen.
         value = getattr(self.escape_to_driver(), name)
+        if name in self._adapter.unrestorable:
+            self._state.spoiled = True  # the session ends with the checkout (see end_checkout)
         if isinstance(value, METHODS):
             # What it returns may hold the session (db.source(), db.locreate(),
             # db.notification_handler()): lent for this checkout only (lease.py;

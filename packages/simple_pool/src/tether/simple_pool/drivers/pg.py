@@ -68,6 +68,11 @@ class PgClassicAdapter(PyGreSQLAdapter):
     sql_sets_autocommit = False  # see DriverAdapter.sql_sets_autocommit
     modules = ("pg",)
     dbapi2 = False
+    #: Measured on PyGreSQL 6.2: once a notice receiver was set, libpq's own
+    #: notice processing (NOTICE lines on stderr) never comes back, not even with
+    #: ``set_notice_receiver(None)``: the next borrower's notices vanished (found
+    #: by an outside attack). A checkout that sets one ends with the session.
+    unrestorable = frozenset({"set_notice_receiver"})
 
     def __init__(self, creator: ModuleType | Callable[..., Any], module: ModuleType | None = None):
         if isinstance(creator, ModuleType) and callable(getattr(creator, "DB", None)):
