@@ -222,7 +222,7 @@ VARIANTS: dict[str, Variant] = {
                 "NativeCursor",
                 "execute",
                 {
-                    "if not state.settled or self._steady_generation != state.generation:": "if False:",  # noqa: E501
+                    "if state.settled is not True or self._steady_generation != state.generation:": "if False:",  # noqa: E501
                     "now = monotonic()": "now = 0.0",
                     "if con._execute_checks or (": "if False and (",
                 },
