@@ -295,13 +295,15 @@ def test_a_read_past_tether_is_rolled_back_before_the_threads_next_request(
 
 @pytest.mark.parametrize("server_target", ["pymysql"], indirect=True)
 @pytest.mark.parametrize("past", ["nothing", "escape", "dbapi_connection"])
-def test_a_request_that_committed_after_going_past_tether_leaves_nothing_to_roll_back(
+def test_a_request_that_committed_after_going_past_tether_is_not_warned_about(
     server_target: Any, persist: PersistentDB, caplog: Any, past: str
 ) -> None:
     """PyMySQL, autocommit off: a request that read a driver attribute (``db.escape()``,
     ``dbapi_connection``) and then committed left nothing open, yet its thread's next request
-    rolled back and logged the open-transaction warning (found by an outside attack; it
-    showed under SQLAlchemy too). tether's own commit ends whatever the escape began."""
+    logged the open-transaction warning (found by an outside attack; it showed under
+    SQLAlchemy too). The driver cannot tell whether a transaction is open, and a driver
+    object taken before the commit could open one after it, so the next request still
+    rolls back (a maybe, steady's needs_rollback()): silently, and only then."""
     target = server_target
 
     def request() -> Any:
@@ -325,5 +327,6 @@ def test_a_request_that_committed_after_going_past_tether_leaves_nothing_to_roll
     db = persist.connection()
     cursor = db.cursor()
     cursor.execute("SHOW SESSION STATUS LIKE 'Com_rollback'")
-    assert cursor.fetchone()[1] == "0", "a ROLLBACK was sent for nothing"
+    rollbacks = int(cursor.fetchone()[1])
+    assert rollbacks == (0 if past == "nothing" else 2), rollbacks  # one per request
     db.commit()

@@ -136,8 +136,38 @@ def test_a_steady_connections_limit_waits_for_the_transaction_begun_past_tether(
         cur.execute("INSERT INTO generic_ledger VALUES (2, 10)")
         con.commit()
         assert ledger() == [(1, -10), (2, 10)], "half a transaction committed"
-        # Ended by tether's commit: known idle again, so the limit applies now.
+        # A driver object taken during it could open a transaction after any commit,
+        # unseen: a steady connection alone has no checkout to end, so the limit waits.
         cur.execute("SELECT CONNECTION_ID()")
-        assert cur.fetchall()[0][0] != session, "reopened for the limit after the commit"
+        assert cur.fetchall()[0][0] == session
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("taken", ["dbapi_cursor", "dbapi_connection"])
+def test_a_driver_object_taken_before_a_commit_and_used_after_it_is_still_seen(
+    mariadb_server: Any, ledger: Any, taken: str
+) -> None:
+    # Found by an outside attack: tether's commit had made the checkout count as
+    # clean again, so an INSERT through a driver cursor taken before it was
+    # neither rolled back at checkin (the next borrower committed it) nor
+    # protected from a maxusage reopen (lost, and the rest committed).
+    pool = PooledDB(_generic_module(), maxusage=2, **_kwargs(mariadb_server))
+    try:
+        db = pool.connection()
+        cur = db.cursor()
+        raw = cur.dbapi_cursor if taken == "dbapi_cursor" else db.dbapi_connection.cursor()
+        cur.execute("SELECT 1")
+        cur.fetchall()
+        db.commit()
+        raw.execute("INSERT INTO generic_ledger VALUES (1, -10)")  # past tether, after it
+        cur.execute("INSERT INTO generic_ledger VALUES (2, 10)")  # maxusage reached here
+        db.close()  # not committed: both rolled back
+        db = pool.connection()
+        cur = db.cursor()
+        cur.execute("INSERT INTO generic_ledger VALUES (3, 0)")
+        db.commit()
+        db.close()
+        assert ledger() == [(3, 0)], "an earlier borrower's work was committed"
+    finally:
+        pool.close()

@@ -490,7 +490,7 @@ class SteadyBase(Uncopyable):
             return False
         in_transaction = self._adapter.in_transaction(raw)
         if in_transaction is None:  # the driver cannot tell: see needs_rollback()
-            return not (state.dirty or state.escaped)
+            return not (state.dirty or state.touched)
         return not in_transaction
 
     def needs_rollback(self) -> bool:
@@ -501,12 +501,14 @@ class SteadyBase(Uncopyable):
         request. Where the driver cannot tell whether a transaction is open
         (PyMySQL outside autocommit: a plain SELECT opens an InnoDB snapshot
         without the server's in-transaction flag), anything that reached the
-        driver connection past tether since tether's last commit or rollback
-        may have been a statement: found by an outside attack, a ``SELECT ...
-        FOR UPDATE`` run through ``db.query()`` kept its row locks while the
-        connection sat idle in the pool, and the next borrower ran inside that
-        transaction. (A commit through tether after it ended it: no rollback,
-        and no warning, found by the next attack.) Not
+        driver connection past tether during this checkout may have been a
+        statement: found by an outside attack, a ``SELECT ... FOR UPDATE`` run
+        through ``db.query()`` kept its row locks while the connection sat idle
+        in the pool, and the next borrower ran inside that transaction. During
+        the checkout, not since tether's last commit: a driver cursor taken
+        before the commit can open a transaction after it, unseen (found by the
+        next attack, on a driver tether has no adapter for). So such a checkout
+        always ends with a rollback, without a warning (a maybe). Not
         the reopen rule's test: a statement after such an escape is still
         replaced transparently when the session was lost (the rule asks
         :meth:`transaction_open`), as before.
@@ -514,7 +516,7 @@ class SteadyBase(Uncopyable):
         if self.transaction_open():
             return True
         raw = self._raw
-        return self._state.escaped and raw is not None and self._adapter.in_transaction(raw) is None
+        return self._state.touched and raw is not None and self._adapter.in_transaction(raw) is None
 
     def needs_reset(self) -> bool:
         """Whether the next borrower would not start clean without more than :meth:`end_checkout`.
@@ -792,7 +794,7 @@ class SteadyBase(Uncopyable):
         if (
             (self._maxusage and state.usage >= self._maxusage)
             or (self._max_lifetime is not None and now - state.opened_at >= self._max_lifetime)
-        ) and not (state.escaped and adapter.in_transaction(raw) is None):
+        ) and not (state.touched and adapter.in_transaction(raw) is None):
             # A reopen tether chooses, never one that could end a transaction:
             # where the driver cannot tell whether one is open and something
             # reached it past tether (a statement through a driver method), it

@@ -42,8 +42,7 @@ class SessionState:
     """The state of one steady connection's session (see the module docstring)."""
 
     __slots__ = (
-        "alive_at", "begun", "commit_failed", "configured", "dirty", "escaped", "generation",
-        "lease", "lost",
+        "alive_at", "begun", "commit_failed", "configured", "dirty", "generation", "lease", "lost",
         "native", "opened_at", "replay", "settled", "spoiled", "touched", "usage",
     )  # fmt: skip
 
@@ -84,11 +83,6 @@ class SessionState:
         #: Something reached the driver connection past tether since the last
         #: ended checkout: its settings may differ from the configured ones.
         self.touched = False
-        #: Something reached the driver connection past tether since tether's last
-        #: commit or rollback: where the driver cannot tell whether a transaction is
-        #: open, one may be (a statement through a driver method), so a checkin rolls
-        #: back and no limit reopens the session until one ends it.
-        self.escaped = False
         #: Session settings made through tether on the driver connection, by
         #: name: replayed on every new driver connection until the checkout ends.
         self.replay: dict[str, Callable[[Any], object]] = {}
@@ -107,19 +101,19 @@ class SessionState:
     def unknown(self) -> None:
         """The driver connection is used past tether: read its state again, compare at checkin."""
         self.settled = False
-        self.touched = self.escaped = True
+        self.touched = True
         self.native = None
 
     def transaction_ended(self) -> None:
         """A commit or rollback ended whatever was open."""
-        self.begun = self.dirty = self.settled = self.escaped = False
+        self.begun = self.dirty = self.settled = False
 
     def new_session(self, now: float | None) -> None:
         """A new driver connection (opened at ``now``) replaced the old one, or none is left.
 
         ``now`` None: no driver connection now (closed, lost, abandoned after fork).
         """
-        self.begun = self.dirty = self.lost = self.settled = self.escaped = False
+        self.begun = self.dirty = self.lost = self.settled = False
         self.spoiled = False
         self.configured = None
         self.native = None
@@ -129,6 +123,6 @@ class SessionState:
             self.opened_at = self.alive_at = now
 
     def __repr__(self) -> str:
-        names = ("begun", "dirty", "escaped", "lost", "settled", "spoiled", "touched")
+        names = ("begun", "dirty", "lost", "settled", "spoiled", "touched")
         flags = [name for name in names if getattr(self, name)]
         return f"<SessionState {' '.join(flags) or 'idle'}, used {self.usage}x>"
