@@ -1464,3 +1464,49 @@ def test_a_pygresql_notice_receiver_ends_with_the_checkout(server_target: Any, c
         assert "for B" in capfd.readouterr().err, "the next borrower's notice vanished"
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_ping_statement_outside_autocommit_leaves_no_transaction_open(
+    server_target: Any,
+) -> None:
+    """``ping`` as an SQL statement, autocommit off: the pool's validation of an idle
+    connection ran it and left the session idle in a transaction (an InnoDB snapshot on
+    MariaDB), so the next borrower read that old snapshot (found by an outside attack)."""
+    target = server_target
+    table = target.unique_table("ping")
+    admin = target.connect()
+    try:
+        cur = admin.cursor()
+        cur.execute(f"CREATE TABLE {table} (x INTEGER)")
+        admin.commit()
+        setsession = (
+            ["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
+            if target.name == "psycopg"
+            else []  # InnoDB's default is REPEATABLE READ
+        )
+        pool = make_pool(
+            target,
+            maxconnections=1,
+            ping=f"SELECT COUNT(*) FROM {table}",
+            validate_interval=0.2,
+            setsession=setsession,
+        )
+        try:
+            db = pool.connection()
+            execute(target, db, "SELECT 1")
+            db.commit()
+            db.close()
+            time.sleep(0.6)  # the maintenance thread validates the idle connection
+            cur.execute(f"INSERT INTO {table} VALUES (1)")  # committed before the checkout
+            admin.commit()
+            db = pool.connection()
+            assert execute(target, db, f"SELECT COUNT(*) FROM {table}") == [(1,)], "old snapshot"
+            db.commit()
+            db.close()
+        finally:
+            pool.close()
+        cur.execute(f"DROP TABLE {table}")
+        admin.commit()
+    finally:
+        admin.close()

@@ -555,9 +555,31 @@ class SteadyBase(Uncopyable):
                 return False
             if self._pinger_bounded:  # bounded: a blackholed server never answers
                 return bool(self._adapter.ping(raw, timeout))
-            return bool(self._pinger(raw))
+            return self._ping_with(raw)
         except Exception:
             return False
+
+    def _ping_with(self, raw: Any) -> bool:
+        """``ping``'s check (a statement, a callable, or the adapter's unbounded one) on ``raw``.
+
+        The user's statement or callable outside autocommit mode opens a
+        transaction (psycopg, pgdb; an InnoDB snapshot on PyMySQL): found by an
+        outside attack, a pool's validation left its idle connection "idle in
+        transaction", and the next borrower read that old snapshot (and a kill
+        meanwhile was not replaced transparently, the session looking busy).
+        What the check opened on an idle session is rolled back, as the
+        adapter's own check leaves the state as it was.
+        """
+        if self._pinger == self._adapter.ping:
+            return bool(self._pinger(raw))
+        idle = not self.transaction_open()
+        alive = self._pinger(raw)
+        if alive and idle and self._adapter.in_transaction(raw) is not False:
+            try:
+                self._adapter.rollback(raw)
+            except Exception:
+                return False  # it answered the check, not the rollback: dead now
+        return alive
 
     def end_checkout(self) -> bool:
         """End one borrower's use: the next one starts in the configured state.
@@ -873,7 +895,7 @@ class SteadyBase(Uncopyable):
                     self._raw, self._dead = None, raw
                     self._state.settled = False
         else:
-            alive = self._pinger(raw)
+            alive = self._ping_with(raw)
         if alive:
             return True
         if reconnect and not self.transaction_open():
