@@ -6,6 +6,7 @@ restarting it disturbs no other test running at the same time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -646,3 +647,39 @@ def backend_of_raw(target: Any, raw: Any) -> int:
     if target.name == "pymysql":
         return int(raw.thread_id())
     return int(raw._cnx.backend_pid)  # pgdb: its libpq connection
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+@pytest.mark.parametrize("block", ["transaction", "pipeline", "nested transactions"])
+def test_a_session_lost_inside_a_psycopg_block_in_autocommit_mode_ends_with_the_block(
+    driver_target: Any, block: str
+) -> None:
+    # Rule 2 inside the block (its statements fail, none runs on a new
+    # session); once the block is left, its transaction has ended with it, and
+    # autocommit code, which never calls rollback(), gets a new session (found
+    # by an outside attack: every later statement failed until rollback()).
+    con = open_steady(driver_target, autocommit=True)
+    table = make_table(driver_target)
+    session = backend(driver_target, con)
+    error = driver_target.module.Error
+    # (The outer block of the nested case exits quietly: psycopg's own doing.)
+    outer = contextlib.suppress(error) if block == "nested transactions" else pytest.raises(error)
+    with outer, con.pipeline() if block == "pipeline" else con.transaction():
+        if block == "nested transactions":
+            with pytest.raises(error), con.transaction():
+                con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+                driver_target.kill_backend(session)
+                time.sleep(0.2)
+                con.cursor().execute(f"INSERT INTO {table} VALUES (2)")
+            with pytest.raises(error):  # the outer block's transaction was lost too
+                con.cursor().execute(f"INSERT INTO {table} VALUES (3)")
+        else:
+            con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+            driver_target.kill_backend(session)
+            time.sleep(0.2)
+            con.cursor().execute(f"INSERT INTO {table} VALUES (2)")
+            con.cursor().execute(f"INSERT INTO {table} VALUES (3)")
+    con.cursor().execute(f"INSERT INTO {table} VALUES (4)")  # autocommit: a new session
+    assert backend(driver_target, con) != session
+    assert committed_keys(driver_target, table) == [4]
+    con.close()

@@ -605,6 +605,7 @@ class SteadyBase(Uncopyable):
         state = self._state
         state.lease += 1
         state.generation += 1
+        state.blocks = 0  # a block kept past the checkout is refused from now on
         # A slot store (a store on the connection would go through __setattr__).
         state.commit_failed = False  # a failed commit is this checkout's: the next one starts clean
         if not state.touched:
@@ -1189,6 +1190,24 @@ class SteadyBase(Uncopyable):
             and self._unlimited
             and self._raw is not None
         )
+
+    def _block_exited(self) -> None:
+        """A driver block lent through tether (psycopg's ``transaction()``...) was left.
+
+        A session lost inside it in autocommit mode lost the block's work and
+        nothing else: once no block of the driver's is open, the transaction it
+        was has ended, as ``rollback()`` ends one, and the next statement gets a
+        new connection (found by an outside attack: autocommit code, which never
+        calls ``rollback()``, had every later statement fail).
+        """
+        state = self._state
+        raw = self._raw
+        if not state.lost or state.begun or state.blocks or raw is None:
+            return
+        if self._adapter.autocommit(raw):
+            state.transaction_ended()
+            state.commit_failed = False
+            self._forget(raw)
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""

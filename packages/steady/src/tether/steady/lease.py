@@ -145,6 +145,25 @@ class SessionBound(Lent):
         state.unknown()
         return self._lent_object
 
+    def __enter__(self) -> Any:
+        entered = super().__enter__()
+        state = self._lent_con._state
+        if state.lease == self._lent_lease:
+            state.blocks += 1
+        return entered
+
+    def __exit__(self, *exc: object) -> Any:
+        con = self._lent_con
+        try:
+            return super().__exit__(*exc)
+        finally:
+            # Left, whatever the driver's exit raised (psycopg's transaction
+            # counter stays up when its exit fails on a lost session).
+            state = con._state
+            if state.lease == self._lent_lease:
+                state.blocks = max(state.blocks - 1, 0)
+                con._block_exited()  # a transaction lost inside the block ended with it
+
     def _lent_value(self, value: Any) -> Any:
         if isinstance(value, METHODS):
             return leased_method(self._lent_con, value, self._lent_lease, self._lent_cursor)

@@ -42,13 +42,17 @@ class SessionState:
     """The state of one steady connection's session (see the module docstring)."""
 
     __slots__ = (
-        "alive_at", "begun", "commit_failed", "configured", "dirty", "generation", "lease", "lost",
+        "alive_at", "begun", "blocks", "commit_failed", "configured", "dirty", "generation",
+        "lease", "lost",
         "native", "opened_at", "replay", "settled", "spoiled", "touched", "usage",
     )  # fmt: skip
 
     def __init__(self) -> None:
         #: Inside ``begin()``, until commit or rollback.
         self.begun = False
+        #: Driver blocks lent through tether (``with db.transaction():``, ``with
+        #: db.pipeline():``, a cursor's ``copy()``) entered and not left yet.
+        self.blocks = 0
         #: A statement ran on a non-autocommit connection since the last commit
         #: or rollback; used where the driver cannot tell whether a transaction is open.
         self.dirty = False
