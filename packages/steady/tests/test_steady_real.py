@@ -683,3 +683,36 @@ def test_a_session_lost_inside_a_psycopg_block_in_autocommit_mode_ends_with_the_
     assert backend(driver_target, con) != session
     assert committed_keys(driver_target, table) == [4]
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+@pytest.mark.parametrize("prepared", [False, True])
+def test_a_tpc_commit_that_failed_with_the_session_ends_the_transaction(
+    driver_target: Any, prepared: bool
+) -> None:
+    # Rule 3 for two-phase commit: the session is gone, and with it the
+    # transaction; the next statement gets a new connection (found by an outside
+    # attack: neither tpc_rollback() nor any statement got past the dead one).
+    con = open_steady(driver_target)
+    table = make_table(driver_target)
+    session = backend(driver_target, con)
+    con.commit()
+    con.tpc_begin(con.xid(1, f"tether-{table}", "b"))
+    con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+    if prepared:
+        con.tpc_prepare()
+    driver_target.kill_backend(session)
+    time.sleep(0.2)
+    with pytest.raises(driver_target.module.Error):
+        con.tpc_commit()
+    assert backend(driver_target, con) != session
+    con.commit()
+    raw = driver_target.connect()
+    try:
+        raw.autocommit = True
+        for (gid,) in raw.execute("SELECT gid FROM pg_prepared_xacts").fetchall():
+            raw.execute(f"ROLLBACK PREPARED '{gid}'")
+    finally:
+        raw.close()
+    assert committed_keys(driver_target, table) == []
+    con.close()

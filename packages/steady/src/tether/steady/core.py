@@ -1191,6 +1191,14 @@ class SteadyBase(Uncopyable):
             and self._raw is not None
         )
 
+    def _ended_with_session(self) -> None:
+        """A driver method that ends the transaction (``tpc_commit()``...) failed: when the
+        session is gone, the transaction ended with it and the next statement gets a new one."""
+        raw = self._raw
+        if raw is not None and (self._state.lost or self._adapter.is_closed(raw)):
+            self._state.transaction_ended()
+            self._forget(raw)
+
     def _block_exited(self) -> None:
         """A driver block lent through tether (psycopg's ``transaction()``...) was left.
 

@@ -377,6 +377,8 @@ class SteadyDBConnection(SteadyBase):
             # sqlite3's iterdump()...): lent for this checkout only (see
             # lease.py). Bound to this connection, as the driver's was to its
             # own, so that a pool's proxy guards the method too.
+            if name in TPC_ENDS:
+                return _ending(self, leased_bound(self, value))
             return leased_bound(self, value)
         return value
 
@@ -411,6 +413,28 @@ DBAPI_CONNECTION_ATTRIBUTES = frozenset({"autocommit", "errorhandler", "messages
 #: ``execute()``; pgdb and sqlite3 ``executemany()``; sqlite3 ``executescript()``):
 #: each makes a cursor and runs one statement on it. Layer API.
 CONNECTION_SHORTCUTS = frozenset({"execute", "executemany", "executescript"})
+
+
+#: PEP 249's two-phase commit methods that end the transaction ``tpc_begin()`` opened.
+TPC_ENDS = frozenset({"tpc_commit", "tpc_rollback"})
+
+
+def _ending(con: SteadyBase, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (``tpc_commit``/``tpc_rollback``), telling ``con`` when it failed with the
+    session: the transaction ended with it (found by an outside attack: after a failed
+    ``tpc_commit()`` on a killed session, neither ``tpc_rollback()`` nor any statement
+    got past the dead connection; only a plain ``rollback()`` did)."""
+
+    def end(con: SteadyBase, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            con._ended_with_session()
+            raise
+
+    end.__name__ = end.__qualname__ = getattr(method, "__name__", "tpc")
+    end.__wrapped__ = method  # type: ignore[attr-defined]
+    return MethodType(end, con)
 
 
 def _recording(con: SteadyBase, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
