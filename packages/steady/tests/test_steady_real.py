@@ -716,3 +716,51 @@ def test_a_tpc_commit_that_failed_with_the_session_ends_the_transaction(
         raw.close()
     assert committed_keys(driver_target, table) == []
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+@pytest.mark.parametrize("first", ["savepoint", "copy", "driver cursor"])
+def test_a_session_lost_inside_a_psycopg_block_is_never_replaced_under_it(
+    driver_target: Any, first: str
+) -> None:
+    # Rule 2 while the block is open, whatever meets the loss first: found by an
+    # outside attack, a savepoint's enter (or a copy, or a driver cursor) failed
+    # without tether seeing it, and the next INSERT ran on a new session in
+    # autocommit mode, committed alone, and the block exited without an error.
+    con = open_steady(driver_target, autocommit=True)
+    table = make_table(driver_target)
+    session = backend(driver_target, con)
+    error = driver_target.module.Error
+    with contextlib.suppress(error), con.transaction():
+        con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+        driver_target.kill_backend(session)
+        time.sleep(0.2)
+        with contextlib.suppress(error):
+            if first == "savepoint":
+                with con.transaction():
+                    con.cursor().execute("SELECT 1")
+            elif first == "copy":
+                with con.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                    copy.write_row((9,))
+            else:
+                con.dbapi_connection.cursor().execute("SELECT 1")
+        with pytest.raises(error):
+            con.cursor().execute(f"INSERT INTO {table} VALUES (2)")
+    con.cursor().execute(f"INSERT INTO {table} VALUES (3)")  # after the block: a new session
+    assert committed_keys(driver_target, table) == [3]
+    con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_ping_statement_that_fails_leaves_no_aborted_transaction(driver_target: Any) -> None:
+    # A ping statement that raises (here always) on an idle session outside
+    # autocommit left psycopg's session in an aborted transaction: every
+    # statement failed, and it was never replaced (found by an outside attack).
+    con = open_steady(driver_target, ping=(4, "SELECT 1/0 FROM no_such_table"))
+    table = make_table(driver_target)
+    for key in (1, 2, 3):
+        cur = con.cursor()
+        cur.execute(f"INSERT INTO {table} VALUES ({key})")
+        con.commit()
+    assert committed_keys(driver_target, table) == [1, 2, 3]
+    con.close()

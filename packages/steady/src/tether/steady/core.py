@@ -459,14 +459,19 @@ class SteadyBase(Uncopyable):
         """Whether work done on this session since the last commit/rollback would be lost.
 
         The one transaction test of every layer: ``begin()`` was called, or
-        the connection was lost inside a transaction, or the driver says a
-        transaction is open (where it cannot tell: a statement ran outside
-        autocommit since the last commit or rollback). No round trip.
+        the connection was lost inside a transaction, or a driver block lent
+        through tether (``with db.transaction():``, a pipeline, a ``copy()``)
+        is open, or the driver says a transaction is open (where it cannot
+        tell: a statement ran outside autocommit since the last commit or
+        rollback). No round trip. (The open block counts by itself: found by
+        an outside attack, a session lost inside ``with db.transaction():`` in
+        autocommit mode, and first met by a savepoint's enter, was replaced
+        under the block and its next INSERT committed alone.)
         """
         state = self._state
         if state.settled:
             return False
-        if state.begun or state.lost:
+        if state.begun or state.lost or state.blocks:
             return True
         raw = self._raw
         if raw is None:
@@ -486,7 +491,7 @@ class SteadyBase(Uncopyable):
         if state.settled:
             return True
         raw = self._raw
-        if raw is None or state.begun or state.lost:
+        if raw is None or state.begun or state.lost or state.blocks:
             return False
         in_transaction = self._adapter.in_transaction(raw)
         if in_transaction is None:  # the driver cannot tell: see needs_rollback()
@@ -574,11 +579,14 @@ class SteadyBase(Uncopyable):
             return bool(self._pinger(raw))
         idle = not self.transaction_open()
         alive = self._pinger(raw)
-        if alive and idle and self._adapter.in_transaction(raw) is not False:
+        if idle and self._adapter.in_transaction(raw) is not False:
+            # Also after a check that failed: a statement that raised leaves
+            # psycopg's session in an aborted transaction, which then failed
+            # every statement and was never replaced (found by an outside attack).
             try:
                 self._adapter.rollback(raw)
             except Exception:
-                return False  # it answered the check, not the rollback: dead now
+                return False  # the rollback did not get through: dead now
         return alive
 
     def end_checkout(self) -> bool:
@@ -948,7 +956,7 @@ class SteadyBase(Uncopyable):
             in_transaction, autocommit = False, settled is True
         else:
             # transaction_open(), inlined.
-            if state.begun or state.lost:
+            if state.begun or state.lost or state.blocks:
                 in_transaction = True
             elif raw is None:
                 in_transaction = False
@@ -1186,7 +1194,7 @@ class SteadyBase(Uncopyable):
         state = self._state
         return (
             state.dirty
-            and not (state.touched or state.begun or state.lost)
+            and not (state.touched or state.begun or state.lost or state.blocks)
             and self._unlimited
             and self._raw is not None
         )
