@@ -764,3 +764,28 @@ def test_a_ping_statement_that_fails_leaves_no_aborted_transaction(driver_target
         con.commit()
     assert committed_keys(driver_target, table) == [1, 2, 3]
     con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+@pytest.mark.parametrize("autocommit", [False, True])
+@pytest.mark.parametrize("block", ["transaction", "pipeline"])
+def test_rollback_after_a_loss_inside_a_block_left_open_gives_a_new_session(
+    driver_target: Any, autocommit: bool, block: str
+) -> None:
+    # Rule 2: after rollback(), the next statement gets a new connection, also
+    # when the block (entered with __enter__ alone) was never left: found by an
+    # outside attack, it raised AttributeError, the block still counted open.
+    con = open_steady(driver_target, autocommit=autocommit)
+    session = backend(driver_target, con)
+    if not autocommit:
+        con.commit()
+    opened = con.pipeline() if block == "pipeline" else con.transaction()
+    opened.__enter__()
+    driver_target.kill_backend(session)
+    time.sleep(0.2)
+    with pytest.raises(driver_target.module.Error):
+        con.cursor().execute("SELECT 1")
+        con.cursor().execute("SELECT 1")  # (a pipeline may send the first one later)
+    con.rollback()
+    assert backend(driver_target, con) != session
+    con.close()

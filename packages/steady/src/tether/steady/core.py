@@ -1227,7 +1227,13 @@ class SteadyBase(Uncopyable):
 
     def _forget(self, raw: Any) -> None:
         """Drop a dead driver connection; the next operation opens a new one."""
-        self._state.lost = self._state.settled = False
+        state = self._state
+        state.lost = state.settled = False
+        # Its blocks went with it (a later exit of one is the old session's): a
+        # block left open counted as a transaction the rollback has ended, and
+        # the next statement read the missing connection (found by an outside
+        # attack: AttributeError instead of a new session).
+        state.blocks = 0
         if self._raw is raw:
             self._raw, self._dead = None, raw
         self._adapter.close(raw)

@@ -119,6 +119,7 @@ class SessionState:
         """
         self.begun = self.dirty = self.lost = self.settled = False
         self.spoiled = False
+        self.blocks = 0
         self.configured = None
         self.native = None
         if now is not None:
