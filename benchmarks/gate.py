@@ -74,9 +74,9 @@ INSTR_LIMITS: dict[tuple[str, str], float] = {
     # moved between +35k and +45k with the server's latency, and the fresh-clone CI's quick
     # run measured 1.38x. Waiting first made it deterministic (full N, 2 runs under load
     # and idle within 0.01%): pooled +45,259 (~1.35x), persistent +30,443 (~0.91x). Bounds:
-    # those plus ~20%.
+    # those plus ~20-30% (the fresh-clone CI measured 1.36x and 0.99x).
     ("tether.pooled", "request-txn"): 1.60,
-    ("tether.persistent", "request-txn"): 1.15,
+    ("tether.persistent", "request-txn"): 1.25,
     ("tether.steady", "request-txn"): 0.85,
 }
 #: How far (percent of the slope) the per-request instructions of a row's two parts
