@@ -575,7 +575,7 @@ class SteadyBase(Uncopyable):
         What the check opened on an idle session is rolled back, as the
         adapter's own check leaves the state as it was.
         """
-        if self._pinger == self._adapter.ping:
+        if self._pinger_bounded:  # the adapter's own check leaves the state as it was
             return bool(self._pinger(raw))
         idle = not self.transaction_open()
         alive = self._pinger(raw)
