@@ -124,7 +124,8 @@ VARIANTS: dict[str, Variant] = {
     ),
     "pooled.fifo-and-hooks": Variant(
         "tether.pooled",
-        "the waiter, closed-pool and event-hook tests at checkout and checkin",
+        "the waiter (and empty idle list), closed-pool and event-hook tests at checkout"
+        " and checkin",
         "no barging past queued waiters (FIFO fairness), a checkin into a closed pool "
         "closes the connection, events and metrics see every checkout",
         (
@@ -133,7 +134,7 @@ VARIANTS: dict[str, Variant] = {
                 "Pool",
                 "connection",
                 {
-                    "if not self._waiters:  # else queue behind them: no barging": "if True:",
+                    "if not self._waiters and self._idle:": "if True:",
                     "if self._observed:": "if False:",
                 },
             ),
@@ -143,6 +144,7 @@ VARIANTS: dict[str, Variant] = {
                 "_checkin",
                 {
                     "if self._checkin_work:": "if False:",
+                    "if self._waiters and self._hand_over(entry, now):": "if False:",
                     "if self._waiters or self._closed:": "if False:",
                 },
             ),

@@ -1510,3 +1510,70 @@ def test_a_ping_statement_outside_autocommit_leaves_no_transaction_open(
         admin.commit()
     finally:
         admin.close()
+
+
+def test_above_its_size_a_session_is_never_held_twice_and_every_thread_is_served(
+    pg_target: Any, pools: list[Any]
+) -> None:
+    """12 threads on 3 connections: every checkin hands its connection to the longest waiter.
+
+    No server session is used by two borrowers at once, every thread gets
+    its share, the counts add up, every wait stays inside checkout_timeout,
+    and after every session was killed meanwhile the pool serves all threads
+    again with no error.
+    """
+    threads, size, rounds = 12, 3, 40
+    pool = make_pool(
+        pg_target, mincached=size, maxcached=size, maxconnections=size, blocking=True,
+        checkout_timeout=5,
+    )  # fmt: skip
+    pools.append(pool)
+    in_use: set[int] = set()
+    seen: set[int] = set()
+    guard = threading.Lock()
+    problems: list[str] = []
+    counts = [0] * threads
+
+    def requests(index: int) -> None:
+        for _ in range(rounds):
+            try:
+                with pool.connection() as db:
+                    pid = backend_id(pg_target, db)
+                    with guard:
+                        if pid in in_use:
+                            problems.append(f"session {pid} held by two borrowers")
+                        in_use.add(pid)
+                        seen.add(pid)
+                    time.sleep(0.0005)
+                    with guard:
+                        in_use.discard(pid)
+                counts[index] += 1
+            except Exception as exc:  # reported below
+                problems.append(f"{type(exc).__name__}: {exc}")
+
+    def run_all() -> None:
+        workers = [threading.Thread(target=requests, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 30
+        for worker in workers:
+            worker.join(max(deadline - time.monotonic(), 0))
+        assert not any(worker.is_alive() for worker in workers), "a thread was never served"
+
+    run_all()
+    assert problems == []
+    assert counts == [rounds] * threads
+    # Every session dies while the connections are idle in the pool; nothing is open.
+    seen_before = set(seen)
+    for pid in seen_before:
+        pg_target.kill_backend(pid)
+    seen.clear()
+    counts[:] = [0] * threads
+    run_all()
+    assert problems == []  # healthy afterwards: every request of every thread worked
+    assert counts == [rounds] * threads
+    assert seen and not seen & seen_before  # on new sessions only
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["checkouts"] == stats["checkins"]
+    assert stats["waits"] > 0 and 0 < stats["wait_time_max"] < 5
+    assert stats["wait_time_total"] >= stats["wait_time_max"]
