@@ -50,7 +50,7 @@ import json
 import operator
 import os
 import sys
-import threading  # noqa: F401  (imported before the clock is replaced: it keeps the real one)
+import threading  # (imported before the clock is replaced: it keeps the real one)
 import time
 from collections import deque
 from collections.abc import Callable
@@ -80,12 +80,21 @@ WARMUP = 50
 
 #: In this order in every process: a workload's count depends a little on what ran
 #: before it in the same process (see the benchmarks README), so the newest is last.
-WORKLOADS = ("request", "request-gap", "cycle", "request-txn")
+WORKLOADS = ("request", "request-gap", "cycle", "request-txn", "request-contended")
+
+#: ``request-contended``: two threads on a pool of one connection, so every
+#: checkout waits and every checkin hands over (a pool above its size, as at
+#: 16 or 64 threads on 8). Only pools that make a thread wait for a shared
+#: connection run it: a thread-affine pool would give each thread its own.
+CONTENDED = frozenset(
+    {"fair hand-off", "tether.pooled", "psycopg_pool getconn/putconn", "DBUtils PooledDB"}
+)
 
 #: configuration -> (what it is, whether it has a checkout: the cycle workload)
 CONFIGURATIONS: dict[str, tuple[str, bool]] = {
     "driver": ("psycopg connection held (the driver alone)", False),
     "floor": ("a deque and a 2-slot proxy around it (the floor)", True),
+    "fair hand-off": ("a fair hand-off, nothing checked (pools.FairHandoff)", True),
     "tether.steady": ("tether.steady connection held", False),
     "tether.pooled": ("tether.pooled", True),
     "tether.persistent": ("tether.persistent", True),
@@ -157,6 +166,7 @@ def _open(
     from pools import (
         DBUtilsPersistent,
         DBUtilsPooled,
+        FairHandoff,
         PoolAdapter,
         PsycopgPool,
         TetherPersistent,
@@ -210,6 +220,7 @@ def _open(
 
         return (floor if statement else floor_cycle), pool[0].close
     kinds: dict[str, type[PoolAdapter]] = {
+        "fair hand-off": FairHandoff,
         "tether.pooled": TetherPooled,
         "tether.persistent": TetherPersistent,
         "tether.simple_pool": TetherSimplePool,
@@ -222,6 +233,18 @@ def _open(
     adapter = kinds[name]()
     adapter.open(target, size=1)
     adapter.prewarm()
+    if name == "fair hand-off":
+        checkout, checkin = adapter.checkout, adapter.checkin
+
+        def handoff() -> None:
+            con = checkout()
+            _statement(con)
+            checkin(con)
+
+        def handoff_cycle() -> None:
+            checkin(checkout())
+
+        return (handoff if statement else handoff_cycle), adapter.close
     if name == "psycopg_pool getconn/putconn":
         getconn, putconn = adapter.pool.getconn, adapter.pool.putconn
 
@@ -273,18 +296,21 @@ def main(argv: list[str]) -> int:
     for workload in workloads:
         if workload == "cycle" and not CONFIGURATIONS[name][1]:
             continue
+        if workload == "request-contended" and name not in CONTENDED:
+            continue
         try:
             unit, close = _open(name, workload != "cycle", workload != "request-txn")
         except ImportError as exc:
             print(f"{NOT_IMPORTABLE}: {exc}", file=sys.stderr)
             return 3
         step = GAP if workload == "request-gap" else BACK_TO_BACK
+        run = _run_two_threads if workload == "request-contended" else _run
         try:
-            _run(unit, WARMUP, step)
+            run(unit, WARMUP, step)
             for n in (n1, n2):
                 mark()  # ends the part before: start-up, warm-up or the previous segment
                 plan.append((workload, n))
-                _run(unit, n, step)
+                run(unit, n, step)
             mark()
         finally:
             close()
@@ -310,6 +336,22 @@ def _run(unit: Callable[[], None], n: int, step: float) -> None:
     for _ in range(n):
         now[0] += step
         unit()
+
+
+def _run_two_threads(unit: Callable[[], None], n: int, step: float) -> None:
+    """``n`` units in all, half on each of two threads started together."""
+    go = threading.Event()
+
+    def half() -> None:
+        go.wait()
+        _run(unit, n // 2, step)
+
+    workers = [threading.Thread(target=half) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    go.set()
+    for worker in workers:
+        worker.join()
 
 
 def install_clock() -> None:

@@ -79,6 +79,12 @@ INSTR_LIMITS: dict[tuple[str, str], float] = {
     ("tether.pooled", "request-txn"): 1.60,
     ("tether.persistent", "request-txn"): 1.25,
     ("tether.steady", "request-txn"): 0.85,
+    # Two threads on a pool of one connection (request-contended), 2026-12-07, main plus
+    # the checkin's direct hand-over: pooled +33,949 (0.52x; the quick run +34,016, 0.52x)
+    # over the driver back to back, psycopg_pool +65,863, the fair hand-off that checks
+    # nothing +9,985. Before the hand-over, the waiting checkout's path cost ~8,500 more
+    # (~0.61x, measured with a 2-thread ping-pong script). Bound: today's plus ~15%.
+    ("tether.pooled", "request-contended"): 0.60,
 }
 #: How far (percent of the slope) the per-request instructions of a row's two parts
 #: may differ before the row is not trusted: measured up to 1.6% (see above).
@@ -88,6 +94,7 @@ INSTR_WORKLOADS = {
     "request-gap": "gaps past ALIVE_BYPASS",
     "cycle": "checkout+checkin",
     "request-txn": "autocommit off",
+    "request-contended": "2 threads on 1 connection",
 }
 
 

@@ -13,7 +13,11 @@ dumped. A request is checkout, ``cursor()``, ``execute("SELECT 1")``,
 ``fetchone()``, cursor ``close()``, checkin with autocommit on, against the
 run's PostgreSQL; ``request-gap`` is the same with statements more than
 tether.steady's ``ALIVE_BYPASS`` apart; ``request-txn`` the same with
-autocommit off (a transaction the pool rolls back at checkin); ``cycle`` is
+autocommit off (a transaction the pool rolls back at checkin);
+``request-contended`` the same on two threads sharing a pool of one connection
+(every checkout waits, every checkin hands over; its *added* is over the driver
+alone back to back, so the hand-off's cost counts; the fair hand-off
+configuration, which checks nothing, is that cost's floor); ``cycle`` is
 checkout and checkin alone. Instructions per request are the **slope** between the part of
 ``N1`` and the part of ``N2`` requests, ``(I(N2) - I(N1)) / (N2 - N1)``:
 whatever a part costs apart from its requests cancels. Every thread of the
@@ -56,7 +60,7 @@ WORKER = Path(__file__).resolve().parent / "callgrind_requests.py"
 DRIVER = "driver"
 REFERENCE = "psycopg_pool getconn/putconn"
 #: Configurations that are not pools: always run, whatever ``--pools`` says.
-LAYERS = ("driver", "floor", "tether.steady")
+LAYERS = ("driver", "floor", "fair hand-off", "tether.steady")
 #: The quick run's configurations: what the gate compares, and nothing more.
 QUICK = ("driver", "tether.steady", "tether.pooled", "tether.persistent", REFERENCE)
 #: Processes under callgrind at once (each is one thread of the machine's CPUs).
@@ -243,7 +247,10 @@ def run(ctx: Context) -> dict[str, Any]:
     for row in measured:
         row["label"] = CONFIGURATIONS[row["configuration"]][0]
         for workload, w in row.get("workloads", {}).items():
-            base = rows.get(DRIVER, {}).get("workloads", {}).get(workload)
+            # Two threads on one connection: over the driver alone back to back, so
+            # the hand-off (a wait, a wake, a switch of threads) counts as added.
+            same = "request" if workload == "request-contended" else workload
+            base = rows.get(DRIVER, {}).get("workloads", {}).get(same)
             # checkout+checkin alone runs no statement: all of it is added
             w["added"] = (
                 w["per_request"] if workload == "cycle"
@@ -275,19 +282,22 @@ def markdown(result: dict[str, Any]) -> str:
         " requests in one process (start-up cancels); a request = checkout, cursor(),"
         " execute('SELECT 1'), fetchone(), cursor close(), checkin, autocommit on;"
         " *autocommit off*: the same back to back with autocommit off, the transaction"
-        " rolled back at checkin (driver and steady held: rollback() per request)."
+        " rolled back at checkin (driver and steady held: rollback() per request);"
+        " *2 threads on 1*: two threads share a pool of one connection, every checkout"
+        " waits (added over the driver alone back to back)."
         " *added* = more than the driver connection alone; *x ref* = added / psycopg_pool's"
         " added; *lin.* = how far the two parts' per-request figures differ (% of the slope).",
         "",
         "| configuration | back to back | added | x ref | gaps > ALIVE_BYPASS | added"
-        " | x ref | checkout+checkin | x ref | autocommit off | added | x ref | lin. % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | x ref | checkout+checkin | x ref | autocommit off | added | x ref"
+        " | 2 threads on 1 | added | x ref | lin. % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if "workloads" not in row:
             out.append(
                 f"| {row['label']} | {row.get('error') or row.get('skipped')}"
-                " | | | | | | | | | | | |"
+                " | | | | | | | | | | | | | | |"
             )
             continue
         cells = [row["label"]]
