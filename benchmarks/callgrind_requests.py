@@ -233,20 +233,14 @@ def _open(
     adapter = kinds[name]()
     adapter.open(target, size=1)
     adapter.prewarm()
-    if name == "fair hand-off":
-        checkout, checkin = adapter.checkout, adapter.checkin
-
-        def handoff() -> None:
-            con = checkout()
-            _statement(con)
-            checkin(con)
-
-        def handoff_cycle() -> None:
-            checkin(checkout())
-
-        return (handoff if statement else handoff_cycle), adapter.close
-    if name == "psycopg_pool getconn/putconn":
-        getconn, putconn = adapter.pool.getconn, adapter.pool.putconn
+    if name in ("fair hand-off", "psycopg_pool getconn/putconn"):
+        # Pools whose checkin takes the connection: the adapter's own two calls
+        # (the fair hand-off's API), psycopg_pool's getconn()/putconn().
+        getconn, putconn = (
+            (adapter.checkout, adapter.checkin)
+            if name == "fair hand-off"
+            else (adapter.pool.getconn, adapter.pool.putconn)
+        )
 
         def peer() -> None:
             con = getconn()
