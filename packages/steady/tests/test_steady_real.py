@@ -767,6 +767,29 @@ def test_a_ping_statement_that_fails_leaves_no_aborted_transaction(driver_target
 
 
 @pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+def test_a_block_dropped_unexited_then_a_loss_gives_a_new_session(driver_target: Any) -> None:
+    # psycopg ends a transaction() block's transaction when the block object
+    # is dropped without __exit__; the session is then idle in autocommit mode,
+    # as the driver says. Found by an outside attack: the block still counted
+    # open in tether, a statement lost on that session dropped it, and every
+    # later statement, rollback() or not, raised a builtin AttributeError.
+    con = open_steady(driver_target, autocommit=True)
+    table = make_table(driver_target)
+    session = backend(driver_target, con)
+    con.transaction().__enter__()  # and dropped at once
+    cur = con.cursor()
+    cur.execute(f"INSERT INTO {table} VALUES (1)")  # autocommitted, as psycopg does it
+    with pytest.raises(driver_target.module.Error):
+        # The session dies during the statement: it may have been applied, not retried.
+        con.cursor().execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert backend(driver_target, con) != session  # no rollback() needed: nothing was open
+    con.rollback()
+    assert backend(driver_target, con) != session
+    assert committed_keys(driver_target, table) == [1]
+    con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
 @pytest.mark.parametrize("autocommit", [False, True])
 @pytest.mark.parametrize("block", ["transaction", "pipeline"])
 def test_rollback_after_a_loss_inside_a_block_left_open_gives_a_new_session(

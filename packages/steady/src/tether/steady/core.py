@@ -737,7 +737,7 @@ class SteadyBase(Uncopyable):
             if quiet:
                 state.settled = MANUAL
             return True
-        self._raw, self._dead = None, raw
+        self._drop(raw)
         self._adapter.close(raw)
         return False
 
@@ -901,7 +901,7 @@ class SteadyBase(Uncopyable):
                     # statements fails, and rollback() forgets it (lost).
                     self._state.lost = True
                 else:
-                    self._raw, self._dead = None, raw
+                    self._drop(raw)
                     self._state.settled = False
         else:
             alive = self._ping_with(raw)
@@ -1015,7 +1015,7 @@ class SteadyBase(Uncopyable):
                 # MySQL's DDL), so the server's rollback of a lost session
                 # does not prove it undone (found by an outside attack: such
                 # a CALL killed mid-way ran twice). Reopen next time.
-                self._raw, self._dead = None, raw
+                self._drop(raw)
                 adapter.close(raw)
                 self._log.warning(
                     "tether: %s connection lost during a statement that may have been"
@@ -1069,7 +1069,13 @@ class SteadyBase(Uncopyable):
                 else:
                     # (The adapter's word too: psycopg's pipeline mode is idle between
                     # statements but must never take the fast path; see its in_transaction.)
-                    state.settled = self._unlimited and self._adapter.in_transaction(raw) is False
+                    idle = self._adapter.in_transaction(raw) is False
+                    if idle and state.blocks:
+                        # No driver block is open on an idle session: a counted one
+                        # was dropped unexited (psycopg ends its transaction then) or
+                        # left past tether. Stale: it no longer makes a transaction.
+                        state.blocks = 0
+                    state.settled = self._unlimited and idle
             else:
                 state.dirty = True
                 state.settled = False
@@ -1229,14 +1235,23 @@ class SteadyBase(Uncopyable):
         """Drop a dead driver connection; the next operation opens a new one."""
         state = self._state
         state.lost = state.settled = False
-        # Its blocks went with it (a later exit of one is the old session's): a
-        # block left open counted as a transaction the rollback has ended, and
-        # the next statement read the missing connection (found by an outside
-        # attack: AttributeError instead of a new session).
-        state.blocks = 0
+        state.blocks = 0  # (see _drop: also when raw is no longer the current one)
         if self._raw is raw:
-            self._raw, self._dead = None, raw
+            self._drop(raw)
         self._adapter.close(raw)
+
+    def _drop(self, raw: Any) -> None:
+        """No driver connection from now on: ``raw`` is dead (the caller closes it).
+
+        Its blocks went with it (a later exit of one is the old session's). A
+        block still counted open reads as a transaction, and the next
+        statement, told to stay on the session, read the missing connection:
+        an AttributeError instead of a new session (found by outside attacks:
+        after a rollback, and after a statement that may have been applied,
+        with a block dropped unexited first).
+        """
+        self._raw, self._dead = None, raw
+        self._state.blocks = 0
 
     # -- introspection ------------------------------------------------------------------------
 
