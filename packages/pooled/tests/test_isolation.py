@@ -13,6 +13,7 @@ import datetime
 import gc
 import logging
 import pickle
+import signal
 import sqlite3
 import sys
 import threading
@@ -1577,3 +1578,73 @@ def test_above_its_size_a_session_is_never_held_twice_and_every_thread_is_served
     assert stats["in_use"] == 0 and stats["checkouts"] == stats["checkins"]
     assert stats["waits"] > 0 and 0 < stats["wait_time_max"] < 5
     assert stats["wait_time_total"] >= stats["wait_time_max"]
+
+
+def test_a_checkout_interrupted_while_waiting_gives_back_what_it_was_served(
+    pg_target: Any, pools: list[Any]
+) -> None:
+    """A signal handler's exception (a request's time budget) interrupts a waiting checkout.
+
+    Its place in line is given up, and a connection handed to it meanwhile goes
+    back to the pool: found by an outside attack, the connection went to the
+    interrupted waiter, and a pool of one stalled for good.
+    """
+
+    class Budget(Exception):
+        pass
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Budget("request budget spent")
+
+    pool = make_pool(pg_target, maxconnections=1, blocking=True, checkout_timeout=3)
+    pools.append(pool)
+    held = pool.connection()
+    giver = threading.Timer(0.4, held.close)
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        giver.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Budget):
+            pool.connection()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        giver.join()
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 1 and stats["waiting"] == 0
+    with pool.connection() as db:
+        assert execute(pg_target, db, "SELECT 1") == [(1,)]
+
+
+def test_a_pipeline_left_open_in_autocommit_mode_is_discarded_not_committed(
+    pg_target: Any, pools: list[Any]
+) -> None:
+    """A psycopg pipeline entered by hand and still open at checkin, in autocommit mode.
+
+    psycopg's rollback() syncs a pipeline first, and the sync commits what it
+    queued: found by an outside attack, the checkin's "rollback" committed the
+    statements of a `with` block that raised, and of a plain close(). Unsynced
+    they die with the session: the connection is dropped, nothing committed.
+    """
+    pool = make_pool(pg_target, maxconnections=1, autocommit=True)
+    pools.append(pool)
+    table = pg_target.unique_table("pipe")
+    raw = pg_target.connect()
+    execute(pg_target, raw, f"CREATE TABLE {table} (x int)")
+    raw.commit()
+    with pool.connection() as db:  # the table is there for the pool's sessions
+        db.execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(ValueError), pool.connection() as db:
+        opened = db.pipeline()
+        opened.__enter__()
+        db.execute(f"INSERT INTO {table} VALUES (10)")
+        raise ValueError("the request failed")
+    db = pool.connection()
+    opened = db.pipeline()
+    opened.__enter__()
+    db.execute(f"INSERT INTO {table} VALUES (20)")
+    db.close()
+    assert execute(pg_target, raw, f"SELECT x FROM {table}") == [(1,)]
+    with pool.connection() as db:  # the pool goes on, on a new session
+        assert execute(pg_target, db, "SELECT 1") == [(1,)]
+    raw.close()

@@ -767,6 +767,34 @@ def test_a_ping_statement_that_fails_leaves_no_aborted_transaction(driver_target
 
 
 @pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
+def test_a_failed_commit_inside_open_blocks_does_not_end_them(driver_target: Any) -> None:
+    # Nested transaction() blocks, entered and kept; the session dies inside;
+    # a commit() then fails. The blocks are still open: the next statement must
+    # fail too, not run on a new session in autocommit mode (found by an
+    # outside attack: it autocommitted). rollback() ends the lost transaction.
+    con = open_steady(driver_target, autocommit=True)
+    table = make_table(driver_target)
+    session = backend(driver_target, con)
+    outer = con.transaction()
+    outer.__enter__()
+    inner = con.transaction()
+    inner.__enter__()
+    con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+    with pytest.raises(driver_target.module.Error):
+        con.cursor().execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    with pytest.raises(driver_target.module.Error):
+        con.commit()
+    with pytest.raises(driver_target.module.Error):
+        con.cursor().execute(f"INSERT INTO {table} VALUES (2)")
+    con.rollback()
+    con.cursor().execute(f"INSERT INTO {table} VALUES (3)")
+    assert backend(driver_target, con) != session
+    assert committed_keys(driver_target, table) == [3]
+    del outer, inner
+    con.close()
+
+
+@pytest.mark.parametrize("driver_target", ["psycopg"], indirect=True)
 def test_a_block_dropped_unexited_then_a_loss_gives_a_new_session(driver_target: Any) -> None:
     # psycopg ends a transaction() block's transaction when the block object
     # is dropped without __exit__; the session is then idle in autocommit mode,

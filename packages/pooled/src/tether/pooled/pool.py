@@ -532,7 +532,16 @@ class Pool(Uncopyable):
                 # for a busy pool (stats()["waits"]), as when we connected ourselves.
                 waited = waited or connect_for is None
                 remaining = deadline - monotonic()
-                if remaining <= 0 or not waiter.lock.acquire(True, remaining):
+                try:
+                    served = remaining > 0 and waiter.lock.acquire(True, remaining)
+                except BaseException:
+                    # Interrupted (a signal handler's exception: a request timeout,
+                    # Ctrl-C): leave the line, and give back what was handed over
+                    # meanwhile, or the connection (or the slot) was lost for good
+                    # (found by an outside attack: a pool of one stalled).
+                    self._leave_line(waiter)
+                    raise
+                if not served:
                     self._wait_ran_out(waiter, failed)  # raises unless served meanwhile
                 if waiter.error is not None:
                     raise waiter.error
@@ -747,6 +756,24 @@ class Pool(Uncopyable):
     def _error_text(self, failed: BaseException | None) -> str:
         error = failed or self._last_error
         return "none" if error is None else f"{type(error).__name__}: {error}".strip()
+
+    def _leave_line(self, waiter: _Waiter) -> None:
+        """A waiter gives up its place, interrupted; what it was served goes back."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            queued = waiter in self._waiters
+            if queued:
+                self._waiters.remove(waiter)
+        finally:
+            lock.release()
+        if queued:
+            return
+        entry, waiter.entry = waiter.entry, None
+        if entry is not None:
+            self._checkin(entry)  # served a connection nobody will use: give it back
+        elif waiter.grant:
+            self._unreserve()  # a slot to open one in: free it for the next waiter
 
     def _wait_ran_out(self, waiter: _Waiter, failed: BaseException | None) -> None:
         """A waiter's deadline passed: raise the timeout, unless it was served meanwhile."""

@@ -1144,6 +1144,15 @@ class SteadyBase(Uncopyable):
             result = self._adapter.commit(raw, *args, **kwargs)
         except Exception as exc:
             if self._is_lost(raw, exc) or lost:
+                if state.blocks:
+                    # Inside a lent block (psycopg's transaction(), which forbids
+                    # commit() itself): the block's transaction goes on, lost,
+                    # until rollback() or the block's exit ends it. Found by an
+                    # outside attack: the session was forgotten here, and the next
+                    # statement of the still open block ran on a new session and
+                    # autocommitted.
+                    state.lost = True
+                    raise
                 self._forget(raw)
                 state.commit_failed = True
             raise

@@ -276,8 +276,15 @@ class PsycopgAdapter(DriverAdapter):
             # ROLLBACK PREPARED), the one way to end its _tpc state. Not bounded.
             conn.tpc_rollback()
             return self.in_transaction(conn) is False
-        if getattr(conn, "_num_transactions", 0) or getattr(conn, "_pipeline", None):
+        if getattr(conn, "_num_transactions", 0):
             return None
+        if getattr(conn, "_pipeline", None) is not None:
+            # A pipeline left open (entered by hand): psycopg's rollback() would
+            # sync it first, and in autocommit mode the sync commits what it
+            # queued (found by an outside attack: a `with` block that raised
+            # committed its pipeline's statements). Unsynced, they die with the
+            # session: False, so the caller drops the connection.
+            return False
         if not _command_within(conn, b"ROLLBACK", timeout):
             return False
         manager = getattr(conn, "_prepared", None)
