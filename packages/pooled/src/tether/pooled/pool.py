@@ -757,17 +757,21 @@ class Pool(Uncopyable):
         error = failed or self._last_error
         return "none" if error is None else f"{type(error).__name__}: {error}".strip()
 
-    def _leave_line(self, waiter: _Waiter) -> None:
-        """A waiter gives up its place, interrupted; what it was served goes back."""
+    def _dequeue(self, waiter: _Waiter) -> bool:
+        """Take ``waiter`` out of the line; False if it was served already."""
         lock = self._lock
         lock.acquire()
         try:
             queued = waiter in self._waiters
             if queued:
                 self._waiters.remove(waiter)
+            return queued
         finally:
             lock.release()
-        if queued:
+
+    def _leave_line(self, waiter: _Waiter) -> None:
+        """A waiter gives up its place, interrupted; what it was served goes back."""
+        if self._dequeue(waiter):
             return
         entry, waiter.entry = waiter.entry, None
         if entry is not None:
@@ -777,15 +781,7 @@ class Pool(Uncopyable):
 
     def _wait_ran_out(self, waiter: _Waiter, failed: BaseException | None) -> None:
         """A waiter's deadline passed: raise the timeout, unless it was served meanwhile."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            queued = waiter in self._waiters
-            if queued:
-                self._waiters.remove(waiter)
-        finally:
-            lock.release()
-        if queued:
+        if self._dequeue(waiter):
             # A connect made for us and still under way: the database did
             # not answer in time, whatever the connect will say later.
             self._raise_timeout(failed, connecting=waiter.connecting)
