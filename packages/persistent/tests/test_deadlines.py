@@ -16,6 +16,7 @@ from tether.harness.toxiproxy import Proxy, ToxiproxyServer, provide_toxiproxy, 
 from tether.harness.toxiproxy import proxy_for as make_proxy
 from tether.persistent import PersistentDB, PersistentPg
 from tether.simple_pool.errors import AuthenticationError, ConfigurationError, PoolTimeout
+from tether.steady import PingStatementError
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,30 @@ def test_a_backend_killed_while_idle_is_reopened_by_the_connection_ping(
         # The ping finds the session gone (its FATAL answer) and reopens,
         # whatever state the failed ping left libpq in.
         assert _one(persist.connection()) == 1
+    finally:
+        persist.close()
+
+
+@pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
+def test_a_ping_statement_the_server_rejects_is_raised_not_reopened_for(
+    dbapi_target: Any,
+) -> None:
+    """Taken for a dead session, it reopened the thread's connection at every request."""
+    opened: list[int] = []
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return dbapi_target.module.connect(*args, **kwargs)
+
+    persist = PersistentDB(
+        connect, ping="SELECT * FROM no_such_table", ping_after=0, **dbapi_target.kwargs
+    )
+    try:
+        persist.connection().close()  # new: answered its connect, not pinged
+        for _ in range(3):
+            with pytest.raises(PingStatementError, match="no_such_table"):
+                persist.connection()
+        assert len(opened) == 1, f"{len(opened)} connections opened: taken for dead"
     finally:
         persist.close()
 

@@ -26,7 +26,7 @@ import pytest
 
 from tether.harness.targets import DriverTarget
 from tether.pooled import InvalidConnectionError, PooledDB
-from tether.steady import InvalidCursorError
+from tether.steady import InvalidCursorError, PingStatementError
 
 from .conftest import backend_id, execute, make_pool
 
@@ -1463,6 +1463,39 @@ def test_a_pygresql_notice_receiver_ends_with_the_checkout(server_target: Any, c
         db.close()
         assert heard == ["NOTICE:  for A\n"]
         assert "for B" in capfd.readouterr().err, "the next borrower's notice vanished"
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_ping_statement_the_server_rejects_is_raised_at_once_not_taken_for_an_outage(
+    server_target: Any,
+) -> None:
+    """Found by an outside attack: with ``ping_after=0`` a ping statement with a typo made
+    the checkout open 512 connections in 3 s, then raise "the database did not answer in
+    time". Now the first ping raises the configuration error, the connection it ran on is
+    counted out, and the pool is whole."""
+    target = server_target
+    pool = make_pool(
+        target, maxconnections=2, ping="SELECT * FROM no_such_table", ping_after=0,
+        checkout_timeout=3,
+    )  # fmt: skip
+    try:
+        for _ in range(3):  # every checkout pings (ping_after=0): each raises at once
+            started = time.monotonic()
+            with pytest.raises(PingStatementError, match="no_such_table"):
+                pool.connection()
+            assert time.monotonic() - started < 1, "raised at once, not at the checkout timeout"
+        s = pool.stats()
+        assert s["opened"] == 3 and s["connect_errors"] == 0, s
+        assert s["in_use"] == 0 and s["size"] == s["opened"] - s["closed"] == 0, s
+        good = make_pool(target, maxconnections=2, ping="SELECT 1", ping_after=0)
+        try:
+            db = good.connection()  # the same server is fine: it was the setting
+            assert execute(target, db, "SELECT 1") == [(1,)]
+            db.close()
+        finally:
+            good.close()
     finally:
         pool.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class PgSide:
         time.sleep(2 * ALIVE_BYPASS)
 
     backend_pid_sql = "SELECT pg_backend_pid()"
+    long_sql = "SELECT pg_sleep(5)"
     session_sql = (
         "SELECT current_setting('application_name'), current_setting('search_path'),"
         " current_setting('transaction_read_only'), current_setting('transaction_isolation')"
@@ -217,6 +219,7 @@ class MariaSide(PgSide):
         time.sleep(2 * ALIVE_BYPASS)
 
     backend_pid_sql = "SELECT CONNECTION_ID()"
+    long_sql = "SELECT SLEEP(5)"
     session_sql = "SELECT @@session.tx_read_only, @@session.tx_isolation"
     clean_session = (0, "REPEATABLE-READ")
     dirty_sql = (
@@ -293,6 +296,8 @@ class PooledModel(RuleBasedStateMachine):
     escapes = False
     #: begin() on an autocommit connection (Core only: its failure would hide the other groups')
     begin_in_autocommit = False
+    #: sessions killed while a statement runs (each costs ~0.3 s)
+    mid_statement_kills = False
 
     counter = itertools.count()
 
@@ -847,6 +852,36 @@ class PooledModel(RuleBasedStateMachine):
         self.side.kill(b.pid)
         self.lose_sessions([b])
 
+    @precondition(lambda self: self.mid_statement_kills and self.borrowers)
+    @rule(i=st.integers(0, 7))
+    def kill_during_a_statement(self, i: int) -> None:
+        """The session is killed while a statement runs: it may have been applied, so it is
+        never retried (steady README, rules 1 and 4). In autocommit mode and outside a
+        transaction the next statement gets a new session; otherwise the statement was
+        part of a transaction (rule 2: from the first statement, found by an outside
+        attack), whose later statements must fail until rollback()."""
+        b = self.pick(i)
+        pid = self.fresh_pid(b)
+        if pid is None:
+            return
+        killer = threading.Timer(0.2, self.side.kill, (pid,))
+        killer.start()
+        try:
+            self.run(b, self.side.long_sql)
+        except TetherError as exc:
+            raise AssertionError(f"a session lost mid-statement gave {exc!r}") from exc
+        except Exception:
+            pass  # the driver's own error
+        else:
+            raise AssertionError("a statement whose session was killed mid-way succeeded")
+        finally:
+            killer.join()
+        if b.in_tx or not b.autocommit:
+            self.lose_sessions([b])
+            b.broken, b.lost_unseen = True, False  # the loss was just reported
+        else:
+            b.pid = None
+
     @precondition(lambda self: self.kills)
     @rule()
     def kill_idle_sessions(self) -> None:
@@ -929,6 +964,8 @@ class PooledModel(RuleBasedStateMachine):
 class CoreModel(PooledModel):
     """Checkouts, checkins, statements, transactions, kills (psycopg)."""
 
+    mid_statement_kills = True
+
     begin_in_autocommit = True
     escapes = True
 
@@ -957,6 +994,7 @@ class RestartModel(PooledModel):
 
 class PyMySQLModel(PooledModel):
     server_kind = "mariadb"
+    mid_statement_kills = True
     handles = True
     escapes = True
 

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tether.steady import InvalidCursorError, SteadyDBError, SteadyPgConnection, connect
+from tether.simple_pool.errors import ConfigurationError
+from tether.steady import (
+    InvalidCursorError,
+    PingStatementError,
+    SteadyDBError,
+    SteadyPgConnection,
+    connect,
+)
 
 pytestmark = [pytest.mark.server]
 
@@ -275,6 +282,44 @@ def test_a_statement_that_commits_by_itself_is_not_run_twice_when_killed_mid_way
     con.close()
 
 
+@server_dbapi
+def test_a_transaction_lost_during_its_first_statement_commits_none_of_the_rest(
+    driver_target: Any,
+) -> None:
+    """Not in autocommit mode, the first statement begins the transaction (rule 2). Found by
+    an outside attack: code that caught its loss and went on had statements 2 and 3 run on
+    a new session and committed without statement 1. Now they fail, as every statement of
+    a lost transaction does, until rollback(); then a new session."""
+    table = make_table(driver_target)
+    con = open_steady(driver_target)
+    session = backend(driver_target, con)
+    end(driver_target, con)
+    sleep = "pg_sleep(3)" if driver_target.server.kind == "postgresql" else "SLEEP(3)"
+    killer = threading.Timer(0.5, driver_target.kill_backend, (session,))
+    killer.start()
+    try:
+        with pytest.raises(Exception) as lost:
+            rows(driver_target, con, f"SELECT {sleep}")  # statement 1, killed mid-way
+        assert not isinstance(lost.value, SteadyDBError), "the driver's own error"
+    finally:
+        killer.join()
+    for key in (2, 3):  # the caller caught it and goes on
+        with pytest.raises(Exception) as refused:
+            rows(driver_target, con, f"INSERT INTO {table} VALUES ({key})")
+        assert not isinstance(refused.value, AssertionError)
+    with pytest.raises(Exception) as refused:
+        con.commit()
+    assert not isinstance(refused.value, AssertionError)
+    assert committed_keys(driver_target, table) == [], "none of the rest, on any session"
+    con.rollback()
+    rows(driver_target, con, f"INSERT INTO {table} VALUES (4)")
+    con.commit()
+    assert committed_keys(driver_target, table) == [4]
+    assert backend(driver_target, con) != session
+    assert marker(driver_target, con) == "tether_marker", "setsession on the new session"
+    con.close()
+
+
 def test_maxusage_changes_the_backend_after_exactly_n_statements(server_target: Any) -> None:
     con = open_steady(server_target, maxusage=3)
     seen = []
@@ -312,6 +357,33 @@ def test_a_dead_connection_is_found_when_the_ping_flag_says(driver_target: Any, 
     assert len(checks) == (1 if flag == 4 else 0), "a round trip at execute() only with flag 4"
     assert cur.fetchone()[0] != before, "the statement ran on a new session"
     end(dbapi_target, con)
+    con.close()
+
+
+@server_dbapi
+def test_a_ping_statement_the_server_rejects_is_a_configuration_error(
+    driver_target: Any,
+) -> None:
+    """Taken for a dead session, a ping statement with a typo had a pool open connection
+    after connection (512 in 3 s) and then report the database unreachable (found by an
+    outside attack). The server answered: it is the setting, named, with the driver's
+    error as its cause, and the session is left as it was."""
+    target = driver_target
+    bad = "SELECT * FROM no_such_table"
+    con = open_steady(target, ping=(1, bad))  # 1: when asked (a pool's checkout)
+    before = backend(target, con)
+    end(target, con)
+    with pytest.raises(PingStatementError, match="ping: the statement") as failure:
+        con.check()
+    assert isinstance(failure.value, ConfigurationError)
+    assert isinstance(failure.value.__cause__, target.module.ProgrammingError)
+    assert not con.transaction_open(), "what the failed check opened is rolled back"
+    assert backend(target, con) == before, "the same session: it was never taken for dead"
+    end(target, con)
+    con.close()
+    con = open_steady(target, ping=(4, bad))  # 4: before every statement
+    with pytest.raises(PingStatementError):
+        con.cursor().execute("SELECT 1")
     con.close()
 
 
@@ -756,7 +828,13 @@ def test_a_ping_statement_that_fails_leaves_no_aborted_transaction(driver_target
     # A ping statement that raises (here always) on an idle session outside
     # autocommit left psycopg's session in an aborted transaction: every
     # statement failed, and it was never replaced (found by an outside attack).
-    con = open_steady(driver_target, ping=(4, "SELECT 1/0 FROM no_such_table"))
+    # It fails as it runs (division by zero; a subquery of two rows), not as one
+    # the server rejects: that is a configuration error (see above).
+    if driver_target.server.kind == "postgresql":
+        failing = "SELECT 1/0"  # DataError
+    else:
+        failing = "SELECT (SELECT 1 UNION SELECT 2)"  # OperationalError 1242
+    con = open_steady(driver_target, ping=(4, failing))
     table = make_table(driver_target)
     for key in (1, 2, 3):
         cur = con.cursor()

@@ -49,13 +49,11 @@ def test_version_and_dbutils_aliases() -> None:
 def test_a_statement_that_found_the_loss_is_not_retried_the_next_one_reopens(
     server: FakeServer, caplog: Any
 ) -> None:
-    """Outside a transaction too: the driver cannot tell whether the statement reached the
-    server, and one can commit by itself (a CALL, "...; COMMIT; ..."): run again, it could
-    be applied twice (found by an outside attack). A session found lost *before* sending
-    (the adapter's socket look, ``never_sent``) is replaced transparently: see the real
-    drivers' tests."""
-    con = steady(server, setsession=["SET search_path TO app"])
-    con.commit()
+    """In autocommit mode: the driver cannot tell whether the statement reached the server,
+    and run again it could be applied twice (found by an outside attack). A session found
+    lost *before* sending (the adapter's socket look, ``never_sent``) is replaced
+    transparently: see the real drivers' tests."""
+    con = steady(server, setsession=["SET search_path TO app"], autocommit=True)
     server.kill_all()
     caplog.set_level(logging.INFO, logger="tether.steady")
     cur = con.cursor()
@@ -64,9 +62,38 @@ def test_a_statement_that_found_the_loss_is_not_retried_the_next_one_reopens(
     assert server.committed == []
     assert "may have been applied, so it is not retried" in caplog.text
     cur.execute("INSERT two")  # the next statement: a new session, setsession first
-    con.commit()
     assert server.committed == ["INSERT two"]
     assert server.statements(2) == ["SET search_path TO app", "INSERT two"]
+    assert "reopening dbapi connection" in caplog.text
+
+
+def test_outside_autocommit_a_first_statement_that_found_the_loss_loses_its_transaction(
+    server: FakeServer, caplog: Any
+) -> None:
+    """Outside autocommit mode the first statement begins the transaction (rule 2): code
+    that catches its error and goes on must not have the rest committed on a new session
+    without it (found by an outside attack: statements 2 and 3 were committed without
+    statement 1). Not retried either: a statement can commit by itself (a CALL, "...;
+    COMMIT; ..."). The next statements fail until rollback(), which reopens."""
+    con = steady(server, setsession=["SET search_path TO app"])
+    con.commit()
+    server.kill_all()
+    caplog.set_level(logging.INFO, logger="tether.steady")
+    cur = con.cursor()
+    with pytest.raises(OperationalError):
+        cur.execute("INSERT one")
+    assert "lost during the first statement of a transaction" in caplog.text
+    for statement in ("INSERT two", "INSERT three"):
+        with pytest.raises(OperationalError):  # the same, lost, transaction
+            cur.execute(statement)
+    with pytest.raises(OperationalError):
+        con.commit()  # the transaction is lost: never reported as committed
+    assert server.sessions == 1, "no new session inside the lost transaction"
+    con.rollback()  # ends it without error
+    cur.execute("INSERT four")  # a new session, setsession first
+    con.commit()
+    assert server.committed == ["INSERT four"]
+    assert server.statements(2) == ["SET search_path TO app", "INSERT four"]
     assert "reopening dbapi connection" in caplog.text
 
 
@@ -239,6 +266,7 @@ def test_on_connect_runs_after_setsession_on_every_new_connection(server: FakeSe
     server.kill_all()
     with pytest.raises(OperationalError):
         con.cursor().execute("SELECT 1")  # found the loss: not retried
+    con.rollback()  # it began a transaction (rule 2): lost until rollback()
     con.cursor().execute("SELECT 1")
     assert calls == [1, 2]
 
@@ -250,6 +278,7 @@ def test_a_server_that_stays_down_fails_each_attempt_fast(server: FakeServer) ->
     cur = con.cursor()
     with pytest.raises(OperationalError, match="unexpectedly"):
         cur.execute("SELECT 1")  # found the loss (not retried: it was sent)
+    con.rollback()  # it began a transaction (rule 2): lost until rollback()
     for _ in range(3):
         with pytest.raises(OperationalError, match="refused"):
             cur.execute("SELECT 1")
@@ -333,6 +362,7 @@ def test_failures_and_isfatal_decide_what_is_lost(server: FakeServer) -> None:
     with pytest.raises(ProgrammingError):
         cur.execute("FAIL")  # taken for a loss: dropped (not retried: it reached the server)
     assert server.sessions == 1
+    con.rollback()  # it began a transaction (rule 2): lost until rollback()
     cur.execute("SELECT session")  # the next statement: a new session
     assert cur.fetchone()[0] == 2
 

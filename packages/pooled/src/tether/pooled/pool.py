@@ -662,7 +662,14 @@ class Pool(Uncopyable):
             return None
         last_seen_alive = max(entry.idle_since, entry.validated_at)
         if not entry.fresh and now - last_seen_alive >= self._ping_after:
-            alive = entry.con.check(timeout=max(deadline - now, 0.0))
+            try:
+                alive = entry.con.check(timeout=max(deadline - now, 0.0))
+            except BaseException:
+                # A ping statement the server rejects (steady's PingStatementError,
+                # a configuration error), or an interruption mid-check: the
+                # connection may be half-read, and nobody holds the entry.
+                self._remove(entry, "ping failed", checked_out=True)
+                raise
             if alive is False:
                 self._remove(entry, "ping failed", checked_out=True)
                 return None

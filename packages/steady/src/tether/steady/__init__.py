@@ -18,6 +18,7 @@ from .errors import (
     InvalidConnectionError,
     InvalidCursor,
     InvalidCursorError,
+    PingStatementError,
     SteadyDBError,
     SteadyPgError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "NativeCursor",
     "Options",
     "PgConnection",
+    "PingStatementError",
     "SessionState",
     "SetSessionError",
     "SteadyBase",

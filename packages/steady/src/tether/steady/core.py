@@ -6,9 +6,10 @@ one when it is lost (the server restarted, a firewall dropped the socket,
 to the application *only where nothing can be lost by it*:
 
 * **Outside a transaction**, a statement that fails because the connection
-  is gone is run once more on a new connection. In autocommit mode a
-  statement may already have been applied when the connection broke, so it
-  is re-run only when the driver adapter proves it never reached the server.
+  is gone is run once more on a new connection, but only when the driver
+  adapter proves it never reached the server: a statement may already have
+  been applied when the connection broke. Outside autocommit mode such a
+  statement began a transaction, so it is lost as one is (below).
 * **Inside a transaction** (after ``begin()``, or implicitly: a statement
   ran on a non-autocommit connection since the last commit or rollback) the
   server has already discarded the work done so far. Retrying the next
@@ -42,7 +43,7 @@ from tether.simple_pool import Uncopyable
 from tether.simple_pool.drivers import DriverAdapter, adapter_for, refine
 from tether.simple_pool.errors import ConfigurationError
 
-from .errors import SteadyDBError
+from .errors import PingStatementError, SteadyDBError
 from .options import SteadyOptions
 from .ping import parse_ping
 from .state import MANUAL, SessionState
@@ -181,8 +182,14 @@ class SteadyBase(Uncopyable):
         raw = self._adapter.open(*self._args, **kwargs)
         # A creator tether could not place (a lambda, a wrapper) gets its
         # driver's adapter once the connection shows which driver it is.
-        self._adapter = adapter = refine(self._adapter, raw)
-        self._left_busy = adapter.left_busy  # (see __init__) the refined adapter's
+        unrefined = self._adapter
+        self._adapter = adapter = refine(unrefined, raw)
+        if adapter is not unrefined:
+            self._left_busy = adapter.left_busy  # (see __init__) the refined adapter's
+            # The check too: the driver's own, bounded one, or a ping statement
+            # whose rejection by the server the driver's errors tell apart.
+            self._ping_flags, self._pinger = parse_ping(self._options.ping, adapter)
+            self._pinger_bounded = self._pinger == adapter.ping
         try:
             self._prepare(raw, adapter)
             if self._baseline is None:
@@ -561,6 +568,8 @@ class SteadyBase(Uncopyable):
             if self._pinger_bounded:  # bounded: a blackholed server never answers
                 return bool(self._adapter.ping(raw, timeout))
             return self._ping_with(raw)
+        except PingStatementError:
+            return True  # it answered; the checkout that pings raises the error
         except Exception:
             return False
 
@@ -578,8 +587,19 @@ class SteadyBase(Uncopyable):
         if self._pinger_bounded:  # the adapter's own check leaves the state as it was
             return bool(self._pinger(raw))
         idle = not self.transaction_open()
-        alive = self._pinger(raw)
-        if idle and self._adapter.in_transaction(raw) is not False:
+        try:
+            alive = self._pinger(raw)
+        except PingStatementError:
+            if idle:
+                self._end_check_transaction(raw)
+            raise  # a configuration error: the caller must know
+        if idle and not self._end_check_transaction(raw):
+            return False
+        return alive
+
+    def _end_check_transaction(self, raw: Any) -> bool:
+        """Roll back what a check opened on an idle session; False if that did not get through."""
+        if self._adapter.in_transaction(raw) is not False:
             # Also after a check that failed: a statement that raised leaves
             # psycopg's session in an aborted transaction, which then failed
             # every statement and was never replaced (found by an outside attack).
@@ -587,7 +607,7 @@ class SteadyBase(Uncopyable):
                 self._adapter.rollback(raw)
             except Exception:
                 return False  # the rollback did not get through: dead now
-        return alive
+        return True
 
     def end_checkout(self) -> bool:
         """End one borrower's use: the next one starts in the configured state.
@@ -1003,6 +1023,24 @@ class SteadyBase(Uncopyable):
                 self._log.warning(
                     "tether: %s connection lost inside a transaction; not retrying."
                     " It will be reopened after rollback(). (%s)",
+                    adapter.name,
+                    _describe(exc),
+                )
+                raise exc
+            if writes and not autocommit and not adapter.never_sent(raw, exc):
+                # Outside autocommit mode this statement began a transaction
+                # (rule 2: "from the first statement"), and the session took
+                # whatever it did with it. A caller that catches the error and
+                # goes on must not have its next statements run, and then
+                # committed, on a new session without this one (found by an
+                # outside attack: statements 2 and 3 of a transaction were
+                # committed without statement 1). So it is lost as a
+                # transaction is: kept closed until rollback().
+                adapter.close(raw)
+                state.lost = True
+                self._log.warning(
+                    "tether: %s connection lost during the first statement of a"
+                    " transaction; not retrying. It will be reopened after rollback(). (%s)",
                     adapter.name,
                     _describe(exc),
                 )

@@ -8,7 +8,7 @@ longer be used.
 
 from __future__ import annotations
 
-from tether.simple_pool.errors import TetherError
+from tether.simple_pool.errors import ConfigurationError, TetherError
 
 
 class SteadyDBError(TetherError):
@@ -25,6 +25,16 @@ class SteadyPgError(SteadyDBError):
 
 class InvalidConnectionError(SteadyPgError):
     """The steady classic connection was closed."""
+
+
+class PingStatementError(ConfigurationError):
+    """The ``ping`` statement failed on a session that answered: it can never succeed.
+
+    The server rejected the statement itself (the driver's ``ProgrammingError``:
+    a typo, a table that does not exist), not a lost session. Taken for a dead
+    connection, it had a pool open connection after connection until the
+    checkout timed out as "unreachable". The driver's error is its ``__cause__``.
+    """
 
 
 # DBUtils' deprecated alias names

@@ -19,6 +19,8 @@ from typing import Any, Union
 
 from tether.simple_pool.drivers import DriverAdapter
 
+from .errors import PingStatementError
+
 Pinger = Callable[[Any], bool]
 
 #: What ``ping`` accepts: a bitmask (None: 0), an SQL statement, a check
@@ -76,10 +78,28 @@ def _split(ping: Any) -> tuple[int, Any]:
 
 
 def _sql_check(sql: str, adapter: DriverAdapter) -> Pinger:
+    """The check that runs ``sql``: False when it fails because the session is gone.
+
+    A statement the server itself rejects (the driver's ``ProgrammingError``
+    that is no lost connection: PyGreSQL reports losses with that class too)
+    raises :class:`PingStatementError`: it would fail on every session, so
+    taking it for a dead one only opens connection after connection.
+    """
+    rejected = adapter.error_class("ProgrammingError")
+
     def check(raw: Any) -> bool:
         try:
             adapter.execute(raw, sql)
-        except Exception:
+        except Exception as exc:
+            if (
+                rejected is not None
+                and isinstance(exc, rejected)
+                and not adapter.is_connection_lost(raw, exc)
+            ):
+                raise PingStatementError(
+                    f"ping: the statement {sql!r} failed on a session that answered"
+                    f" ({type(exc).__name__}: {exc}); it can never succeed"
+                ) from exc
             return False
         return True
 
