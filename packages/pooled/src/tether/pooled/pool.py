@@ -1765,7 +1765,9 @@ class Pool(Uncopyable):
         (``maxconnections``, ``mincached``, ``maxcached``) are the current
         ones (see :meth:`resize`). Each share
         of a shared connection counts as a checkout. ``waits`` counts the
-        checkouts that had to queue; times are in seconds.
+        checkouts that had to queue and were then served, and the wait
+        times are theirs, in seconds; one that ran out of time counts in
+        ``timeouts`` instead.
         """
         lock = self._lock
         lock.acquire()
