@@ -1019,13 +1019,14 @@ class SteadyBase(Uncopyable):
                     state.dirty = True  # a failed statement can leave a transaction open
                 raise exc
             if in_transaction:
-                state.lost = True
-                self._log.warning(
-                    "tether: %s connection lost inside a transaction; not retrying."
-                    " It will be reopened after rollback(). (%s)",
-                    adapter.name,
-                    _describe(exc),
-                )
+                if not state.lost:  # once per lost transaction, not per statement after
+                    state.lost = True
+                    self._log.warning(
+                        "tether: %s connection lost inside a transaction; not retrying."
+                        " It will be reopened after rollback(). (%s)",
+                        adapter.name,
+                        _describe(exc),
+                    )
                 raise exc
             if writes and not autocommit and not adapter.never_sent(raw, exc):
                 # Outside autocommit mode this statement began a transaction
