@@ -1018,33 +1018,29 @@ class SteadyBase(Uncopyable):
                 if writes and not autocommit:
                     state.dirty = True  # a failed statement can leave a transaction open
                 raise exc
-            if in_transaction:
+            first = not in_transaction
+            if in_transaction or (writes and not autocommit and not adapter.never_sent(raw, exc)):
+                # Inside a transaction, or beginning one: outside autocommit
+                # mode a statement that may have reached the server began a
+                # transaction (rule 2: "from the first statement"), and the
+                # session took whatever it did with it. A caller that catches
+                # the error and goes on must not have its next statements run,
+                # and then committed, on a new session (found by an outside
+                # attack: statements 2 and 3 were committed without statement
+                # 1). So nothing is retried until rollback().
+                if first:
+                    adapter.close(raw)  # (isfatal may call a live session lost)
                 if not state.lost:  # once per lost transaction, not per statement after
                     state.lost = True
                     self._log.warning(
-                        "tether: %s connection lost inside a transaction; not retrying."
+                        "tether: %s connection lost %s; not retrying."
                         " It will be reopened after rollback(). (%s)",
                         adapter.name,
+                        "during the first statement of a transaction"
+                        if first
+                        else "inside a transaction",
                         _describe(exc),
                     )
-                raise exc
-            if writes and not autocommit and not adapter.never_sent(raw, exc):
-                # Outside autocommit mode this statement began a transaction
-                # (rule 2: "from the first statement"), and the session took
-                # whatever it did with it. A caller that catches the error and
-                # goes on must not have its next statements run, and then
-                # committed, on a new session without this one (found by an
-                # outside attack: statements 2 and 3 of a transaction were
-                # committed without statement 1). So it is lost as a
-                # transaction is: kept closed until rollback().
-                adapter.close(raw)
-                state.lost = True
-                self._log.warning(
-                    "tether: %s connection lost during the first statement of a"
-                    " transaction; not retrying. It will be reopened after rollback(). (%s)",
-                    adapter.name,
-                    _describe(exc),
-                )
                 raise exc
             if writes and not adapter.never_sent(raw, exc):
                 # It may have been applied before the connection broke:
