@@ -1467,28 +1467,31 @@ def test_a_pygresql_notice_receiver_ends_with_the_checkout(server_target: Any, c
         pool.close()
 
 
+@pytest.mark.parametrize("blocking", [False, True], ids=["nonblocking", "blocking"])
 @pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
 def test_a_ping_statement_the_server_rejects_is_raised_at_once_not_taken_for_an_outage(
-    server_target: Any,
+    server_target: Any, blocking: bool
 ) -> None:
     """Found by an outside attack: with ``ping_after=0`` a ping statement with a typo made
     the checkout open 512 connections in 3 s, then raise "the database did not answer in
-    time". Now the first ping raises the configuration error, the connection it ran on is
-    counted out, and the pool is whole."""
+    time". Now every checkout pings (``ping_after=0``) and raises the configuration error
+    at once, and the connection it ran on, healthy, is kept: a second attack found a
+    blocking pool closing it on every other checkout and handing out its unpinged
+    replacement in between."""
     target = server_target
     pool = make_pool(
         target, maxconnections=2, ping="SELECT * FROM no_such_table", ping_after=0,
-        checkout_timeout=3,
+        checkout_timeout=3, blocking=blocking,
     )  # fmt: skip
     try:
-        for _ in range(3):  # every checkout pings (ping_after=0): each raises at once
+        for _ in range(4):
             started = time.monotonic()
             with pytest.raises(PingStatementError, match="no_such_table"):
                 pool.connection()
             assert time.monotonic() - started < 1, "raised at once, not at the checkout timeout"
         s = pool.stats()
-        assert s["opened"] == 3 and s["connect_errors"] == 0, s
-        assert s["in_use"] == 0 and s["size"] == s["opened"] - s["closed"] == 0, s
+        assert s["opened"] == 1 and s["closed"] == 0 and s["connect_errors"] == 0, s
+        assert s["in_use"] == 0 and s["size"] == s["idle"] == 1, s
         good = make_pool(target, maxconnections=2, ping="SELECT 1", ping_after=0)
         try:
             db = good.connection()  # the same server is fine: it was the setting
@@ -1498,6 +1501,56 @@ def test_a_ping_statement_the_server_rejects_is_raised_at_once_not_taken_for_an_
             good.close()
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
+def test_with_ping_after_0_a_connection_handed_to_a_waiter_is_pinged_too(
+    server_target: Any,
+) -> None:
+    """``ping_after=0`` means every checkout pings: also one served by a checkin that
+    found it waiting, or by a connection opened for it (found by an outside attack: 8
+    threads on 2 connections with a ping that cannot succeed all got a connection, since
+    only the idle list's were pinged). A ping that counts in a sequence shows it: one
+    ping per checkout, whichever way the checkout was served."""
+    target = server_target
+    seq = target.unique_table("pings")
+    admin = target.connect()
+    try:
+        admin.autocommit = True
+        admin.cursor().execute(f"CREATE SEQUENCE {seq}")
+        pool = make_pool(
+            target, maxconnections=2, blocking=True, ping_after=0, checkout_timeout=10,
+            ping=f"SELECT nextval('{seq}')",
+        )  # fmt: skip
+        try:
+            served = []
+            lock = threading.Lock()
+
+            def borrow() -> None:
+                for _ in range(5):
+                    db = pool.connection()
+                    try:
+                        execute(target, db, "SELECT pg_sleep(0.01)")
+                    finally:
+                        db.close()
+                    with lock:
+                        served.append(1)
+
+            threads = [threading.Thread(target=borrow) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            s = pool.stats()
+            assert len(served) == 40 and s["checkouts"] == 40 and s["waits"] > 0, s
+            cur = admin.cursor()
+            cur.execute(f"SELECT last_value FROM {seq}")
+            pings = cur.fetchone()[0]
+            assert pings == 40, f"{pings} pings for 40 checkouts ({s})"
+        finally:
+            pool.close()
+    finally:
+        admin.close()
 
 
 @pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)

@@ -387,6 +387,42 @@ def test_a_ping_statement_the_server_rejects_is_a_configuration_error(
     con.close()
 
 
+@pytest.mark.parametrize("driver_target", ["psycopg", "pgdb"], indirect=True)
+def test_a_ping_statement_that_starts_failing_never_aborts_an_open_transaction(
+    driver_target: Any,
+) -> None:
+    """The check at ``cursor()`` and ``execute()`` runs only outside a transaction (a dead
+    session could not be replaced inside one anyway). So a ping statement that starts to
+    fail midway (a function dropped) cannot abort a transaction the caller began: on
+    PostgreSQL its commit would then have rolled back in silence. The transaction
+    commits whole; the next statement after it raises the configuration error."""
+    target = driver_target
+    table = make_table(target)
+    health = target.unique_table("health")
+    admin = target.connect()
+    try:
+        admin.autocommit = True
+        cur = admin.cursor()
+        cur.execute(f"CREATE FUNCTION {health}() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        con = open_steady(target, ping=(6, f"SELECT {health}()"))  # cursor() and execute()
+        try:
+            con.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+            assert con.transaction_open()
+            cur.execute(f"DROP FUNCTION {health}()")
+            work = con.cursor()
+            work.execute(f"INSERT INTO {table} VALUES (2)")
+            con.commit()
+            assert committed_keys(target, table) == [1, 2], "the transaction committed whole"
+            with pytest.raises(PingStatementError, match=health):
+                con.cursor().execute(f"INSERT INTO {table} VALUES (3)")
+            assert not con.transaction_open(), "the failed check left nothing open"
+        finally:
+            con.close()
+    finally:
+        admin.close()
+    assert committed_keys(target, table) == [1, 2]
+
+
 @server_dbapi
 @pytest.mark.parametrize("window", ["default", "an hour"])
 def test_the_alive_bypass_window_decides_whether_the_socket_is_peeked(

@@ -97,7 +97,7 @@ from tether.simple_pool.checks import check_count, check_seconds
 from tether.simple_pool.deadline import LATE, call_within
 from tether.simple_pool.drivers import DriverAdapter
 from tether.simple_pool.errors import ConfigurationError, TetherError
-from tether.steady import SteadyBase, forwarding_class
+from tether.steady import PingStatementError, SteadyBase, forwarding_class
 
 from . import fork
 from .errors import (
@@ -664,10 +664,17 @@ class Pool(Uncopyable):
         if not entry.fresh and now - last_seen_alive >= self._ping_after:
             try:
                 alive = entry.con.check(timeout=max(deadline - now, 0.0))
+            except PingStatementError:
+                # The ping statement is wrong, the session is fine (it answered,
+                # and steady rolled back what the check began): it goes back, so
+                # every checkout that pings raises this and none costs a connect
+                # (found by an outside attack: a good connection was closed on
+                # every other checkout, and its replacement went unpinged).
+                self._checkin(entry)
+                raise
             except BaseException:
-                # A ping statement the server rejects (steady's PingStatementError,
-                # a configuration error), or an interruption mid-check: the
-                # connection may be half-read, and nobody holds the entry.
+                # An interruption mid-check: the connection may be half-read,
+                # and nobody holds the entry.
                 self._remove(entry, "ping failed", checked_out=True)
                 raise
             if alive is False:
@@ -1098,7 +1105,7 @@ class Pool(Uncopyable):
         next(self._checkins)
         next(self._checkouts)
         entry.idle_since = entry.validated_at = now
-        entry.fresh = True  # just used: no ping needed
+        entry.fresh = self._fresh_on_checkin  # as any checkin (ping_after=0: pinged)
         waiter = self._waiters.popleft()
         waiter.entry = entry
         waiter.lock.release()
@@ -1423,8 +1430,7 @@ class Pool(Uncopyable):
             entry = self._pop_idle() if self._idle else None
             if entry is not None:
                 waiter = waiters.popleft()
-                waiter.entry = entry
-                entry.fresh = True
+                waiter.entry = entry  # its own fresh flag says whether the waiter pings it
             elif (
                 not self._unreachable
                 and not self._closed
