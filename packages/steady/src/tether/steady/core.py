@@ -1071,18 +1071,19 @@ class SteadyBase(Uncopyable):
             exc = None  # type: ignore[assignment]
 
     def _recover_statement(
-        self, call: Callable[[Any], Any], raw: Any, exc: Exception, now: float
+        self, call: Callable[[Any], Any], raw: Any, exc: Exception, now: float, autocommit: bool
     ) -> Any:
-        """A cursor's hot-path statement (settled: autocommit, no transaction) on ``raw``,
-        started at ``now``, raised ``exc``: :meth:`_run`'s recovery and bookkeeping.
+        """A cursor's hot-path statement (settled: no transaction, in ``autocommit`` mode or
+        not) on ``raw``, started at ``now``, raised ``exc``: :meth:`_run`'s recovery and
+        bookkeeping.
 
         The caller clears its own reference to ``exc`` (see :meth:`_recover`).
         """
         try:
-            result = self._recover(call, raw, exc, False, True, True)
+            result = self._recover(call, raw, exc, False, autocommit, True)
         finally:
             exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)
-        self._answered(self._raw, now, True, True)
+        self._answered(self._raw, now, autocommit, True)
         return result
 
     def _answered(self, raw: Any, now: float, autocommit: bool, writes: bool) -> None:
@@ -1112,14 +1113,24 @@ class SteadyBase(Uncopyable):
                         state.blocks = 0
                     state.settled = self._unlimited and idle
             else:
-                state.dirty = True
-                state.settled = False
-                adapter = self._adapter
-                if adapter.sql_sets_autocommit and adapter.autocommit(raw):
-                    # SQL switched autocommit mode on (MySQL's SET autocommit = 1):
-                    # a setting kept at a reopen and given back at checkin, as the
-                    # other way round above.
-                    state.touched = True
+                self._began(raw)
+
+    def _began(self, raw: Any) -> None:
+        """A statement outside autocommit mode answered on ``raw``: a transaction is open.
+
+        Also the cursors' hot path for a session settled outside autocommit
+        mode (MANUAL), whose first statement opens the transaction.
+        """
+        state = self._state
+        state.commit_failed = False  # (see _answered)
+        state.dirty = True
+        state.settled = False
+        adapter = self._adapter
+        if adapter.sql_sets_autocommit and adapter.autocommit(raw):
+            # SQL switched autocommit mode on (MySQL's SET autocommit = 1):
+            # a setting kept at a reopen and given back at checkin, as the
+            # other way round in _went_busy.
+            state.touched = True
 
     def _went_busy(self, raw: Any) -> None:
         """An autocommit statement left the session busy.

@@ -625,7 +625,8 @@ class SteadyDBCursor(Uncopyable):
         # 3.11 specialising the comparison before it (measured).
         raw = self._raw
         state = self._state
-        if state.settled is not True or raw is None or self._generation != state.generation:
+        settled = state.settled
+        if not settled or raw is None or self._generation != state.generation:
             return self._execute(args, kwargs)
         con = self._con
         now = monotonic()
@@ -643,15 +644,17 @@ class SteadyDBCursor(Uncopyable):
             else:
                 result = raw.execute(args[0])
         except Exception as exc:
-            return self._execute_failed(exc, raw_con, now, args, kwargs)
+            return self._execute_failed(exc, raw_con, now, args, kwargs, settled is True)
         # SteadyBase._answered(), inlined: settled implies no maxusage and no
-        # max_lifetime, and autocommit mode before the statement. The one read
-        # (the adapter's left_busy) is what keeps the rule: SQL can open a
-        # transaction (BEGIN) or leave autocommit mode (MySQL's SET autocommit = 0).
+        # max_lifetime, and the mode before the statement: autocommit (True),
+        # where the one read (the adapter's left_busy) keeps the rule (SQL can
+        # open a transaction, BEGIN, or leave autocommit mode, MySQL's SET
+        # autocommit = 0), or not (MANUAL), where the statement opened one.
         state.alive_at = now
         state.usage += 1
-        left_busy = con._left_busy
-        if left_busy(raw_con):
+        if settled is not True:
+            con._began(raw_con)
+        elif con._left_busy(raw_con):
             con._went_busy(raw_con)
         # psycopg and sqlite3 return their cursor: chain through this one.
         return self if result is raw else result
@@ -673,11 +676,12 @@ class SteadyDBCursor(Uncopyable):
         now: float,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        autocommit: bool,
     ) -> Any:
         """The hot path's ``execute()`` raised ``exc``: SteadyBase._run's recovery."""
         try:
             result = self._con._recover_statement(
-                lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, now
+                lambda new: self._on(new).execute(*args, **kwargs), raw_con, exc, now, autocommit
             )
         finally:
             exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)

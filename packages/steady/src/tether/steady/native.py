@@ -101,7 +101,8 @@ class NativeCursor(Uncopyable):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         # SteadyDBCursor.execute's hot path (see there): the same tests, in the same order.
         state = self._steady_state
-        if state.settled is not True or self._steady_generation != state.generation:
+        settled = state.settled
+        if not settled or self._steady_generation != state.generation:
             return self._steady_execute(args, kwargs)
         con = self._steady_con
         now = monotonic()
@@ -118,11 +119,13 @@ class NativeCursor(Uncopyable):
                 result = self._driver_execute(args[0])
         except Exception as exc:
             self._steady_inside = False
-            return self._steady_failed(exc, raw_con, now, args, kwargs)
+            return self._steady_failed(exc, raw_con, now, args, kwargs, settled is True)
         self._steady_inside = False
         state.alive_at = now
         state.usage += 1
-        if con._left_busy(raw_con):
+        if settled is not True:
+            con._began(raw_con)  # MANUAL: it opened a transaction
+        elif con._left_busy(raw_con):
             con._went_busy(raw_con)
         return result
 
@@ -140,12 +143,13 @@ class NativeCursor(Uncopyable):
         now: float,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        autocommit: bool,
     ) -> Any:
         """The hot path's ``execute()`` raised ``exc``: SteadyBase._run's recovery."""
         run = self._driver_execute
         try:
             return self._steady_con._recover_statement(
-                lambda new: self._steady_on(new, run, args, kwargs), raw_con, exc, now
+                lambda new: self._steady_on(new, run, args, kwargs), raw_con, exc, now, autocommit
             )
         finally:
             exc = None  # type: ignore[assignment]  # no cycle through this frame (see _recover)

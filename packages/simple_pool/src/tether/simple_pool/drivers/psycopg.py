@@ -58,6 +58,7 @@ from ._postgres import (
     DISCARD_ALL,
     READ_ONLY_SQLSTATE,
     TRANS_IDLE,
+    TRANSACTION_STATES,
     Parameter,
     ask_server_read_only,
     connect_timeout,
@@ -67,7 +68,6 @@ from ._postgres import (
     note_opened,
     peer_closed,
     sqlstate_means_lost,
-    transaction_state,
     turned_read_only,
 )
 from .base import DriverAdapter, socket_readable, wait_readable
@@ -159,7 +159,7 @@ class PsycopgAdapter(DriverAdapter):
             # its state, _tpc, would refuse the next borrower's commit() or
             # let its tpc_commit() commit this one's work (found by an outside attack).
             return getattr(conn, "_tpc", None) is not None
-        return transaction_state(status)
+        return TRANSACTION_STATES.get(status)  # (transaction_state(), inlined: an int)
 
     #: libpq's transaction status, non-zero unless IDLE (SQL cannot end psycopg's
     #: client-side autocommit): one C-level read (see DriverAdapter.left_busy).
@@ -291,7 +291,8 @@ class PsycopgAdapter(DriverAdapter):
         clear = getattr(manager, "clear", None)
         if callable(clear):
             clear()
-        return self.in_transaction(conn) is False
+        # (in_transaction() is False, as no pipeline or two-phase transaction is open here)
+        return conn.pgconn.transaction_status == TRANS_IDLE
 
     def configuration(self, raw: Any) -> Any:
         """A copy of the connection's ``adapters`` and its notice and notify handlers.
