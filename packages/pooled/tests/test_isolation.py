@@ -1503,6 +1503,40 @@ def test_a_ping_statement_the_server_rejects_is_raised_at_once_not_taken_for_an_
         pool.close()
 
 
+@pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK"])
+@pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
+def test_a_borrower_that_ended_its_transaction_by_sql_leaves_the_next_one_a_transaction(
+    server_target: Any, sql: str
+) -> None:
+    """Borrower 1 ends its transaction with SQL through ``execute()`` and gives the
+    connection back; borrower 2's ``with`` block raises, so its INSERT is rolled back.
+    Found by an outside attack on pgdb: the row stayed, since pgdb's own flag still said
+    "in a transaction" and it sent no BEGIN for borrower 2's statement."""
+    target = server_target
+    table = target.unique_table("sqlend")
+    admin = target.connect()
+    try:
+        cur = admin.cursor()
+        cur.execute(f"CREATE TABLE {table} (x INTEGER)")
+        admin.commit()
+        pool = make_pool(target, maxconnections=1)
+        try:
+            with pool.connection() as db:
+                execute(target, db, f"INSERT INTO {table} VALUES (1)")
+                execute(target, db, sql)
+            with pytest.raises(RuntimeError), pool.connection() as db:
+                execute(target, db, f"INSERT INTO {table} VALUES (2)")
+                raise RuntimeError("the block fails: its INSERT must not stay")
+            cur.execute(f"SELECT x FROM {table}")
+            rows = sorted(r[0] for r in cur.fetchall())
+            admin.commit()
+            assert rows == ([1] if sql == "COMMIT" else []), rows
+        finally:
+            pool.close()
+    finally:
+        admin.close()
+
+
 @pytest.mark.parametrize("server_target", ["psycopg"], indirect=True)
 def test_with_ping_after_0_a_connection_handed_to_a_waiter_is_pinged_too(
     server_target: Any,

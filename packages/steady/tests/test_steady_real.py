@@ -387,6 +387,35 @@ def test_a_ping_statement_the_server_rejects_is_a_configuration_error(
     con.close()
 
 
+@server_dbapi
+@pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK"])
+@pytest.mark.parametrize("then", ["commit", "rollback", "nothing"])
+def test_sql_that_ends_the_transaction_leaves_the_next_statement_in_a_new_one(
+    driver_target: Any, sql: str, then: str
+) -> None:
+    """A transaction ended by SQL through ``execute()``, then (or not) by ``commit()`` or
+    ``rollback()``: the next statement opens a new transaction, which ``rollback()``
+    undoes. Found by an outside attack on pgdb, whose own flag still said "in a
+    transaction" (libpq idle): tether's commit() saw nothing to commit, pgdb sent no BEGIN
+    for the next statement, and it committed by itself, for a pool's next borrower too."""
+    target = driver_target
+    table = make_table(target)
+    con = open_steady(target)
+    try:
+        cur = con.cursor()
+        cur.execute(f"INSERT INTO {table} VALUES (1)")
+        cur.execute(sql)
+        if then != "nothing":
+            getattr(con, then)()
+        cur.execute(f"INSERT INTO {table} VALUES (2)")
+        assert con.transaction_open()
+        con.rollback()
+        expected = [1] if sql == "COMMIT" else []
+        assert committed_keys(target, table) == expected, "the second INSERT was rolled back"
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("driver_target", ["psycopg", "pgdb"], indirect=True)
 def test_a_ping_statement_that_starts_failing_never_aborts_an_open_transaction(
     driver_target: Any,

@@ -119,7 +119,8 @@ class PgdbAdapter(PyGreSQLAdapter):
             return True
 
     def in_transaction(self, conn: Any) -> bool | None:
-        """libpq's transaction status of ``conn._cnx`` (exact, even for a BEGIN run by hand).
+        """libpq's transaction status of ``conn._cnx`` (exact, even for a BEGIN run by hand);
+        pgdb's own flag put right where SQL ended its transaction.
 
         Falls back to pgdb's own flag (``_tnx``, "pgdb sent BEGIN") when the
         libpq connection is not reachable.
@@ -130,7 +131,16 @@ class PgdbAdapter(PyGreSQLAdapter):
         try:
             if cnx.status != _STATUS_OK:
                 return None
-            return transaction_state(cnx.transaction())
+            state = transaction_state(cnx.transaction())
+            if state is False and getattr(conn, "_tnx", False):
+                # SQL ended the transaction pgdb began (COMMIT, ROLLBACK or END
+                # through execute()), and pgdb still believes it open: it would
+                # send no BEGIN before the next statement, which would then
+                # commit by itself, for this borrower and the next (found by an
+                # outside attack: a rolled-back block's row stayed). The session
+                # is idle, so pgdb is told so, as its own commit() would.
+                conn._tnx = False
+            return state
         except AttributeError:
             flag = getattr(conn, "_tnx", None)
             return flag if isinstance(flag, bool) else None
