@@ -292,7 +292,8 @@ class PsycopgAdapter(DriverAdapter):
         if callable(clear):
             clear()
         # (in_transaction() is False, as no pipeline or two-phase transaction is open here)
-        return conn.pgconn.transaction_status == TRANS_IDLE
+        status: int = conn.pgconn.transaction_status
+        return status == TRANS_IDLE
 
     def configuration(self, raw: Any) -> Any:
         """A copy of the connection's ``adapters`` and its notice and notify handlers.
