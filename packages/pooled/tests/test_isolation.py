@@ -1503,6 +1503,43 @@ def test_a_ping_statement_the_server_rejects_is_raised_at_once_not_taken_for_an_
         pool.close()
 
 
+@pytest.mark.parametrize("blocking", [False, True], ids=["nonblocking", "blocking"])
+@pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
+def test_a_ping_that_fails_on_every_session_costs_one_connect_per_checkout_at_most(
+    server_target: Any, blocking: bool
+) -> None:
+    """A ping statement that fails while it runs (a division by zero; on MySQL, where
+    that is NULL, a subquery of two rows) means "dead", so the connection it ran on is
+    replaced. Found by an outside attack: with ``ping_after=0`` the replacement was
+    pinged too, and one checkout opened ~150 connections a second until its deadline,
+    then raised "the database did not answer in time". A ping that fails on a connection
+    just opened raises PingStatementError at once instead."""
+    target = server_target
+    failing = "SELECT 1/0" if target.name == "psycopg" else "SELECT (SELECT 1 UNION SELECT 2)"
+    pool = make_pool(
+        target, maxconnections=2, ping=failing, ping_after=0, checkout_timeout=3,
+        blocking=blocking,
+    )  # fmt: skip
+    try:
+        for _ in range(4):
+            started = time.monotonic()
+            with pytest.raises(PingStatementError, match="just opened"):
+                pool.connection()
+            assert time.monotonic() - started < 1, "raised at once, not at the deadline"
+        s = pool.stats()
+        assert s["opened"] <= 8 and s["timeouts"] == 0 and s["connect_errors"] == 0, s
+        assert s["in_use"] == 0 and s["size"] == s["opened"] - s["closed"] == 0, s
+        good = make_pool(target, maxconnections=2, ping="SELECT 1", ping_after=0)
+        try:
+            db = good.connection()  # the same server is fine: it was the setting
+            assert execute(target, db, "SELECT 1") == [(1,)]
+            db.close()
+        finally:
+            good.close()
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK"])
 @pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 def test_a_borrower_that_ended_its_transaction_by_sql_leaves_the_next_one_a_transaction(

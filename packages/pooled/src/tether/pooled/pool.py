@@ -141,6 +141,7 @@ class _Entry:
 
     __slots__ = (
         "__weakref__",  # the on_lost callback's (see _lost_callback)
+        "born",
         "con",
         "expires_at",
         "fresh",
@@ -157,6 +158,7 @@ class _Entry:
 
     def __init__(self, con: SteadyBase, now: float, expires_at: float, gen: int) -> None:
         self.con = con
+        self.born = now  # when it was opened: a checkout since then does not ping it
         #: Handed out without a look (ping, expiry) while True; cleared by the
         #: maintenance thread once idle for ``ping_after`` or past its lifetime.
         self.fresh = True
@@ -455,7 +457,7 @@ class Pool(Uncopyable):
             if entry is not None:
                 # Handed over by a checkin (fresh) and not expired: nothing to validate.
                 if not entry.fresh or now >= entry.expires_at:
-                    entry = self._validate(entry, now, deadline)
+                    entry = self._validate(entry, now, deadline, start)
                 if entry is not None:
                     if waited:  # (inline: a pool above its size comes here every checkout)
                         seconds = now - start
@@ -660,12 +662,18 @@ class Pool(Uncopyable):
         next(self._checkouts)
         return entry
 
-    def _validate(self, entry: _Entry, now: float, deadline: float) -> _Entry | None:
+    def _validate(self, entry: _Entry, now: float, deadline: float, start: float) -> _Entry | None:
         """``entry`` if it may be handed out; else it is closed and None returned.
 
         The ping may wait for the server until ``deadline`` at most (a
         blackholed server never answers); one that runs out of time discards
-        the connection, and the checkout goes on with what is left.
+        the connection, and the checkout goes on with what is left. One that
+        fails in time on a connection opened since the checkout ``start``-ed
+        raises :class:`~tether.steady.PingStatementError`: its connect has
+        just answered, so the ping would take every new connection for dead
+        (found by an outside attack: with ``ping="SELECT 1/0"`` one checkout
+        opened ~150 connections a second until its deadline, then reported
+        the database unreachable).
         """
         if now >= entry.expires_at:
             self._remove(entry, "max_lifetime", checked_out=True)
@@ -689,6 +697,13 @@ class Pool(Uncopyable):
                 raise
             if alive is False:
                 self._remove(entry, "ping failed", checked_out=True)
+                if entry.born >= start and monotonic() < deadline:
+                    raise PingStatementError(
+                        f"ping: the check failed on a connection just opened (pool"
+                        f" {self.name}): it takes every new connection for dead"
+                        " (a statement that fails while it runs, or a callable"
+                        " that returns False)"
+                    )
                 return None
             entry.validated_at = monotonic()
         return entry
