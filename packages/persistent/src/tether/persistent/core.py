@@ -92,7 +92,13 @@ from tether.simple_pool.errors import (
     PoolError,
     PoolTimeout,
 )
-from tether.steady import PgConnection, SteadyDBConnection, SteadyOptions, SteadyPgConnection
+from tether.steady import (
+    PgConnection,
+    PingStatementError,
+    SteadyDBConnection,
+    SteadyOptions,
+    SteadyPgConnection,
+)
 from tether.steady.core import (
     Failures,
     SetSession,
@@ -649,6 +655,19 @@ class _Persistent(Uncopyable, Generic[C]):
         if not shared.add(slot):  # close() ran while this thread was connecting
             _discard(slot)
             raise PoolClosed(f"{self!r} is closed")
+        # ping_after=0: every call pings, a thread's first too, as a pool's checkout
+        # served a new connection does: a ping that cannot work is told at once (an
+        # outside attack found the first call unpinged).
+        if (
+            self._ping_after == 0
+            and con.pings_on_request
+            and con.check(timeout=remaining(deadline)) is False
+        ):
+            raise PingStatementError(
+                "ping: the check failed on a connection just opened: it takes every"
+                " new connection for dead (a statement that fails while it runs, or"
+                " a callable that returns False)"
+            )
         return con
 
     def _connect_within(self, deadline: float) -> C:
