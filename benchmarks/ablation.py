@@ -224,7 +224,7 @@ VARIANTS: dict[str, Variant] = {
                 "NativeCursor",
                 "execute",
                 {
-                    "if state.settled is not True or self._steady_generation != state.generation:": "if False:",  # noqa: E501
+                    "if not settled or self._steady_generation != state.generation:": "if False:",
                     "now = monotonic()": "now = 0.0",
                     "if con._execute_checks or (": "if False and (",
                 },
@@ -243,7 +243,7 @@ VARIANTS: dict[str, Variant] = {
                 "execute",
                 {
                     "state.usage += 1": "pass",
-                    "if con._left_busy(raw_con):": "if False:",
+                    "elif con._left_busy(raw_con):": "elif False:",
                 },
             ),
         ),
