@@ -185,14 +185,10 @@ class _Waiter:
     ``entry`` (a connection handed over), ``grant`` (a slot reserved to open
     one), ``failed`` (the connect made for it could not reach the database)
     or ``error`` (to raise), then releases ``lock``, on which the waiter
-    blocks. ``connecting``: a connect made for it is under way. ``since``:
-    when its checkout began, for the wait statistics, which whoever hands
-    it a connection counts under the lock it holds anyway (a second lock
-    round after the wait cost ~3,300 instructions a waiting checkout,
-    measured); None for a waiter whose wait is counted by itself.
+    blocks. ``connecting``: a connect made for it is under way.
     """
 
-    __slots__ = ("connecting", "entry", "error", "failed", "grant", "lock", "since")
+    __slots__ = ("connecting", "entry", "error", "failed", "grant", "lock")
 
     def __init__(self, connecting: bool = False) -> None:
         self.lock = threading.Lock()
@@ -202,7 +198,6 @@ class _Waiter:
         self.error: BaseException | None = None
         self.failed: BaseException | None = None
         self.connecting = connecting
-        self.since: float | None = None
 
 
 class Pool(Uncopyable):
@@ -518,7 +513,6 @@ class Pool(Uncopyable):
                         )
                     spare = self._spare_waiters
                     waiter = spare.pop() if spare else _Waiter()
-                    waiter.since = start  # (the wait is counted by whoever serves it)
                     if failed is not None:  # it had its turn already: keep it
                         self._waiters.appendleft(waiter)
                     else:
@@ -559,13 +553,11 @@ class Pool(Uncopyable):
                 if waiter.error is not None:
                     raise waiter.error
                 entry = waiter.entry  # None for a grant
-                if entry is not None and connect_for is None:
-                    waited = False  # counted by whoever handed it over
-                    if served:
-                        # Nobody else holds this waiter now (a connect made for a
-                        # waiter keeps it, so those are never kept).
-                        waiter.entry = None
-                        self._spare_waiters.append(waiter)
+                if served and entry is not None and connect_for is None:
+                    # Handed a connection: nobody else holds this waiter now (a
+                    # connect made for a waiter keeps it, so those are never kept).
+                    waiter.entry = None
+                    self._spare_waiters.append(waiter)
                 now = monotonic()
                 if waiter.failed is not None:
                     failed = waiter.failed  # our connect's error: back in line, at the head
@@ -1140,12 +1132,6 @@ class Pool(Uncopyable):
         entry.idle_since = entry.validated_at = now
         entry.fresh = self._fresh_on_checkin  # as any checkin (ping_after=0: pinged)
         waiter = self._waiters.popleft()
-        since = waiter.since
-        if since is not None:  # a plain waiter: its wait, counted here (see _Waiter)
-            seconds = now - since
-            self._n_waits += 1
-            self._wait_total += seconds
-            self._wait_max = max(self._wait_max, seconds)
         waiter.entry = entry
         waiter.lock.release()
 
@@ -1470,11 +1456,6 @@ class Pool(Uncopyable):
             if entry is not None:
                 waiter = waiters.popleft()
                 waiter.entry = entry  # its own fresh flag says whether the waiter pings it
-                if waiter.since is not None:  # a plain waiter: its wait, counted here
-                    seconds = monotonic() - waiter.since
-                    self._n_waits += 1
-                    self._wait_total += seconds
-                    self._wait_max = max(self._wait_max, seconds)
             elif (
                 not self._unreachable
                 and not self._closed
