@@ -214,6 +214,37 @@ def test_a_ping_statement_the_server_rejects_is_raised_not_reopened_for(
         persist.close()
 
 
+@pytest.mark.parametrize("dbapi_target", ["psycopg"], indirect=True)
+def test_a_session_killed_right_after_its_connect_is_reopened_not_a_configuration_error(
+    dbapi_target: Any,
+) -> None:
+    """``ping_after=0`` pings a thread's first call: a session the server ended right
+    after the connect fails that ping once, and is reopened (an outside attack found the
+    pool's equivalent raising PingStatementError, a configuration error)."""
+    admin = dbapi_target.module.connect(**dbapi_target.kwargs, autocommit=True)
+    killed: list[int] = []
+
+    def kill_the_first(raw: Any) -> None:
+        if not killed:
+            killed.append(raw.info.backend_pid)
+            admin.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+            time.sleep(0.05)
+
+    persist = PersistentDB(
+        dbapi_target.module.connect, ping_after=0, on_connect=kill_the_first,
+        **dbapi_target.kwargs,
+    )  # fmt: skip
+    try:
+        db = persist.connection()
+        assert killed and _one(db) == 1
+        cur = db.cursor()
+        cur.execute("SELECT pg_backend_pid()")
+        assert cur.fetchone()[0] != killed[0]
+    finally:
+        persist.close()
+        admin.close()
+
+
 @pytest.mark.parametrize("dbapi_target", ["psycopg", "pgdb"], indirect=True)
 def test_a_ping_out_of_time_closes_the_connection_and_raises_pool_timeout(
     dbapi_target: Any, toxiproxy: ToxiproxyServer

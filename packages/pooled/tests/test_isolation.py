@@ -1540,6 +1540,40 @@ def test_a_ping_that_fails_on_every_session_costs_one_connect_per_checkout_at_mo
         pool.close()
 
 
+@pytest.mark.parametrize("blocking", [False, True], ids=["nonblocking", "blocking"])
+def test_a_session_killed_right_after_its_connect_is_no_configuration_error(
+    pg_target: Any, pools: list[Any], blocking: bool
+) -> None:
+    """With ``ping_after=0`` the new connection's ping fails when the server ended the
+    session right after the connect (an administrator, a failover). Found by an outside
+    attack: that one failure raised PingStatementError, a configuration error. A ping
+    that fails on a new connection is retried once on another: only a second failure in a
+    row says the ping itself takes every new connection for dead."""
+    admin = pg_target.connect()
+    admin.autocommit = True
+    killed: list[int] = []
+
+    def kill_the_first(raw: Any) -> None:
+        if not killed:
+            killed.append(raw.info.backend_pid)
+            admin.cursor().execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+            time.sleep(0.05)  # the backend is gone before the ping
+
+    try:
+        pool = make_pool(
+            pg_target, maxconnections=2, blocking=blocking, ping_after=0,
+            checkout_timeout=5, on_connect=kill_the_first,
+        )  # fmt: skip
+        pools.append(pool)
+        with pool.connection() as db:
+            pid = execute(pg_target, db, "SELECT pg_backend_pid()")[0][0]
+        assert killed and pid != killed[0], (killed, pid)
+        s = pool.stats()
+        assert s["opened"] == 2 and s["size"] == s["idle"] == 1, s
+    finally:
+        admin.close()
+
+
 @pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK"])
 @pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 def test_a_borrower_that_ended_its_transaction_by_sql_leaves_the_next_one_a_transaction(
@@ -1771,6 +1805,80 @@ def test_a_checkout_interrupted_while_waiting_gives_back_what_it_was_served(
     assert stats["in_use"] == 0 and stats["idle"] == 1 and stats["waiting"] == 0
     with pool.connection() as db:
         assert execute(pg_target, db, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["handed-over", "idle"])
+def test_a_checkout_interrupted_anywhere_after_it_got_a_connection_gives_it_back(
+    pg_target: Any, pools: list[Any], waits: bool
+) -> None:
+    """The exception of a signal handler can come at any call. Here it is raised at
+    every function entry of the checkout, one after the other, from the moment a waiting
+    checkout is woken with a connection handed over (or an idle one is taken) until
+    ``connection()`` returns. Found by an outside attack: raised just after the
+    hand-over, or while the proxy was made, it lost the connection for good (a pool of
+    one answered PoolExhausted from then on). Each time the pool must be whole."""
+
+    class Interrupt(BaseException):  # as KeyboardInterrupt: no `except Exception` takes it
+        pass
+
+    pool = make_pool(
+        pg_target, maxconnections=1, blocking=True, checkout_timeout=3, ping_after=0
+    )  # ping_after=0: the connection is pinged too, more calls to interrupt
+    pools.append(pool)
+    pool.connection().close()  # one idle connection
+    landed: list[str] = []
+
+    def attempt(n: int) -> bool:
+        """Raise at the n-th call into tether after the checkout got its connection."""
+        armed = threading.Event()
+        calls = [0]
+
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            if event == "call" and armed.is_set() and "tether" in frame.f_code.co_filename:
+                calls[0] += 1
+                if calls[0] == n:
+                    landed.append(frame.f_code.co_name)
+                    raise Interrupt
+            return None
+
+        giver = None
+        if waits:
+            held = pool.connection()
+
+            def give_back() -> None:
+                time.sleep(0.05)
+                armed.set()  # the checkout is blocked in its wait: nothing traced before
+                held.close()
+
+            giver = threading.Thread(target=give_back)
+            giver.start()
+        else:
+            armed.set()
+        sys.settrace(tracer)
+        try:
+            db = pool.connection()
+        except Interrupt:
+            return True
+        finally:
+            sys.settrace(None)
+            if giver is not None:
+                giver.join()
+        db.close()
+        return False
+
+    n = 0
+    while True:
+        n += 1
+        interrupted = attempt(n)
+        gc.collect()  # a proxy made before the interrupt gives its connection back
+        stats = pool.stats()
+        # Whole: nothing held by nobody (a connection interrupted mid-ping is closed).
+        assert stats["in_use"] == 0 and stats["idle"] == stats["size"], (n, landed[-1:], stats)
+        with pool.connection() as check:
+            assert execute(pg_target, check, "SELECT 1") == [(1,)]
+        if not interrupted:  # no call left to interrupt: every one was
+            break
+    assert n > 10 and len(landed) == n - 1, landed  # every call of the checkout, in turn
 
 
 def test_a_pipeline_left_open_in_autocommit_mode_is_discarded_not_committed(

@@ -657,17 +657,20 @@ class _Persistent(Uncopyable, Generic[C]):
             raise PoolClosed(f"{self!r} is closed")
         # ping_after=0: every call pings, a thread's first too, as a pool's checkout
         # served a new connection does: a ping that cannot work is told at once (an
-        # outside attack found the first call unpinged).
-        if (
-            self._ping_after == 0
-            and con.pings_on_request
-            and con.check(timeout=remaining(deadline)) is False
-        ):
-            raise PingStatementError(
-                "ping: the check failed on a connection just opened: it takes every"
-                " new connection for dead (a statement that fails while it runs, or"
-                " a callable that returns False)"
-            )
+        # outside attack found the first call unpinged). Failed, it is tried once
+        # more on a new session (one the server ended right after the connect is no
+        # configuration error); failed twice, it takes every new connection for dead.
+        if self._ping_after == 0 and con.pings_on_request:
+            for attempt in range(2):
+                if con.check(timeout=remaining(deadline)) is not False:
+                    break
+                if attempt:
+                    raise PingStatementError(
+                        "ping: the check failed on two connections just opened: it takes"
+                        " every new connection for dead (a statement that fails while it"
+                        " runs, or a callable that returns False)"
+                    )
+                self._reopen_within(con, deadline, "the ping check failed")
         return con
 
     def _connect_within(self, deadline: float) -> C:

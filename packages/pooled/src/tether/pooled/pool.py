@@ -178,6 +178,25 @@ class _Entry:
         self.stack: Stack | None = None
 
 
+#: _validate's verdict for a connection whose ping failed.
+_PING_FAILED = "ping failed"
+
+
+class _Held:
+    """The entry a checkout holds and has not handed back or out yet (see _unattached).
+
+    Kept outside the checkout's frame so that its caller, too, can give the
+    entry back when an exception interrupts the checkout before its first
+    line runs. ``checking``: the entry is being pinged (half-read, if so).
+    """
+
+    __slots__ = ("checking", "entry")
+
+    def __init__(self, entry: _Entry | None) -> None:
+        self.entry = entry
+        self.checking = False
+
+
 class _Waiter:
     """A blocked checkout, queued FIFO.
 
@@ -390,24 +409,57 @@ class Pool(Uncopyable):
         # first: an IndexError costs ~2,000 instructions, and above its size a
         # pool finds it empty on most checkouts (the one it gave back went
         # straight to a waiter).
+        held = None
         if not self._waiters and self._idle:
             try:
                 entry = self._idle.pop()
             except IndexError:
                 pass
             else:
-                next(self._checkouts)
-                if entry.fresh:  # recently used, not expired: no ping
-                    proxy = _new(self._proxy)
-                    proxy._pool = self
-                    proxy._entry = entry
-                    proxy._con = entry.con
-                    entry.ref = _ref(proxy, entry.on_lost)
-                    if self._observed:
-                        self._observe_checkout(entry)
-                    return proxy
-                return self._dedicated(self._checkout_slow(entry, monotonic()))
-        return self._dedicated(self._checkout_slow(None, monotonic()))
+                try:  # (free until it raises: an exception table, no instruction)
+                    next(self._checkouts)
+                    if entry.fresh:  # recently used, not expired: no ping
+                        proxy = _new(self._proxy)
+                        proxy._pool = self
+                        proxy._entry = entry
+                        proxy._con = entry.con
+                        entry.ref = _ref(proxy, entry.on_lost)
+                        if self._observed:
+                            self._observe_checkout(entry)
+                        return proxy
+                    held = _Held(entry)
+                except BaseException as exc:
+                    self._unattached(_Held(entry), exc)
+                    raise
+        if held is None:
+            held = _Held(None)
+        try:
+            return self._dedicated(self._checkout_slow(held.entry, monotonic(), held))
+        except BaseException as exc:
+            self._unattached(held, exc)
+            raise
+
+    def _unattached(self, held: _Held, exc: BaseException) -> None:
+        """A checkout interrupted before its proxy held its entry: the entry goes back.
+
+        An exception a signal handler raises (a request's time budget,
+        Ctrl-C) can come at any call, also at a function's first line. Once
+        the proxy holds the entry, its weak reference gives the connection
+        back when the proxy is dropped; before that nobody would (found by an
+        outside attack: a pool of one was dead after one interrupt just after
+        the hand-over). Given back once: ``held`` is emptied.
+        """
+        entry, held.entry = held.entry, None
+        if entry is None or entry.ref is not None:
+            return
+        if held.checking and not isinstance(exc, PingStatementError):
+            # Interrupted mid-ping: the connection may be half-read.
+            self._remove(entry, "ping failed", checked_out=True)
+        else:
+            # Healthy (a ping statement the server rejects answered too: the
+            # connection goes back, so every checkout that pings raises the
+            # error and none costs a connect).
+            self._checkin(entry)
 
     def dedicated_connection(self) -> Any:
         """A connection used by this checkout alone (``connection(shareable=False)``)."""
@@ -432,7 +484,7 @@ class Pool(Uncopyable):
         """A checked-out entry without a proxy (for PooledPg's ``pooled_connection``)."""
         return self._checkout_slow(None, monotonic())
 
-    def _checkout_slow(self, entry: _Entry | None, now: float) -> _Entry:
+    def _checkout_slow(self, entry: _Entry | None, now: float, held: _Held | None = None) -> _Entry:
         """Everything but the fresh idle connection: validate, open, wait, time out.
 
         ``entry`` is an idle connection already taken (and counted) that must
@@ -452,132 +504,167 @@ class Pool(Uncopyable):
         unanswered = False
         if self._orphans:
             self._drain_orphans()
-        lock = self._lock
-        while True:
-            if entry is not None:
-                # Handed over by a checkin (fresh) and not expired: nothing to validate.
-                if not entry.fresh or now >= entry.expires_at:
-                    entry = self._validate(entry, now, deadline, start)
+        # The entry this checkout holds and has not handed back or out: given
+        # back if an exception (a signal handler's) interrupts it (see _unattached).
+        if held is None:
+            held = _Held(entry)
+        just_opened_failed = False  # a ping failed on a connection opened for this checkout
+        try:
+            lock = self._lock
+            while True:
                 if entry is not None:
-                    if waited:  # (inline: a pool above its size comes here every checkout)
-                        seconds = now - start
-                        lock.acquire()
-                        try:
-                            self._n_waits += 1
-                            self._wait_total += seconds
-                            self._wait_max = max(self._wait_max, seconds)
-                        finally:
-                            lock.release()
-                    if self._observed:
-                        self._observe_checkout(entry, start)
-                    return entry
-                now = monotonic()  # the ping took some of the deadline
-                unanswered = now >= deadline  # all of it: the database did not answer
-            if now >= deadline:
-                if reserved:
-                    self._unreserve()
-                self._raise_timeout(failed, connecting=unanswered)
-            waiter: _Waiter | None = None
-            connect_for: _Waiter | None = None
-            wake = False
-            lock.acquire()
-            try:
-                if self._closed:
+                    # Handed over by a checkin (fresh) and not expired: nothing to validate.
+                    if not entry.fresh or now >= entry.expires_at:
+                        held.checking = True
+                        verdict = self._validate(entry, now, deadline)
+                        held.checking = False
+                        if verdict is not None:
+                            # (held cleared first: an interruption inside _remove must
+                            # not count it out twice; a lost slot is the lesser harm)
+                            held.entry = None
+                            self._remove(entry, verdict, checked_out=True)
+                            if (
+                                verdict is _PING_FAILED
+                                and entry.born >= start
+                                and monotonic() < deadline
+                            ):
+                                if just_opened_failed:
+                                    raise PingStatementError(
+                                        f"ping: the check failed on two connections just"
+                                        f" opened (pool {self.name}): it takes every new"
+                                        " connection for dead (a statement that fails"
+                                        " while it runs, or a callable that returns False)"
+                                    )
+                                # Once: a session killed right after its connect (a
+                                # failover) is no configuration error.
+                                just_opened_failed = True
+                            entry = None
+                    if entry is not None:
+                        if waited:  # (inline: a pool above its size comes here every checkout)
+                            seconds = now - start
+                            lock.acquire()
+                            try:
+                                self._n_waits += 1
+                                self._wait_total += seconds
+                                self._wait_max = max(self._wait_max, seconds)
+                            finally:
+                                lock.release()
+                        if self._observed:
+                            self._observe_checkout(entry, start)
+                        return entry
+                    now = monotonic()  # the ping took some of the deadline
+                    unanswered = now >= deadline  # all of it: the database did not answer
+                if now >= deadline:
                     if reserved:
-                        self._size -= 1
-                        self._opening -= 1
-                        self._size_dropped()
-                    raise PoolClosed(f"pool {self.name} is closed")
-                if reserved:
-                    # Our slot, granted after waiting: back to the head of the line.
-                    reserved = False
-                    waiter = connect_for = _Waiter(connecting=True)
-                    self._waiters.appendleft(waiter)
-                    if self._idle:
-                        self._serve_waiters()
-                elif self._idle and not self._waiters:
-                    entry = self._pop_idle()  # None if a lock-free checkout was faster
-                    continue
-                elif (
-                    self._waiters
-                    or self._unreachable
-                    or (self._maxconnections and self._size >= self._maxconnections)  # no room
-                    or (self._blocking and self._opening >= self._max_connecting)
-                ):
-                    if not self._blocking and (self._unreachable or not self._arriving()):
-                        raise self._refusal(failed)
-                    if self._max_waiting and len(self._waiters) >= self._max_waiting:
-                        raise TooManyConnectionsError(
-                            f"pool {self.name}: {len(self._waiters)} threads are waiting"
-                            f" already (max_waiting={self._max_waiting}); {self._describe()}"
-                        )
-                    spare = self._spare_waiters
-                    waiter = spare.pop() if spare else _Waiter()
-                    if failed is not None:  # it had its turn already: keep it
-                        self._waiters.appendleft(waiter)
-                    else:
-                        self._waiters.append(waiter)
-                    # The maintenance thread reconnects sooner while checkouts wait.
-                    wake = self._unreachable
-                    # A checkin may have pushed a connection after we looked and
-                    # before we queued, and not seen us: look again.
-                    if self._idle:
-                        self._serve_waiters()
-                else:
-                    self._reserve()
-                    if self._blocking:
-                        waiter = connect_for = _Waiter(connecting=True)
-                        self._waiters.append(waiter)  # nobody waits (checked above)
-            finally:
-                lock.release()
-            if wake:
-                self._wake()
-            if connect_for is not None:
-                self._connect_in_background(connect_for, deadline - now)
-            if waiter is not None:
-                # Waiting for the connect made for us is not counted as a wait
-                # for a busy pool (stats()["waits"]), as when we connected ourselves.
-                waited = waited or connect_for is None
-                remaining = deadline - monotonic()
+                        self._unreserve()
+                    self._raise_timeout(failed, connecting=unanswered)
+                waiter: _Waiter | None = None
+                connect_for: _Waiter | None = None
+                wake = False
+                lock.acquire()
                 try:
-                    served = remaining > 0 and waiter.lock.acquire(True, remaining)
-                except BaseException:
-                    # Interrupted (a signal handler's exception: a request timeout,
-                    # Ctrl-C): leave the line, and give back what was handed over
-                    # meanwhile, or the connection (or the slot) was lost for good
-                    # (found by an outside attack: a pool of one stalled).
-                    self._leave_line(waiter)
-                    raise
-                if not served:
-                    self._wait_ran_out(waiter, failed)  # raises unless served meanwhile
-                if waiter.error is not None:
-                    raise waiter.error
-                entry = waiter.entry  # None for a grant
-                if served and entry is not None and connect_for is None:
-                    # Handed a connection: nobody else holds this waiter now (a
-                    # connect made for a waiter keeps it, so those are never kept).
-                    waiter.entry = None
-                    self._spare_waiters.append(waiter)
+                    if self._closed:
+                        if reserved:
+                            self._size -= 1
+                            self._opening -= 1
+                            self._size_dropped()
+                        raise PoolClosed(f"pool {self.name} is closed")
+                    if reserved:
+                        # Our slot, granted after waiting: back to the head of the line.
+                        reserved = False
+                        waiter = connect_for = _Waiter(connecting=True)
+                        self._waiters.appendleft(waiter)
+                        if self._idle:
+                            self._serve_waiters()
+                    elif self._idle and not self._waiters:
+                        entry = held.entry = (
+                            self._pop_idle()
+                        )  # None if a lock-free checkout was faster
+                        continue
+                    elif (
+                        self._waiters
+                        or self._unreachable
+                        or (self._maxconnections and self._size >= self._maxconnections)  # no room
+                        or (self._blocking and self._opening >= self._max_connecting)
+                    ):
+                        if not self._blocking and (self._unreachable or not self._arriving()):
+                            raise self._refusal(failed)
+                        if self._max_waiting and len(self._waiters) >= self._max_waiting:
+                            raise TooManyConnectionsError(
+                                f"pool {self.name}: {len(self._waiters)} threads are waiting"
+                                f" already (max_waiting={self._max_waiting}); {self._describe()}"
+                            )
+                        spare = self._spare_waiters
+                        waiter = spare.pop() if spare else _Waiter()
+                        if failed is not None:  # it had its turn already: keep it
+                            self._waiters.appendleft(waiter)
+                        else:
+                            self._waiters.append(waiter)
+                        # The maintenance thread reconnects sooner while checkouts wait.
+                        wake = self._unreachable
+                        # A checkin may have pushed a connection after we looked and
+                        # before we queued, and not seen us: look again.
+                        if self._idle:
+                            self._serve_waiters()
+                    else:
+                        self._reserve()
+                        if self._blocking:
+                            waiter = connect_for = _Waiter(connecting=True)
+                            self._waiters.append(waiter)  # nobody waits (checked above)
+                finally:
+                    lock.release()
+                if wake:
+                    self._wake()
+                if connect_for is not None:
+                    self._connect_in_background(connect_for, deadline - now)
+                if waiter is not None:
+                    # Waiting for the connect made for us is not counted as a wait
+                    # for a busy pool (stats()["waits"]), as when we connected ourselves.
+                    waited = waited or connect_for is None
+                    remaining = deadline - monotonic()
+                    try:
+                        served = remaining > 0 and waiter.lock.acquire(True, remaining)
+                        if not served:
+                            self._wait_ran_out(waiter, failed)  # raises unless served meanwhile
+                    except BaseException:
+                        # Interrupted (a signal handler's exception: a request timeout,
+                        # Ctrl-C): leave the line, and give back what was handed over
+                        # meanwhile, or the connection (or the slot) was lost for good
+                        # (found by an outside attack: a pool of one stalled). Also
+                        # the timeout's own exception: nothing to give back then.
+                        self._leave_line(waiter)
+                        raise
+                    if waiter.error is not None:
+                        raise waiter.error
+                    entry = held.entry = waiter.entry  # None for a grant
+                    if served and entry is not None and connect_for is None:
+                        # Handed a connection: nobody else holds this waiter now (a
+                        # connect made for a waiter keeps it, so those are never kept).
+                        waiter.entry = None
+                        self._spare_waiters.append(waiter)
+                    now = monotonic()
+                    if waiter.failed is not None:
+                        failed = waiter.failed  # our connect's error: back in line, at the head
+                        continue
+                    if entry is not None or not waiter.grant:
+                        continue
+                    if now >= deadline:  # granted too late to use it
+                        self._unreserve()
+                        self._raise_timeout(failed)
+                    reserved = True  # a slot granted to us: see the top of the loop
+                    continue
+                # A non-blocking checkout opens the connection in its reserved slot itself.
+                try:
+                    entry = held.entry = self._open_within(deadline, now)
+                except Exception as exc:
+                    if not self._blocking or not self._is_connect_error(exc):
+                        raise  # the driver's error, as DBUtils raises it
+                    failed = exc
+                    entry = None
                 now = monotonic()
-                if waiter.failed is not None:
-                    failed = waiter.failed  # our connect's error: back in line, at the head
-                    continue
-                if entry is not None or not waiter.grant:
-                    continue
-                if now >= deadline:  # granted too late to use it
-                    self._unreserve()
-                    self._raise_timeout(failed)
-                reserved = True  # a slot granted to us: see the top of the loop
-                continue
-            # A non-blocking checkout opens the connection in its reserved slot itself.
-            try:
-                entry = self._open_within(deadline, now)
-            except Exception as exc:
-                if not self._blocking or not self._is_connect_error(exc):
-                    raise  # the driver's error, as DBUtils raises it
-                failed = exc
-                entry = None
-            now = monotonic()
+        except BaseException as exc:
+            self._unattached(held, exc)
+            raise
 
     def _open_within(self, deadline: float, now: float) -> _Entry:
         """A non-blocking checkout's own connect, given up at ``deadline``.
@@ -662,51 +749,23 @@ class Pool(Uncopyable):
         next(self._checkouts)
         return entry
 
-    def _validate(self, entry: _Entry, now: float, deadline: float, start: float) -> _Entry | None:
-        """``entry`` if it may be handed out; else it is closed and None returned.
+    def _validate(self, entry: _Entry, now: float, deadline: float) -> str | None:
+        """Why ``entry`` may not be handed out (to be discarded), or None if it may.
 
         The ping may wait for the server until ``deadline`` at most (a
         blackholed server never answers); one that runs out of time discards
-        the connection, and the checkout goes on with what is left. One that
-        fails in time on a connection opened since the checkout ``start``-ed
-        raises :class:`~tether.steady.PingStatementError`: its connect has
-        just answered, so the ping would take every new connection for dead
-        (found by an outside attack: with ``ping="SELECT 1/0"`` one checkout
-        opened ~150 connections a second until its deadline, then reported
-        the database unreachable).
+        the connection, and the checkout goes on with what is left. It
+        raises what the check raises (:class:`~tether.steady.PingStatementError`,
+        an interruption): the caller, which holds the entry, answers for it.
         """
         if now >= entry.expires_at:
-            self._remove(entry, "max_lifetime", checked_out=True)
-            return None
+            return "max_lifetime"
         last_seen_alive = max(entry.idle_since, entry.validated_at)
         if not entry.fresh and now - last_seen_alive >= self._ping_after:
-            try:
-                alive = entry.con.check(timeout=max(deadline - now, 0.0))
-            except PingStatementError:
-                # The ping statement is wrong, the session is fine (it answered,
-                # and steady rolled back what the check began): it goes back, so
-                # every checkout that pings raises this and none costs a connect
-                # (found by an outside attack: a good connection was closed on
-                # every other checkout, and its replacement went unpinged).
-                self._checkin(entry)
-                raise
-            except BaseException:
-                # An interruption mid-check: the connection may be half-read,
-                # and nobody holds the entry.
-                self._remove(entry, "ping failed", checked_out=True)
-                raise
-            if alive is False:
-                self._remove(entry, "ping failed", checked_out=True)
-                if entry.born >= start and monotonic() < deadline:
-                    raise PingStatementError(
-                        f"ping: the check failed on a connection just opened (pool"
-                        f" {self.name}): it takes every new connection for dead"
-                        " (a statement that fails while it runs, or a callable"
-                        " that returns False)"
-                    )
-                return None
+            if entry.con.check(timeout=max(deadline - now, 0.0)) is False:
+                return _PING_FAILED
             entry.validated_at = monotonic()
-        return entry
+        return None
 
     def _reserve_if_room(
         self, *, reconnecting: bool = False, below_mincached: bool = False
