@@ -1467,68 +1467,48 @@ def test_a_pygresql_notice_receiver_ends_with_the_checkout(server_target: Any, c
         pool.close()
 
 
+@pytest.mark.parametrize("bad", ["rejected", "fails-while-running"])
 @pytest.mark.parametrize("blocking", [False, True], ids=["nonblocking", "blocking"])
 @pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
-def test_a_ping_statement_the_server_rejects_is_raised_at_once_not_taken_for_an_outage(
-    server_target: Any, blocking: bool
+def test_a_ping_that_cannot_work_is_raised_at_once_not_taken_for_an_outage(
+    server_target: Any, blocking: bool, bad: str
 ) -> None:
-    """Found by an outside attack: with ``ping_after=0`` a ping statement with a typo made
-    the checkout open 512 connections in 3 s, then raise "the database did not answer in
-    time". Now every checkout pings (``ping_after=0``) and raises the configuration error
-    at once, and the connection it ran on, healthy, is kept: a second attack found a
-    blocking pool closing it on every other checkout and handing out its unpinged
-    replacement in between."""
-    target = server_target
-    pool = make_pool(
-        target, maxconnections=2, ping="SELECT * FROM no_such_table", ping_after=0,
-        checkout_timeout=3, blocking=blocking,
-    )  # fmt: skip
-    try:
-        for _ in range(4):
-            started = time.monotonic()
-            with pytest.raises(PingStatementError, match="no_such_table"):
-                pool.connection()
-            assert time.monotonic() - started < 1, "raised at once, not at the checkout timeout"
-        s = pool.stats()
-        assert s["opened"] == 1 and s["closed"] == 0 and s["connect_errors"] == 0, s
-        assert s["in_use"] == 0 and s["size"] == s["idle"] == 1, s
-        good = make_pool(target, maxconnections=2, ping="SELECT 1", ping_after=0)
-        try:
-            db = good.connection()  # the same server is fine: it was the setting
-            assert execute(target, db, "SELECT 1") == [(1,)]
-            db.close()
-        finally:
-            good.close()
-    finally:
-        pool.close()
+    """Two pings that can never succeed, with ``ping_after=0`` (every checkout pings).
 
+    *rejected*, a statement the server rejects (a typo): found by an outside attack, the
+    checkout opened 512 connections in 3 s, then raised "the database did not answer in
+    time"; a second attack found a blocking pool closing the healthy connection on every
+    other checkout and handing out its unpinged replacement in between. Now every
+    checkout raises PingStatementError at once, on the one connection, given back.
 
-@pytest.mark.parametrize("blocking", [False, True], ids=["nonblocking", "blocking"])
-@pytest.mark.parametrize("server_target", ["psycopg", "pymysql"], indirect=True)
-def test_a_ping_that_fails_on_every_session_costs_one_connect_per_checkout_at_most(
-    server_target: Any, blocking: bool
-) -> None:
-    """A ping statement that fails while it runs (a division by zero; on MySQL, where
-    that is NULL, a subquery of two rows) means "dead", so the connection it ran on is
-    replaced. Found by an outside attack: with ``ping_after=0`` the replacement was
-    pinged too, and one checkout opened ~150 connections a second until its deadline,
-    then raised "the database did not answer in time". A ping that fails on a connection
-    just opened raises PingStatementError at once instead."""
+    *fails-while-running* (a division by zero; on MySQL, where that is NULL, a subquery
+    of two rows) means "dead", so the connection it ran on is replaced: found by an
+    outside attack, the replacement was pinged too, and one checkout opened ~150
+    connections a second until its deadline. A ping failing on two connections just
+    opened raises PingStatementError at once instead.
+    """
     target = server_target
-    failing = "SELECT 1/0" if target.name == "psycopg" else "SELECT (SELECT 1 UNION SELECT 2)"
+    if bad == "rejected":
+        ping, says = "SELECT * FROM no_such_table", "no_such_table"
+    else:
+        ping = "SELECT 1/0" if target.name == "psycopg" else "SELECT (SELECT 1 UNION SELECT 2)"
+        says = "just opened"
     pool = make_pool(
-        target, maxconnections=2, ping=failing, ping_after=0, checkout_timeout=3,
+        target, maxconnections=2, ping=ping, ping_after=0, checkout_timeout=3,
         blocking=blocking,
     )  # fmt: skip
     try:
         for _ in range(4):
             started = time.monotonic()
-            with pytest.raises(PingStatementError, match="just opened"):
+            with pytest.raises(PingStatementError, match=says):
                 pool.connection()
             assert time.monotonic() - started < 1, "raised at once, not at the deadline"
         s = pool.stats()
-        assert s["opened"] <= 8 and s["timeouts"] == 0 and s["connect_errors"] == 0, s
-        assert s["in_use"] == 0 and s["size"] == s["opened"] - s["closed"] == 0, s
+        assert s["timeouts"] == 0 and s["connect_errors"] == 0 and s["in_use"] == 0, s
+        if bad == "rejected":  # the healthy connection is kept
+            assert s["opened"] == 1 and s["closed"] == 0 and s["size"] == s["idle"] == 1, s
+        else:  # two connects per checkout at most
+            assert s["opened"] <= 8 and s["size"] == s["opened"] - s["closed"] == 0, s
         good = make_pool(target, maxconnections=2, ping="SELECT 1", ping_after=0)
         try:
             db = good.connection()  # the same server is fine: it was the setting
@@ -1574,6 +1554,16 @@ def test_a_session_killed_right_after_its_connect_is_no_configuration_error(
         admin.close()
 
 
+def _admin_with_table(target: Any, prefix: str) -> tuple[Any, Any, str]:
+    """A driver connection of the test's own, its cursor, and a new table ``(x INTEGER)``."""
+    table = target.unique_table(prefix)
+    admin = target.connect()
+    cur = admin.cursor()
+    cur.execute(f"CREATE TABLE {table} (x INTEGER)")
+    admin.commit()
+    return admin, cur, table
+
+
 @pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK"])
 @pytest.mark.parametrize("server_target", ["psycopg", "pgdb", "pymysql"], indirect=True)
 def test_a_borrower_that_ended_its_transaction_by_sql_leaves_the_next_one_a_transaction(
@@ -1584,12 +1574,8 @@ def test_a_borrower_that_ended_its_transaction_by_sql_leaves_the_next_one_a_tran
     Found by an outside attack on pgdb: the row stayed, since pgdb's own flag still said
     "in a transaction" and it sent no BEGIN for borrower 2's statement."""
     target = server_target
-    table = target.unique_table("sqlend")
-    admin = target.connect()
+    admin, cur, table = _admin_with_table(target, "sqlend")
     try:
-        cur = admin.cursor()
-        cur.execute(f"CREATE TABLE {table} (x INTEGER)")
-        admin.commit()
         pool = make_pool(target, maxconnections=1)
         try:
             with pool.connection() as db:
@@ -1666,12 +1652,8 @@ def test_a_ping_statement_outside_autocommit_leaves_no_transaction_open(
     connection ran it and left the session idle in a transaction (an InnoDB snapshot on
     MariaDB), so the next borrower read that old snapshot (found by an outside attack)."""
     target = server_target
-    table = target.unique_table("ping")
-    admin = target.connect()
+    admin, cur, table = _admin_with_table(target, "ping")
     try:
-        cur = admin.cursor()
-        cur.execute(f"CREATE TABLE {table} (x INTEGER)")
-        admin.commit()
         setsession = (
             ["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
             if target.name == "psycopg"
