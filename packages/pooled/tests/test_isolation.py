@@ -1789,6 +1789,43 @@ def test_a_checkout_interrupted_while_waiting_gives_back_what_it_was_served(
         assert execute(pg_target, db, "SELECT 1") == [(1,)]
 
 
+def test_a_checkout_interrupted_during_its_own_connect_keeps_the_connection(
+    pg_target: Any, pools: list[Any]
+) -> None:
+    """A non-blocking pool's checkout connects itself, on a helper thread it waits for.
+    Found by an outside attack: a signal handler's exception during that wait left the
+    connection, made after, counted as in use by nobody (a pool of one answered "in use
+    1" for good). Now the late connection goes to the idle list, as one that comes
+    after the deadline does."""
+
+    class Budget(Exception):
+        pass
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Budget("request budget spent")
+
+    pool = make_pool(
+        pg_target, maxconnections=1, checkout_timeout=3,
+        on_connect=lambda raw: time.sleep(0.3),  # a slow connect, on the connect's thread
+    )  # fmt: skip
+    pools.append(pool)
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Budget):
+            pool.connection()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    deadline = time.monotonic() + 5
+    while pool.stats()["idle"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the connect finishes on its thread
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] == stats["size"] == 1, stats
+    with pool.connection() as db:
+        assert execute(pg_target, db, "SELECT 1") == [(1,)]
+
+
 @pytest.mark.parametrize("waits", [True, False], ids=["handed-over", "idle"])
 def test_a_checkout_interrupted_anywhere_after_it_got_a_connection_gives_it_back(
     pg_target: Any, pools: list[Any], waits: bool

@@ -75,10 +75,22 @@ def call_within(
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     try:
-        thread.start()
-    except RuntimeError:
-        return call()
-    handoff.done.wait(max(seconds, 0.0))
+        try:
+            thread.start()
+        except RuntimeError:
+            return call()
+        handoff.done.wait(max(seconds, 0.0))
+    except BaseException:
+        # Interrupted (a signal handler's exception: a request's time budget,
+        # Ctrl-C) while the call runs: nobody takes its result now, so it goes
+        # to ``late`` as one after the deadline does (found by an outside attack:
+        # a pool's interrupted connect kept its connection counted as in use).
+        with handoff.lock:
+            handoff.taken = True
+            arrived = handoff.done.is_set() and handoff.error is None
+        if arrived:
+            late(handoff.result)  # type: ignore[arg-type]  # set with done
+        raise
     with handoff.lock:
         handoff.taken = True
         finished = handoff.done.is_set()
