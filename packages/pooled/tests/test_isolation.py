@@ -1753,6 +1753,26 @@ def test_above_its_size_a_session_is_never_held_twice_and_every_thread_is_served
     assert stats["wait_time_total"] >= stats["wait_time_max"]
 
 
+class Budget(Exception):
+    """What a request's time budget raises from its SIGALRM handler."""
+
+
+def checkout_interrupted_after(pool: Any, seconds: float) -> None:
+    """``pool.connection()``, interrupted by a SIGALRM handler's Budget after ``seconds``."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Budget("request budget spent")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        with pytest.raises(Budget):
+            pool.connection()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_a_checkout_interrupted_while_waiting_gives_back_what_it_was_served(
     pg_target: Any, pools: list[Any]
 ) -> None:
@@ -1763,25 +1783,14 @@ def test_a_checkout_interrupted_while_waiting_gives_back_what_it_was_served(
     interrupted waiter, and a pool of one stalled for good.
     """
 
-    class Budget(Exception):
-        pass
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Budget("request budget spent")
-
     pool = make_pool(pg_target, maxconnections=1, blocking=True, checkout_timeout=3)
     pools.append(pool)
     held = pool.connection()
     giver = threading.Timer(0.4, held.close)
-    previous = signal.signal(signal.SIGALRM, on_alarm)
+    giver.start()
     try:
-        giver.start()
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(Budget):
-            pool.connection()
+        checkout_interrupted_after(pool, 0.1)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
         giver.join()
     stats = pool.stats()
     assert stats["in_use"] == 0 and stats["idle"] == 1 and stats["waiting"] == 0
@@ -1798,25 +1807,12 @@ def test_a_checkout_interrupted_during_its_own_connect_keeps_the_connection(
     1" for good). Now the late connection goes to the idle list, as one that comes
     after the deadline does."""
 
-    class Budget(Exception):
-        pass
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Budget("request budget spent")
-
     pool = make_pool(
         pg_target, maxconnections=1, checkout_timeout=3,
         on_connect=lambda raw: time.sleep(0.3),  # a slow connect, on the connect's thread
     )  # fmt: skip
     pools.append(pool)
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(Budget):
-            pool.connection()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    checkout_interrupted_after(pool, 0.1)
     deadline = time.monotonic() + 5
     while pool.stats()["idle"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)  # the connect finishes on its thread
