@@ -26,6 +26,7 @@ import pytest
 
 from tether.harness.targets import DriverTarget
 from tether.pooled import InvalidConnectionError, PooledDB
+from tether.simple_pool.errors import TetherError
 from tether.steady import InvalidCursorError, PingStatementError
 
 from .conftest import backend_id, execute, make_pool
@@ -1521,22 +1522,33 @@ def test_a_ping_that_cannot_work_is_raised_at_once_not_taken_for_an_outage(
 
 
 @pytest.mark.parametrize("blocking", [False, True], ids=["nonblocking", "blocking"])
+@pytest.mark.parametrize("server_target", ["psycopg", "pgdb"], indirect=True)
 def test_a_session_killed_right_after_its_connect_is_no_configuration_error(
-    pg_target: Any, pools: list[Any], blocking: bool
+    server_target: Any, pools: list[Any], blocking: bool
 ) -> None:
     """With ``ping_after=0`` the new connection's ping fails when the server ended the
     session right after the connect (an administrator, a failover). Found by an outside
-    attack: that one failure raised PingStatementError, a configuration error. A ping
-    that fails on a new connection is retried once on another: only a second failure in a
-    row says the ping itself takes every new connection for dead."""
+    attack: that one failure raised PingStatementError, a configuration error (and on
+    pgdb, whose next step of preparing the session failed first, SetSessionError). A
+    ping that fails on a new connection is retried once on another: only a second
+    failure in a row says the ping itself takes every new connection for dead; a
+    session lost while it is prepared is a failed connect, retried as one."""
+    pg_target = server_target
     admin = pg_target.connect()
     admin.autocommit = True
     killed: list[int] = []
 
     def kill_the_first(raw: Any) -> None:
         if not killed:
-            killed.append(raw.info.backend_pid)
-            admin.cursor().execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+            if pg_target.name == "psycopg":
+                pid = raw.info.backend_pid
+            else:  # a statement: pgdb's BEGIN opens a transaction tether must end next
+                cur = raw.cursor()
+                cur.execute("SELECT pg_backend_pid()")
+                pid = cur.fetchone()[0]
+                cur.close()
+            killed.append(pid)
+            admin.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
             time.sleep(0.05)  # the backend is gone before the ping
 
     try:
@@ -1545,11 +1557,21 @@ def test_a_session_killed_right_after_its_connect_is_no_configuration_error(
             checkout_timeout=5, on_connect=kill_the_first,
         )  # fmt: skip
         pools.append(pool)
+        if pg_target.name == "pgdb" and not blocking:
+            # Killed while being prepared: the connect failed, and a non-blocking
+            # checkout raises its own connect's error, as DBUtils does: the driver's,
+            # an outage's, never a configuration error. The next one connects.
+            with pytest.raises(pg_target.module.Error) as failure:
+                pool.connection()
+            assert not isinstance(failure.value, TetherError), repr(failure.value)
+            deadline = time.monotonic() + 5  # an outage's course: reconnected in the background
+            while pool.stats()["unreachable"] and time.monotonic() < deadline:
+                time.sleep(0.02)
         with pool.connection() as db:
             pid = execute(pg_target, db, "SELECT pg_backend_pid()")[0][0]
         assert killed and pid != killed[0], (killed, pid)
         s = pool.stats()
-        assert s["opened"] == 2 and s["size"] == s["idle"] == 1, s
+        assert s["in_use"] == 0 and s["size"] == s["idle"] == 1, s
     finally:
         admin.close()
 

@@ -210,7 +210,15 @@ class SteadyBase(Uncopyable):
                 # only where it differs, so usually nothing is sent.
                 adapter.restore_settings(raw, carried)
         except Exception as exc:
+            lost = adapter.is_connection_lost(raw, exc)
             adapter.close(raw)
+            if lost:
+                # The server ended the session while it was being prepared (an
+                # administrator, a failover): the connect failed, as an outage's
+                # does, not the setup (found by an outside attack: on pgdb, which
+                # reports the loss as ProgrammingError, a pool raised this
+                # SetSessionError and did not retry).
+                raise
             raise SetSessionError(
                 f"preparing a new {adapter.name} connection failed ({type(exc).__name__}: {exc});"
                 " the connection was closed"
