@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -1844,6 +1845,29 @@ def test_a_checkout_interrupted_during_its_own_connect_keeps_the_connection(
         assert execute(pg_target, db, "SELECT 1") == [(1,)]
 
 
+class Interrupt(BaseException):
+    """A signal handler's exception, as KeyboardInterrupt: no ``except Exception`` takes it."""
+
+
+def interrupting_tracer(
+    n: int, landed: list[str], armed: threading.Event | None = None
+) -> Callable[..., Any]:
+    """A ``sys.settrace`` function that raises Interrupt at the n-th call into tether
+    (counted once ``armed`` is set), where CPython also checks for signals."""
+    calls = [0]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        counted = armed is None or armed.is_set()
+        if event == "call" and counted and "tether" in frame.f_code.co_filename:
+            calls[0] += 1
+            if calls[0] == n:
+                landed.append(frame.f_code.co_name)
+                raise Interrupt
+        return None
+
+    return tracer
+
+
 @pytest.mark.parametrize("waits", [True, False], ids=["handed-over", "idle"])
 def test_a_checkout_interrupted_anywhere_after_it_got_a_connection_gives_it_back(
     pg_target: Any, pools: list[Any], waits: bool
@@ -1855,9 +1879,6 @@ def test_a_checkout_interrupted_anywhere_after_it_got_a_connection_gives_it_back
     hand-over, or while the proxy was made, it lost the connection for good (a pool of
     one answered PoolExhausted from then on). Each time the pool must be whole."""
 
-    class Interrupt(BaseException):  # as KeyboardInterrupt: no `except Exception` takes it
-        pass
-
     pool = make_pool(
         pg_target, maxconnections=1, blocking=True, checkout_timeout=3, ping_after=0
     )  # ping_after=0: the connection is pinged too, more calls to interrupt
@@ -1868,16 +1889,7 @@ def test_a_checkout_interrupted_anywhere_after_it_got_a_connection_gives_it_back
     def attempt(n: int) -> bool:
         """Raise at the n-th call into tether after the checkout got its connection."""
         armed = threading.Event()
-        calls = [0]
-
-        def tracer(frame: Any, event: str, arg: Any) -> Any:
-            if event == "call" and armed.is_set() and "tether" in frame.f_code.co_filename:
-                calls[0] += 1
-                if calls[0] == n:
-                    landed.append(frame.f_code.co_name)
-                    raise Interrupt
-            return None
-
+        tracer = interrupting_tracer(n, landed, armed)
         giver = None
         if waits:
             held = pool.connection()
@@ -1916,6 +1928,67 @@ def test_a_checkout_interrupted_anywhere_after_it_got_a_connection_gives_it_back
         if not interrupted:  # no call left to interrupt: every one was
             break
     assert n > 10 and len(landed) == n - 1, landed  # every call of the checkout, in turn
+
+
+@pytest.mark.parametrize("start", ["queued", "connect-made-for-it"])
+def test_a_checkout_interrupted_anywhere_from_its_start_holds_nothing_afterwards(
+    pg_target: Any, pools: list[Any], start: str
+) -> None:
+    """As above, from the checkout's first call: a checkout that must queue (a pool of
+    one, held) and one of an empty blocking pool, for which the pool opens a connection
+    on a thread of its own. Found at the end of the outside attacks: interrupted between
+    reserving the slot and starting that connect, the slot was lost for good (`opening`
+    1, no connection ever again). Each time the pool must settle whole: no waiter left,
+    no connect pending, nothing in use."""
+
+    def new_pool() -> Any:
+        pool = make_pool(
+            pg_target, maxconnections=1, blocking=True, checkout_timeout=3, ping_after=0
+        )
+        pools.append(pool)
+        if start == "queued":
+            pool.connection().close()
+        return pool
+
+    pool = new_pool()
+    landed: list[str] = []
+    n = 0
+    while True:
+        n += 1
+        tracer = interrupting_tracer(n, landed)
+        giver = None
+        if start == "queued":
+            giver = threading.Timer(0.05, pool.connection().close)
+            giver.start()
+        sys.settrace(tracer)
+        try:
+            db = pool.connection()
+        except Interrupt:
+            db = None
+        finally:
+            sys.settrace(None)
+            if giver is not None:
+                giver.join()
+        if db is not None:
+            db.close()
+        gc.collect()
+        deadline = time.monotonic() + 5  # a connect made for it settles on its thread
+        while time.monotonic() < deadline:
+            s = pool.stats()
+            if not (s["opening"] or s["waiting"] or s["in_use"]) and s["idle"] == s["size"]:
+                break
+            time.sleep(0.02)
+        s = pool.stats()
+        assert not (s["opening"] or s["waiting"] or s["in_use"]), (n, landed[-1:], s)
+        assert s["idle"] == s["size"], (n, landed[-1:], s)
+        with pool.connection() as check:
+            assert execute(pg_target, check, "SELECT 1") == [(1,)]
+        if db is not None:  # no call left to interrupt: every one was
+            break
+        if start == "connect-made-for-it":
+            pool.close()
+            pool = new_pool()  # empty again
+    assert n > 10 and len(landed) == n - 1, landed
 
 
 def test_a_pipeline_left_open_in_autocommit_mode_is_discarded_not_committed(

@@ -188,13 +188,19 @@ class _Held:
     Kept outside the checkout's frame so that its caller, too, can give the
     entry back when an exception interrupts the checkout before its first
     line runs. ``checking``: the entry is being pinged (half-read, if so).
+    ``waiter``: the checkout's place in line, with what it may have been
+    served or the slot reserved for its connect; ``reserved``: a slot granted
+    to it, not yet handed to a connect. Each is set and cleared by plain
+    stores next to what it records, with no call (no signal) in between.
     """
 
-    __slots__ = ("checking", "entry")
+    __slots__ = ("checking", "entry", "reserved", "waiter")
 
     def __init__(self, entry: _Entry | None) -> None:
         self.entry = entry
         self.checking = False
+        self.waiter: _Waiter | None = None
+        self.reserved = False
 
 
 class _Waiter:
@@ -207,7 +213,9 @@ class _Waiter:
     blocks. ``connecting``: a connect made for it is under way.
     """
 
-    __slots__ = ("connecting", "entry", "error", "failed", "grant", "lock")
+    __slots__ = (
+        "abandoned", "claimed", "connecting", "entry", "error", "failed", "grant", "lock", "slot"
+    )  # fmt: skip
 
     def __init__(self, connecting: bool = False) -> None:
         self.lock = threading.Lock()
@@ -217,6 +225,12 @@ class _Waiter:
         self.error: BaseException | None = None
         self.failed: BaseException | None = None
         self.connecting = connecting
+        #: A slot reserved for the connect made for it; ``claimed`` once that
+        #: connect's thread runs, ``abandoned`` if its checkout gave it back first
+        #: (both under the pool lock: exactly one of them owns the slot).
+        self.slot = False
+        self.claimed = False
+        self.abandoned = False
 
 
 class Pool(Uncopyable):
@@ -449,6 +463,12 @@ class Pool(Uncopyable):
         outside attack: a pool of one was dead after one interrupt just after
         the hand-over). Given back once: ``held`` is emptied.
         """
+        waiter, held.waiter = held.waiter, None
+        if waiter is not None:
+            self._leave_line(waiter)
+        if held.reserved:
+            held.reserved = False
+            self._unreserve()
         entry, held.entry = held.entry, None
         if entry is None or entry.ref is not None:
             return
@@ -500,7 +520,6 @@ class Pool(Uncopyable):
         # it at once instead of after a whole connect (HikariCP's spike test:
         # 50 threads, 150 ms connects, 2 ms queries: the burst is over long
         # before the new connections are).
-        reserved = False
         unanswered = False
         if self._orphans:
             self._drain_orphans()
@@ -555,8 +574,9 @@ class Pool(Uncopyable):
                     now = monotonic()  # the ping took some of the deadline
                     unanswered = now >= deadline  # all of it: the database did not answer
                 if now >= deadline:
-                    if reserved:
+                    if held.reserved:
                         self._unreserve()
+                        held.reserved = False
                     self._raise_timeout(failed, connecting=unanswered)
                 waiter: _Waiter | None = None
                 connect_for: _Waiter | None = None
@@ -564,15 +584,19 @@ class Pool(Uncopyable):
                 lock.acquire()
                 try:
                     if self._closed:
-                        if reserved:
+                        if held.reserved:
                             self._size -= 1
                             self._opening -= 1
+                            held.reserved = False
                             self._size_dropped()
                         raise PoolClosed(f"pool {self.name} is closed")
-                    if reserved:
-                        # Our slot, granted after waiting: back to the head of the line.
-                        reserved = False
+                    if held.reserved:
+                        # Our slot, granted after waiting: back to the head of the line,
+                        # the slot now the connect's (moved by stores alone, see _Held).
                         waiter = connect_for = _Waiter(connecting=True)
+                        waiter.slot = True
+                        held.waiter = waiter
+                        held.reserved = False
                         self._waiters.appendleft(waiter)
                         if self._idle:
                             self._serve_waiters()
@@ -596,6 +620,7 @@ class Pool(Uncopyable):
                             )
                         spare = self._spare_waiters
                         waiter = spare.pop() if spare else _Waiter()
+                        held.waiter = waiter
                         if failed is not None:  # it had its turn already: keep it
                             self._waiters.appendleft(waiter)
                         else:
@@ -606,11 +631,18 @@ class Pool(Uncopyable):
                         # before we queued, and not seen us: look again.
                         if self._idle:
                             self._serve_waiters()
+                    elif self._blocking:
+                        # The waiter first, then the slot, by stores alone (see _Held).
+                        waiter = connect_for = _Waiter(connecting=True)
+                        self._size += 1  # (_reserve(), inline)
+                        self._opening += 1
+                        waiter.slot = True
+                        held.waiter = waiter
+                        self._waiters.append(waiter)  # nobody waits (checked above)
                     else:
-                        self._reserve()
-                        if self._blocking:
-                            waiter = connect_for = _Waiter(connecting=True)
-                            self._waiters.append(waiter)  # nobody waits (checked above)
+                        self._size += 1  # (_reserve(), inline)
+                        self._opening += 1
+                        held.reserved = True
                 finally:
                     lock.release()
                 if wake:
@@ -621,39 +653,48 @@ class Pool(Uncopyable):
                     # Waiting for the connect made for us is not counted as a wait
                     # for a busy pool (stats()["waits"]), as when we connected ourselves.
                     waited = waited or connect_for is None
+                    # Interrupted while it waits (a signal handler's exception: a
+                    # request timeout, Ctrl-C), the checkout leaves the line and gives
+                    # back what was handed over meanwhile (_unattached, held.waiter),
+                    # or the connection (or the slot) was lost for good (found by an
+                    # outside attack: a pool of one stalled).
                     remaining = deadline - monotonic()
-                    try:
-                        served = remaining > 0 and waiter.lock.acquire(True, remaining)
-                        if not served:
-                            self._wait_ran_out(waiter, failed)  # raises unless served meanwhile
-                    except BaseException:
-                        # Interrupted (a signal handler's exception: a request timeout,
-                        # Ctrl-C): leave the line, and give back what was handed over
-                        # meanwhile, or the connection (or the slot) was lost for good
-                        # (found by an outside attack: a pool of one stalled). Also
-                        # the timeout's own exception: nothing to give back then.
-                        self._leave_line(waiter)
-                        raise
+                    served = remaining > 0 and waiter.lock.acquire(True, remaining)
+                    if not served:
+                        self._wait_ran_out(waiter, failed)  # raises unless served meanwhile
                     if waiter.error is not None:
                         raise waiter.error
                     entry = held.entry = waiter.entry  # None for a grant
+                    if entry is not None:
+                        held.waiter = None  # (the entry is held.entry's now)
                     if served and entry is not None and connect_for is None:
                         # Handed a connection: nobody else holds this waiter now (a
                         # connect made for a waiter keeps it, so those are never kept).
                         waiter.entry = None
                         self._spare_waiters.append(waiter)
+                    if waiter.grant:  # a slot granted to us: see the top of the loop
+                        waiter.grant = False
+                        held.reserved = True
+                        held.waiter = None
                     now = monotonic()
                     if waiter.failed is not None:
-                        failed = waiter.failed  # our connect's error: back in line, at the head
+                        # Our connect's error (its slot given back by it): back in
+                        # line, at the head.
+                        held.waiter = None
+                        failed = waiter.failed
                         continue
-                    if entry is not None or not waiter.grant:
+                    if not held.reserved:
+                        held.waiter = None  # (served an entry, or woken for nothing)
                         continue
                     if now >= deadline:  # granted too late to use it
                         self._unreserve()
+                        held.reserved = False
                         self._raise_timeout(failed)
-                    reserved = True  # a slot granted to us: see the top of the loop
                     continue
-                # A non-blocking checkout opens the connection in its reserved slot itself.
+                # A non-blocking checkout opens the connection in its reserved slot
+                # itself: the slot is the connect's from here (a window: an interrupt
+                # before its thread starts loses the slot).
+                held.reserved = False
                 try:
                     entry = held.entry = self._open_within(deadline, now)
                 except Exception as exc:
@@ -726,6 +767,14 @@ class Pool(Uncopyable):
 
     def _connect_for_waiters(self, waiter: _Waiter, seconds: float) -> None:
         """The body of a background connect: the new connection goes to the longest waiter."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            if waiter.abandoned:
+                return  # its checkout was interrupted before this ran: the slot went back
+            waiter.claimed = True
+        finally:
+            lock.release()
         try:
             self._open_reserved(seconds, checkout=False, for_waiter=waiter)
         except PoolClosed:
@@ -868,14 +917,34 @@ class Pool(Uncopyable):
             lock.release()
 
     def _leave_line(self, waiter: _Waiter) -> None:
-        """A waiter gives up its place, interrupted; what it was served goes back."""
-        if self._dequeue(waiter):
-            return
-        entry, waiter.entry = waiter.entry, None
+        """A waiter gives up its place, interrupted; what it was served goes back.
+
+        A connection handed over, a slot granted to open one in, and the slot
+        reserved for a connect made for it that has not begun (the connect
+        then does nothing: ``abandoned``).
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            entry, waiter.entry = waiter.entry, None
+            freed = 0
+            if waiter.grant:
+                waiter.grant = False
+                freed += 1
+            if waiter.slot and not waiter.claimed and not waiter.abandoned:
+                waiter.abandoned = True
+                freed += 1
+            if freed:
+                self._size -= freed
+                self._opening -= freed
+                self._size_dropped()
+                self._serve_waiters()
+        finally:
+            lock.release()
         if entry is not None:
             self._checkin(entry)  # served a connection nobody will use: give it back
-        elif waiter.grant:
-            self._unreserve()  # a slot to open one in: free it for the next waiter
 
     def _wait_ran_out(self, waiter: _Waiter, failed: BaseException | None) -> None:
         """A waiter's deadline passed: raise the timeout, unless it was served meanwhile."""
