@@ -767,14 +767,11 @@ class Pool(Uncopyable):
 
     def _connect_for_waiters(self, waiter: _Waiter, seconds: float) -> None:
         """The body of a background connect: the new connection goes to the longest waiter."""
-        lock = self._lock
-        lock.acquire()
-        try:
+        # (`with`: no signal handler can run between the acquire and the block)
+        with self._lock:
             if waiter.abandoned:
                 return  # its checkout was interrupted before this ran: the slot went back
             waiter.claimed = True
-        finally:
-            lock.release()
         try:
             self._open_reserved(seconds, checkout=False, for_waiter=waiter)
         except PoolClosed:
@@ -923,9 +920,8 @@ class Pool(Uncopyable):
         reserved for a connect made for it that has not begun (the connect
         then does nothing: ``abandoned``).
         """
-        lock = self._lock
-        lock.acquire()
-        try:
+        # (`with`: no signal handler can run between the acquire and the block)
+        with self._lock:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
             entry, waiter.entry = waiter.entry, None
@@ -941,8 +937,6 @@ class Pool(Uncopyable):
                 self._opening -= freed
                 self._size_dropped()
                 self._serve_waiters()
-        finally:
-            lock.release()
         if entry is not None:
             self._checkin(entry)  # served a connection nobody will use: give it back
 
